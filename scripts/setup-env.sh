@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Creates .venv (once) and installs sdbench with its test dependencies into it.
+# Sourced by scripts/bench.sh and scripts/test.sh; safe to run again (it skips work already done).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="${SDBENCH_VENV:-$root/.venv}"
+py="${PYTHON:-python3}"
+if [ ! -x "$venv/bin/python" ]; then
+  echo "sdbench: creating virtual environment in $venv" >&2
+  "$py" -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --upgrade pip
+fi
+pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
+stamp="$venv/.sdbench-installed"
+want="$(cat "$root/pyproject.toml" "$root/scripts/setup-env.sh" | sha256sum | cut -c1-16)"
+if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
+  # Without a GPU, take the CPU build of torch so that nothing pulls a multi-GB CUDA build.
+  if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
+    if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
+      "${pip[@]}" torch
+    else
+      "${pip[@]}" "torch==2.13.0"
+    fi
+  fi
+  "${pip[@]}" -e "$root[test]"
+  # The real CLIP BPE vocabulary ships inside open_clip_torch; --no-deps keeps torchvision
+  # (and through it a CUDA torch) out. sdbench reads the file and never imports the package.
+  "${pip[@]}" --no-deps "open_clip_torch==3.3.0"
+  echo "$want" > "$stamp"
+fi
+export PATH="$venv/bin:$PATH"
+export TRANSFORMERS_VERBOSITY="${TRANSFORMERS_VERBOSITY:-error}"
+export HF_HUB_DISABLE_TELEMETRY=1
