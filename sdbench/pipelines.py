@@ -1,0 +1,212 @@
+"""Turn a model variant into a real diffusers pipeline, with no network, and keep pipelines warm."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sdbench.errors import ConfigError
+from sdbench.models import ModelSpec, get_model
+from sdbench.schedulers import make_scheduler, model_scheduler_config
+from sdbench.weights import WeightSource, fill_synthetic_, hub_file, resolve_auto, resolve_hub_snapshot
+
+log = logging.getLogger(__name__)
+
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    try:
+        return DTYPES[name]
+    except KeyError:
+        raise ConfigError("dtype", name, sorted(DTYPES)) from None
+
+
+def _pipeline_class(spec: ModelSpec) -> type:
+    import diffusers
+
+    return getattr(diffusers, spec.pipeline_class)
+
+
+def _text_encoder(te_config: dict[str, Any], with_projection: bool) -> torch.nn.Module:
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    cls = CLIPTextModelWithProjection if with_projection else CLIPTextModel
+    return cls(CLIPTextConfig(**te_config))
+
+
+def build_synthetic_components(spec: ModelSpec, dtype: torch.dtype, device: torch.device | str, seed: int = 0) -> dict[str, Any]:
+    """Every component of `spec`'s pipeline, in its real architecture, with seeded synthetic weights."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from sdbench.tokenizer import build_clip_tokenizer
+
+    device = torch.device(device)
+    with torch.device("meta"):
+        modules: dict[str, torch.nn.Module | None] = {
+            "unet": UNet2DConditionModel.from_config(dict(spec.unet)),
+            "vae": AutoencoderKL.from_config(dict(spec.vae)),
+        }
+        for slot, te in zip(("text_encoder", "text_encoder_2"), spec.text_encoders):
+            modules[slot] = None if te is None else _text_encoder(dict(te.config), te.with_projection)
+    components: dict[str, Any] = {}
+    for name, module in modules.items():
+        if module is None:
+            components[name] = None
+            continue
+        # Materialise and fill in fp32 on the target device, then cast: the same seed gives the same
+        # weights (up to rounding) in every dtype, which the fidelity checks rely on.
+        module = module.to_empty(device=device)
+        fill_synthetic_(module, seed=seed + _component_offset(name))
+        # nn.Module.to, not the diffusers override that warns about fp32-only modules (none here)
+        components[name] = torch.nn.Module.to(module, dtype=dtype).eval().requires_grad_(False)
+    for slot, te in zip(("tokenizer", "tokenizer_2"), spec.text_encoders):
+        components[slot] = None if te is None else build_clip_tokenizer(pad_token=te.pad_token)
+    if len(spec.text_encoders) == 1:
+        components.pop("text_encoder_2", None)
+    components["scheduler"] = make_scheduler(spec.default_scheduler, spec.scheduler_config)
+    return components
+
+
+def _component_offset(name: str) -> int:
+    return {"unet": 0, "vae": 1_000, "text_encoder": 2_000, "text_encoder_2": 3_000}[name]
+
+
+def assemble_pipeline(spec: ModelSpec, components: dict[str, Any]) -> Any:
+    """Build the diffusers pipeline object of `spec` from its components."""
+    cls = _pipeline_class(spec)
+    kwargs = dict(components)
+    if spec.pipeline_class == "StableDiffusionPipeline":
+        kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    elif spec.family == "sdxl-refiner":
+        kwargs.update(requires_aesthetics_score=True, force_zeros_for_empty_prompt=False)
+    else:
+        kwargs.update(force_zeros_for_empty_prompt=True)
+    pipe = cls(**kwargs)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+def _load_pretrained(spec: ModelSpec, path: Path, dtype: torch.dtype, *, allow_pickle: bool = False) -> Any:
+    cls = _pipeline_class(spec)
+    kwargs: dict[str, Any] = {"torch_dtype": dtype, "use_safetensors": not allow_pickle}
+    if spec.pipeline_class == "StableDiffusionPipeline":
+        kwargs.update(safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = cls.from_pretrained(str(path), **kwargs)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+@dataclass
+class BuiltPipeline:
+    """A ready pipeline plus how it was made (recorded with every measurement)."""
+
+    pipe: Any
+    model: str
+    weights: str  # synthetic | hub:<repo> | local:<path>
+    dtype: str
+    device: str
+    build_s: float
+
+
+def build_pipeline(model: str | ModelSpec, *, weights: str | WeightSource = "auto", dtype: str = "fp16",
+                   device: str = "cpu", seed: int = 0, steps: int | None = None, allow_pickle: bool = False) -> BuiltPipeline:
+    """Build `model`'s pipeline on `device` in `dtype` from the requested weight source."""
+    spec = model if isinstance(model, ModelSpec) else get_model(model)
+    source = weights if isinstance(weights, WeightSource) else WeightSource.parse(weights)
+    source = resolve_auto(spec, source)
+    tdtype = torch_dtype(dtype)
+    t0 = time.perf_counter()
+    if source.kind == "synthetic":
+        pipe = assemble_pipeline(spec, build_synthetic_components(spec, tdtype, device, seed))
+        label = "synthetic"
+    elif source.kind == "local":
+        assert source.path is not None
+        pipe = _load_pretrained(spec, source.path, tdtype, allow_pickle=allow_pickle)
+        label = f"local:{source.path}"
+    else:
+        if spec.repo_id is None:
+            raise ConfigError("weights", "hub", "synthetic", reason=f"{spec.key} has no hub repository")
+        base = spec.base_repo_id or spec.repo_id
+        pipe = _load_pretrained(spec, resolve_hub_snapshot(base), tdtype, allow_pickle=allow_pickle)
+        if spec.unet_file_template:
+            _load_unet_file(pipe, hub_file(spec.repo_id, spec.unet_file_template.format(steps=steps or spec.default_steps)))
+        label = f"hub:{spec.repo_id}"
+        pipe.scheduler = make_scheduler(spec.default_scheduler, {**dict(pipe.scheduler.config), **spec.scheduler_config})
+    pipe = pipe.to(device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+    return BuiltPipeline(pipe, spec.key, label, dtype, device, time.perf_counter() - t0)
+
+
+def _load_unet_file(pipe: Any, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    state = load_file(str(path))
+    missing, unexpected = pipe.unet.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ConfigError("weights", str(path), reason=f"UNet file does not match: {len(missing)} missing, {len(unexpected)} unexpected keys")
+
+
+def set_scheduler(pipe: Any, key: str, overrides: dict[str, Any] | None = None) -> Any:
+    """Swap the pipeline's scheduler for `key`, keeping the model's own noise schedule settings."""
+    pipe.scheduler = make_scheduler(key, model_scheduler_config(pipe.scheduler), overrides)
+    return pipe.scheduler
+
+
+@dataclass(frozen=True)
+class PipelineKey:
+    """What forces a rebuild. A scheduler change does not: it is a swap."""
+
+    model: str
+    weights: str
+    dtype: str
+    device: str
+    profile: str = "eager"
+
+
+class PipelineCache:
+    """Warm pipelines, keyed by what forces a rebuild; least recently used evicted past `max_pipelines`.
+
+    Memory is freed only on eviction, so consecutive cases on the same model never reload it.
+    """
+
+    def __init__(self, max_pipelines: int = 2) -> None:
+        self.max_pipelines = max_pipelines
+        self._items: OrderedDict[PipelineKey, BuiltPipeline] = OrderedDict()
+        self.builds = 0
+        self.hits = 0
+
+    def get(self, key: PipelineKey, builder: Any) -> BuiltPipeline:
+        """Return the warm pipeline for `key`, building it with `builder()` when absent."""
+        if key in self._items:
+            self._items.move_to_end(key)
+            self.hits += 1
+            return self._items[key]
+        while len(self._items) >= self.max_pipelines:
+            self.evict_oldest()
+        built = builder()
+        self.builds += 1
+        self._items[key] = built
+        return built
+
+    def evict_oldest(self) -> None:
+        _, built = self._items.popitem(last=False)
+        del built
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    def clear(self) -> None:
+        while self._items:
+            self.evict_oldest()
+
+    def __len__(self) -> int:
+        return len(self._items)
