@@ -1,0 +1,197 @@
+"""A benchmark case: everything that determines what one measurement runs. Validated on construction."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from sdbench.errors import ConfigError
+from sdbench.models import MODELS, get_model
+from sdbench.pipelines import DTYPES
+from sdbench.schedulers import SCHEDULERS, get_scheduler_spec
+
+DEFAULT_PROMPT = "a photograph of an astronaut riding a horse on the moon, highly detailed, 8k"
+ATTENTION_BACKENDS = ("sdpa", "flash", "efficient", "math", "cudnn", "sliced", "xformers")
+OFFLOAD_MODES = ("none", "model", "sequential")
+DEVICES_HELP = "auto, cpu, cuda, cuda:N, simulated"
+MIN_SIDE_PX, MAX_SIDE_PX = 64, 4096
+MAX_STEPS, MAX_BATCH = 1000, 512
+
+
+def resolve_device(value: str) -> str:
+    """`auto` becomes `cuda:0` when a CUDA GPU is visible, else `cpu`; bad values raise ConfigError."""
+    import torch
+
+    if value == "auto":
+        return "cuda:0" if torch.cuda.is_available() else "cpu"
+    if value in ("cpu", "simulated"):
+        return value
+    if value == "cuda" or (value.startswith("cuda:") and value[5:].isdigit()):
+        if not torch.cuda.is_available():
+            raise ConfigError("device", value, "cpu, simulated (this machine has no CUDA GPU)",
+                              reason="no CUDA GPU is visible to torch")
+        index = 0 if value == "cuda" else int(value[5:])
+        if index >= torch.cuda.device_count():
+            raise ConfigError("device", value, [f"cuda:{i}" for i in range(torch.cuda.device_count())])
+        return f"cuda:{index}"
+    raise ConfigError("device", value, DEVICES_HELP)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One configuration to measure. Build with `Case.create(model, ...)`, which fills model defaults."""
+
+    model: str
+    scheduler: str
+    steps: int
+    height: int
+    width: int
+    guidance_scale: float
+    batch_size: int = 1
+    dtype: str = "fp16"
+    profile: str = "eager"
+    attention: str = "sdpa"
+    offload: str = "none"
+    weights: str = "auto"
+    seed: int = 0
+    prompt: str = DEFAULT_PROMPT
+    negative_prompt: str | None = None
+    device: str = "cpu"
+    strength: float | None = None
+    timestep_spacing: str | None = None  # override of the model's default spacing
+    sm_clock_mhz: int | None = None  # requested SM clock lock (None: the card as found)
+    mem_clock_mhz: int | None = None
+    power_limit_w: int | None = None
+    tags: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def create(cls, model: str, **kwargs: Any) -> Case:
+        """A case for `model` with its defaults; keyword arguments given as None keep the default."""
+        spec = get_model(model)
+        known = {f.name for f in fields(cls)}
+        unknown = set(kwargs) - known
+        if unknown:
+            raise ConfigError("case field", sorted(unknown)[0], sorted(known))
+        given = {k: v for k, v in kwargs.items() if v is not None}
+        side = given.pop("resolution", None)
+        values: dict[str, Any] = {
+            "scheduler": spec.default_scheduler,
+            "steps": spec.default_steps,
+            "height": side or spec.default_resolution,
+            "width": side or spec.default_resolution,
+            "guidance_scale": spec.default_guidance,
+            "strength": spec.default_strength,
+        }
+        values.update(given)
+        return cls(model=model, **values)
+
+    def validate(self) -> None:
+        spec = get_model(self.model)
+        get_scheduler_spec(self.scheduler)
+        if self.dtype not in DTYPES:
+            raise ConfigError("dtype", self.dtype, sorted(DTYPES))
+        from sdbench.optimize import PROFILES
+
+        if self.profile not in PROFILES:
+            raise ConfigError("profile", self.profile, sorted(PROFILES))
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ConfigError("attention", self.attention, ATTENTION_BACKENDS)
+        if self.offload not in OFFLOAD_MODES:
+            raise ConfigError("offload", self.offload, OFFLOAD_MODES)
+        for name in ("height", "width"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ConfigError(name, value, "an integer number of pixels")
+            if value % 8 or not MIN_SIDE_PX <= value <= MAX_SIDE_PX:
+                raise ConfigError(name, value, f"a multiple of 8 from {MIN_SIDE_PX} to {MAX_SIDE_PX}")
+        if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
+            raise ConfigError("steps", self.steps, f"an integer from 1 to {MAX_STEPS}")
+        if spec.allowed_steps and self.steps not in spec.allowed_steps:
+            raise ConfigError("steps", self.steps, spec.allowed_steps,
+                              reason=f"{spec.key} is distilled for these step counts")
+        if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= MAX_BATCH:
+            raise ConfigError("batch_size", self.batch_size, f"an integer from 1 to {MAX_BATCH}")
+        if not isinstance(self.guidance_scale, (int, float)) or not 0 <= self.guidance_scale <= 100:
+            raise ConfigError("guidance_scale", self.guidance_scale, "a number from 0 to 100 (0 or 1: no CFG)")
+        if spec.img2img:
+            if self.strength is None or not 0 < self.strength <= 1:
+                raise ConfigError("strength", self.strength, "a number in (0, 1]")
+        elif self.strength is not None:
+            raise ConfigError("strength", self.strength, "unset", reason=f"{spec.key} is text-to-image")
+        if self.timestep_spacing not in (None, "leading", "trailing", "linspace"):
+            raise ConfigError("timestep_spacing", self.timestep_spacing, "leading, trailing, linspace")
+        if self.device not in ("cpu", "simulated") and not self.device.startswith("cuda:"):
+            raise ConfigError("device", self.device, DEVICES_HELP)
+        if self.dtype == "fp16" and self.device in ("cpu", "simulated"):
+            # CPU fp16 kernels are partial and slow; refuse rather than measure something odd.
+            raise ConfigError("dtype", self.dtype, "fp32, bf16", reason="fp16 is a GPU dtype; on the CPU use fp32")
+        for name in ("sm_clock_mhz", "mem_clock_mhz", "power_limit_w"):
+            value = getattr(self, name)
+            if value is not None and (not isinstance(value, int) or value <= 0):
+                raise ConfigError(name, value, "a positive integer, or unset for the card as found")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise ConfigError("seed", self.seed, "a non-negative integer")
+
+    # --- derived -------------------------------------------------------------------------------
+    @property
+    def spec(self):  # noqa: ANN201 - ModelSpec, kept light to avoid an import cycle in annotations
+        return MODELS[self.model]
+
+    @property
+    def uses_cfg(self) -> bool:
+        """Classifier-free guidance doubles the UNet batch; turbo/lightning run without it."""
+        return self.guidance_scale > 1.0
+
+    @property
+    def unet_evaluations_per_step(self) -> int:
+        return SCHEDULERS[self.scheduler].order
+
+    @property
+    def compute_device(self) -> str:
+        return "cpu" if self.device == "simulated" else self.device
+
+    def with_(self, **changes: Any) -> Case:
+        return replace(self, **changes)
+
+    def features(self) -> dict[str, Any]:
+        """The case as flat, JSON-ready columns (feeds records, exports and the power-model table)."""
+        d = asdict(self)
+        d["tags"] = list(self.tags)
+        d["resolution"] = f"{self.width}x{self.height}"
+        d["pixels"] = self.width * self.height
+        d["cfg"] = self.uses_cfg
+        d["family"] = self.spec.family
+        d["prediction_type"] = self.spec.prediction_type
+        d["case_id"] = self.case_id
+        d["case_hash"] = self.case_hash
+        return d
+
+    @property
+    def case_id(self) -> str:
+        """A short readable id (pytest parameter ids, file names)."""
+        parts = [self.model, self.scheduler, f"{self.width}x{self.height}", f"b{self.batch_size}",
+                 f"{self.steps}st", self.dtype, self.profile]
+        if self.attention != "sdpa":
+            parts.append(self.attention)
+        if self.offload != "none":
+            parts.append(f"offload-{self.offload}")
+        if self.sm_clock_mhz:
+            parts.append(f"sm{self.sm_clock_mhz}")
+        if self.mem_clock_mhz:
+            parts.append(f"mem{self.mem_clock_mhz}")
+        if self.power_limit_w:
+            parts.append(f"pl{self.power_limit_w}")
+        return "-".join(parts)
+
+    @property
+    def case_hash(self) -> str:
+        """Hash of what is measured (asv-style): results of a changed case are never compared with old ones."""
+        d = asdict(self)
+        d.pop("tags")
+        blob = json.dumps(d, sort_keys=True, default=str).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]

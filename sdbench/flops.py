@@ -1,0 +1,80 @@
+"""Work per image, counted with FlopCounterMode on the meta device (no memory, no time, exact shapes).
+
+Counting on the meta device matters: on real CPU tensors SDPA dispatches to a fused kernel that
+FlopCounterMode does not see, so attention would go uncounted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from typing import Any
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from sdbench.models import ModelSpec, get_model
+
+MAX_SEQ = 77
+
+
+@dataclass(frozen=True)
+class WorkCount:
+    """FLOPs of one pipeline call's components, for `batch_size` images."""
+
+    unet_flop_per_eval: float  # one UNet evaluation of the whole (CFG-doubled) batch
+    vae_decode_flop: float
+    text_encode_flop: float
+
+    def per_image(self, *, batch_size: int, unet_evals: int) -> dict[str, float]:
+        total = self.unet_flop_per_eval * unet_evals + self.vae_decode_flop + self.text_encode_flop
+        return {
+            "flop_unet_per_step_per_image": self.unet_flop_per_eval / batch_size,
+            "flop_unet_per_image": self.unet_flop_per_eval * unet_evals / batch_size,
+            "flop_vae_decode_per_image": self.vae_decode_flop / batch_size,
+            "flop_text_encode_per_image": self.text_encode_flop / batch_size,
+            "flop_per_image": total / batch_size,
+        }
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def _count(fn: Any) -> float:
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+@lru_cache(maxsize=64)
+def count_work(model: str, height: int, width: int, batch_size: int, cfg: bool) -> WorkCount:
+    """FLOPs of `model`'s UNet (one evaluation), VAE decode and text encoding at this shape."""
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    from sdbench.pipelines import _text_encoder
+
+    spec: ModelSpec = get_model(model)
+    factor = spec.vae_scale_factor
+    lat_h, lat_w = height // factor, width // factor
+    unet_batch = batch_size * (2 if cfg else 1)
+    meta = torch.device("meta")
+    with torch.device(meta):
+        unet = UNet2DConditionModel.from_config(dict(spec.unet))
+        vae = AutoencoderKL.from_config(dict(spec.vae))
+        encoders = [None if te is None else _text_encoder(dict(te.config), te.with_projection) for te in spec.text_encoders]
+    with torch.device(meta), torch.no_grad():
+        sample = torch.empty(unet_batch, spec.unet["in_channels"], lat_h, lat_w)
+        hidden = torch.empty(unet_batch, MAX_SEQ, spec.unet["cross_attention_dim"])
+        added = None
+        if spec.unet.get("addition_embed_type") == "text_time":
+            n_ids = (spec.unet["projection_class_embeddings_input_dim"]
+                     - encoders[-1].config.projection_dim) // spec.unet["addition_time_embed_dim"]
+            added = {"text_embeds": torch.empty(unet_batch, encoders[-1].config.projection_dim),
+                     "time_ids": torch.empty(unet_batch, n_ids)}
+        t = torch.empty(unet_batch)
+        unet_flop = _count(lambda: unet(sample, t, encoder_hidden_states=hidden, added_cond_kwargs=added))
+        latents = torch.empty(batch_size, spec.vae["latent_channels"], lat_h, lat_w)
+        vae_flop = _count(lambda: vae.decode(latents))
+        ids = torch.zeros(unet_batch, MAX_SEQ, dtype=torch.long)
+        text_flop = sum(_count(lambda enc=enc: enc(ids)) for enc in encoders if enc is not None)
+    return WorkCount(unet_flop, vae_flop, text_flop)
