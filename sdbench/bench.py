@@ -1,0 +1,87 @@
+"""The shared front-door object: a warm pipeline cache, a Runner and the device, for any number of cases."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from sdbench.case import Case, resolve_device
+from sdbench.environment import environment
+from sdbench.optimize import Applied, apply, check_supported
+from sdbench.pipelines import BuiltPipeline, PipelineCache, PipelineKey, build_pipeline
+from sdbench.runner import Runner, RunnerConfig
+
+log = logging.getLogger(__name__)
+
+
+def open_gpu_for(device: str) -> Any:
+    """The NVML device that measures `device`'s energy: real for CUDA, simulated for `simulated`, else None."""
+    from sdbench.gpu import open_device
+
+    if device == "simulated":
+        return open_device("simulated")
+    if device.startswith("cuda"):
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        return open_device("auto", index=index)
+    return None
+
+
+class Bench:
+    """Measures cases through one Runner, keeping pipelines warm between them."""
+
+    def __init__(self, device: str = "auto", runner_config: RunnerConfig | None = None,
+                 max_pipelines: int = 2, gpu: Any = "open") -> None:
+        self.device = resolve_device(device)
+        self.gpu = open_gpu_for(self.device) if gpu == "open" else gpu
+        if runner_config is None:
+            runner_config = RunnerConfig() if self.device.startswith("cuda") else RunnerConfig.for_cpu()
+        self.runner = Runner(runner_config, self.gpu)
+        self.cache = PipelineCache(max_pipelines=max_pipelines)
+        self._applied: dict[PipelineKey, Applied] = {}
+        self._environment: dict[str, Any] | None = None
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        if self._environment is None:
+            self._environment = environment(self.gpu, self.device)
+        return self._environment
+
+    def case(self, model: str, **kwargs: Any) -> Case:
+        """A case on this bench's device (dtype defaults to fp16 on a GPU, fp32 on the CPU)."""
+        kwargs.setdefault("device", self.device)
+        if kwargs.get("dtype") is None:
+            kwargs["dtype"] = "fp16" if self.device.startswith("cuda") else "fp32"
+        return Case.create(model, **kwargs)
+
+    def pipeline(self, case: Case) -> tuple[BuiltPipeline, Applied]:
+        """The warm pipeline for `case`: rebuilt only when model, weights, dtype, device or profile change."""
+        check_supported(case.dtype, case.attention, case.offload, case.compute_device)
+        key = PipelineKey(case.model, case.weights, case.dtype, case.compute_device,
+                          f"{case.profile}/{case.attention}/{case.offload}")
+
+        def build() -> BuiltPipeline:
+            # Offloaded pipelines start on the CPU; the offload hooks move modules as they run.
+            target = "cpu" if case.offload != "none" else case.compute_device
+            built = build_pipeline(case.model, weights=case.weights, dtype=case.dtype, device=target,
+                                   seed=0, steps=case.steps)
+            self._applied[key] = apply(built.pipe, profile=case.profile, attention=case.attention,
+                                       offload=case.offload, device=case.compute_device)
+            return built
+
+        built = self.cache.get(key, build)
+        return built, self._applied[key]
+
+    def measure(self, case: Case, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+        """Measure one case; returns its flat record (the environment included)."""
+        built, applied = self.pipeline(case)
+        m = self.runner.run(case, built, applied, progress=progress)
+        rec = m.to_record(self.runner.config.matmul_ceiling_tflops)
+        rec.update(applied.as_dict())
+        rec.update({f"env_{k}": v for k, v in self.environment.items()})
+        return rec
+
+    def close(self) -> None:
+        self.cache.clear()
+        if self.gpu is not None:
+            self.gpu.close()

@@ -1,0 +1,620 @@
+"""The one measurement path: a Case and a warm pipeline go in, a Record of metrics with units comes out.
+
+Every front door (the CLI, the pytest suite, sweeps, SLURM tasks) measures through `Runner.run`, so
+timing, energy and telemetry are taken in exactly one place:
+
+1. idle baseline (power of the quiet device, for net energy);
+2. warm-up calls (compilation, autotuning, clock ramp), timed on their own and never in per-image numbers;
+3. calibration: a measured window holds enough calls to span `min_window_periods` updates of the
+   energy counter (100 ms on an H100), as pytest-benchmark calibrates iterations to its timer;
+4. rounds of windows, synchronised with the device at both edges, until the stop rule says the 95 %
+   confidence interval of per-image time and energy is narrow enough, or a cap is hit;
+5. per-step and per-phase marks (CUDA events on a GPU) give per-step and per-phase time, and the power
+   timeline gives their energy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from sdbench.case import Case
+from sdbench.flops import count_work
+from sdbench.optimize import Applied
+from sdbench.pipelines import BuiltPipeline, set_scheduler
+from sdbench.schedulers import describe_scheduler
+from sdbench.stats import StopRule, iterations_per_window, summarize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RunnerConfig:
+    """How a case is measured. Defaults suit a GPU; `for_cpu()` shortens them for tiny CPU runs."""
+
+    warmup_calls: int = 1
+    warmup_min_s: float = 2.0  # keep warming up until this long has passed (clocks and caches settle)
+    min_rounds: int = 3
+    max_rounds: int = 30
+    max_time_s: float = 300.0
+    target_rel_ci: float = 0.02
+    energy: str = "auto"  # auto | counter | timeline | rapl | none
+    idle_s: float = 1.0  # idle-power baseline before the case; 0 disables (net energy then unavailable)
+    per_step: bool = True
+    per_phase: bool = True
+    timeline_hz: float = 100.0  # power timeline for per-step/phase energy; 0 disables
+    telemetry_hz: float = 20.0
+    min_window_periods: int = 20
+    max_calls_per_window: int = 200
+    align_to_counter: bool = True  # start windows on a counter update, read the end on the next one
+    count_flops: bool = True
+    matmul_ceiling_tflops: float | None = None
+
+    @classmethod
+    def for_cpu(cls, **overrides: Any) -> RunnerConfig:
+        base = dict(warmup_min_s=0.0, min_rounds=3, max_rounds=5, max_time_s=60.0, idle_s=0.2, target_rel_ci=0.05)
+        base.update(overrides)
+        return cls(**base)
+
+
+class Marks:
+    """Timestamps inside one pipeline call: CUDA events on a GPU, perf_counter on the CPU.
+
+    Offsets are taken from the window's origin (an event recorded right after the synchronised
+    window start), so on a GPU they are positions on the device's own timeline.
+    """
+
+    def __init__(self, cuda: bool, origin: Any) -> None:
+        self.cuda = cuda
+        self.origin = origin
+        self.items: list[tuple[str, Any]] = []
+
+    def mark(self, label: str) -> None:
+        if self.cuda:
+            ev = torch.cuda.Event(enable_timing=True)
+            ev.record()
+            self.items.append((label, ev))
+        else:
+            self.items.append((label, time.perf_counter()))
+
+    def offsets_s(self) -> list[tuple[str, float]]:
+        """(label, seconds since the window origin); call only after the device was synchronised."""
+        if self.cuda:
+            return [(lab, self.origin.elapsed_time(ev) / 1e3) for lab, ev in self.items]
+        return [(lab, t - self.origin) for lab, t in self.items]
+
+
+@dataclass
+class CallBreakdown:
+    """Per-step and per-phase durations of one call, and the wall time its first mark maps to."""
+
+    start_wall_s: float  # wall time (perf_counter) of the window origin the offsets count from
+    step_s: list[float]
+    phase_s: dict[str, float]
+    phase_bounds_s: dict[str, tuple[float, float]]  # phase -> (start, end) offsets from the origin
+    step_bounds_s: list[tuple[float, float]]
+
+
+def breakdown(marks: Marks, window_start_wall_s: float) -> CallBreakdown:
+    """Per-step and per-phase durations of one call from its marks (offsets from the window origin)."""
+    offs = marks.offsets_s()
+    by_label: dict[str, list[float]] = {}
+    for lab, t in offs:
+        by_label.setdefault(lab, []).append(t)
+    start = by_label.get("start", [offs[0][1]])[0]
+    end = by_label.get("end", [offs[-1][1]])[-1]
+    text_start = by_label.get("text_start", [start])[0]
+    text_end = by_label.get("text_end", [text_start])[-1]
+    steps = by_label.get("step", [])
+    dec_start = by_label.get("decode_start", [steps[-1] if steps else text_end])[0]
+    dec_end = by_label.get("decode_end", [dec_start])[-1]
+    step_bounds = []
+    prev = text_end
+    for t in steps:
+        step_bounds.append((prev, t))
+        prev = t
+    phases = {
+        "text_encode": (text_start, text_end),
+        "denoise": (text_end, steps[-1] if steps else text_end),
+        "vae_decode": (dec_start, dec_end),
+    }
+    phase_s = {k: max(0.0, b - a) for k, (a, b) in phases.items()}
+    phase_s["other"] = max(0.0, (end - start) - sum(phase_s.values()))
+    return CallBreakdown(window_start_wall_s, [b - a for a, b in step_bounds], phase_s, phases, step_bounds)
+
+
+@dataclass
+class Window:
+    calls: int
+    images: int
+    duration_s: float
+    t0_s: float
+    t1_s: float
+    energy_j: float | None
+    timeline_energy_j: float | None = None
+    cpu_energy_j: float | None = None
+    throttled: bool | None = None
+    telemetry: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Measurement:
+    """Everything measured for one case; `to_record()` flattens it."""
+
+    case: Case
+    windows: list[Window]
+    warmup_s: float
+    warmup_calls: int
+    first_call_s: float
+    calls_per_window: int
+    stop_reason: str
+    energy_source: str
+    energy_resolution_s: float | None
+    energy_unavailable_reason: str | None
+    energy_simulated: bool
+    idle_power_w: float | None
+    idle_unavailable_reason: str | None
+    breakdowns: list[CallBreakdown]
+    step_energy_j: list[float] | None
+    phase_energy_j: dict[str, float] | None
+    memory: dict[str, Any]
+    telemetry: dict[str, Any]
+    pipeline_info: dict[str, Any]
+    work: dict[str, float]
+    timeline: list[tuple[float, float]]
+    cpu_energy_source: str | None = None
+
+    def to_record(self, matmul_ceiling_tflops: float | None = None) -> dict[str, Any]:
+        return build_record(self, matmul_ceiling_tflops)
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(torch.device(device))
+
+
+class Runner:
+    """Measures cases on one device. `gpu` is the NVML (or simulated) device, or None."""
+
+    def __init__(self, config: RunnerConfig | None = None, gpu: Any = None) -> None:
+        self.config = config or RunnerConfig()
+        self.gpu = gpu
+        self._counter_period_s: float | None | str = "unknown"
+
+    # --- set-up -------------------------------------------------------------------------------
+    def counter_period_s(self) -> float | None:
+        """The energy counter's update period, detected once per Runner (100 ms on an H100)."""
+        if self._counter_period_s == "unknown":
+            from sdbench.measure.energy import detect_counter_period_s
+
+            period = None
+            if self.gpu is not None:
+                try:
+                    period = detect_counter_period_s(self.gpu)
+                except Exception as exc:  # noqa: BLE001 - any NVML fault means: no usable counter
+                    log.info("energy counter period not detected: %s", exc)
+            self._counter_period_s = period
+        return self._counter_period_s  # type: ignore[return-value]
+
+    def _make_call(self, case: Case, built: BuiltPipeline, applied: Applied | None, marks_box: list[Marks | None]) -> Callable[[], Any]:
+        pipe = built.pipe
+        device = case.compute_device
+        gen_device = "cpu" if device == "cpu" else device
+        generator = torch.Generator(device=gen_device)
+        prompts = [case.prompt] * case.batch_size
+        negative = [case.negative_prompt] * case.batch_size if case.negative_prompt else None
+        kwargs: dict[str, Any] = dict(
+            prompt=prompts,
+            negative_prompt=negative,
+            num_inference_steps=case.steps,
+            guidance_scale=case.guidance_scale,
+            height=case.height,
+            width=case.width,
+            output_type="pt",
+        )
+        if case.spec.img2img:
+            kwargs.pop("height")
+            kwargs.pop("width")
+            kwargs["strength"] = case.strength
+            kwargs["image"] = synthetic_init_image(case, device=gen_device)
+        if self.config.per_step:
+            def on_step_end(_pipe: Any, _i: int, _t: Any, cb_kwargs: dict[str, Any]) -> dict[str, Any]:
+                m = marks_box[0]
+                if m is not None:
+                    m.mark("step")
+                return {}
+            kwargs["callback_on_step_end"] = on_step_end
+        ctx = applied.call_context if applied else contextlib.nullcontext
+
+        def call() -> Any:
+            generator.manual_seed(case.seed)
+            m = marks_box[0]
+            if m is not None:
+                m.mark("start")
+            with ctx():
+                out = pipe(generator=generator, **kwargs)
+            if m is not None:
+                m.mark("end")
+            return out.images
+
+        return call
+
+    @contextlib.contextmanager
+    def _phase_hooks(self, pipe: Any, marks_box: list[Marks | None]) -> Iterator[None]:
+        """Marks at text-encoder and VAE-decode boundaries, by hooks and a wrapper (diffusers untouched)."""
+        handles = []
+        if self.config.per_phase:
+            for name in ("text_encoder", "text_encoder_2"):
+                enc = getattr(pipe, name, None)
+                if enc is None:
+                    continue
+                handles.append(enc.register_forward_pre_hook(lambda *_: _mark(marks_box, "text_start")))
+                handles.append(enc.register_forward_hook(lambda *_: _mark(marks_box, "text_end")))
+            vae = pipe.vae
+            had_instance_attr = "decode" in vae.__dict__
+            original = vae.decode
+
+            def decode(*args: Any, **kwargs: Any) -> Any:
+                _mark(marks_box, "decode_start")
+                out = original(*args, **kwargs)
+                _mark(marks_box, "decode_end")
+                return out
+
+            vae.decode = decode
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+            if self.config.per_phase:
+                if had_instance_attr:
+                    vae.decode = original
+                else:
+                    del vae.decode
+
+    # --- the measurement ------------------------------------------------------------------------
+    def run(self, case: Case, built: BuiltPipeline, applied: Applied | None = None,
+            progress: Callable[[str], None] | None = None) -> Measurement:
+        """Measure `case` on the warm pipeline `built` (its scheduler is swapped to the case's)."""
+        from sdbench.measure.energy import NullMeter, PowerTimelineMeter, RaplMeter, measure_idle_power_w, select_energy_meter
+        from sdbench.measure.telemetry import TelemetrySampler
+
+        cfg = self.config
+        device = case.compute_device
+        cuda = device.startswith("cuda")
+        pipe = built.pipe
+        overrides = {"timestep_spacing": case.timestep_spacing} if case.timestep_spacing else None
+        set_scheduler(pipe, case.scheduler, overrides)
+        pipeline_info = {**describe_scheduler(pipe.scheduler), "weights_source": built.weights,
+                         "pipeline_class": type(pipe).__name__, "pipeline_build_s": built.build_s}
+        say = progress or (lambda _msg: None)
+        gpu = self.gpu
+
+        # Idle baseline first, while the device is quiet.
+        idle_w: float | None = None
+        idle_reason: str | None = "idle baseline disabled (idle_s=0)"
+        if cfg.idle_s > 0:
+            if gpu is None:
+                idle_reason = "no GPU energy source on this machine"
+            else:
+                say("idle baseline")
+                idle = measure_idle_power_w(gpu, cfg.idle_s)
+                idle_w = idle.power_w if idle.available else None
+                idle_reason = None if idle.available else idle.reason
+
+        marks_box: list[Marks | None] = [None]
+        call = self._make_call(case, built, applied, marks_box)
+        with self._phase_hooks(pipe, marks_box), torch.inference_mode():
+            # Warm-up: compilation and autotuning happen here, reported on their own.
+            say("warm-up")
+            t_w0 = time.perf_counter()
+            n_warm = 0
+            first_call_s = 0.0
+            last_call_s = 0.0
+            while n_warm < max(1, cfg.warmup_calls) or time.perf_counter() - t_w0 < cfg.warmup_min_s:
+                t_c = time.perf_counter()
+                ctx = gpu.workload() if gpu is not None else contextlib.nullcontext()
+                with ctx:
+                    call()
+                    _sync(device)
+                last_call_s = time.perf_counter() - t_c
+                if n_warm == 0:
+                    first_call_s = last_call_s
+                n_warm += 1
+            warmup_s = time.perf_counter() - t_w0
+
+            meter, source_name = (NullMeter("no GPU energy source on this machine"), "none") if gpu is None else _select(gpu, cfg.energy, select_energy_meter)
+            resolution_s = None
+            if source_name == "counter":
+                resolution_s = self.counter_period_s()
+            elif source_name == "timeline":
+                resolution_s = 1.0 / max(cfg.timeline_hz, 1.0)
+            n_calls = iterations_per_window(last_call_s, resolution_s, min_periods=cfg.min_window_periods,
+                                            max_iterations=cfg.max_calls_per_window)
+
+            timeline = PowerTimelineMeter(gpu, rate_hz=cfg.timeline_hz) if (gpu is not None and cfg.timeline_hz > 0 and source_name != "timeline") else None
+            if source_name == "timeline":
+                timeline = meter  # the primary meter already keeps the timeline
+            rapl = RaplMeter()
+            telemetry = TelemetrySampler(gpu, rate_hz=cfg.telemetry_hz) if cfg.telemetry_hz > 0 else None
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(torch.device(device))
+            stop_rule = StopRule(target_rel_halfwidth=cfg.target_rel_ci, min_rounds=cfg.min_rounds,
+                                 max_rounds=cfg.max_rounds, max_time_s=cfg.max_time_s)
+            windows: list[Window] = []
+            breakdowns: list[CallBreakdown] = []
+            if timeline is not None and timeline is not meter:
+                timeline.start()
+            if telemetry is not None:
+                telemetry.start()
+            t_start = time.perf_counter()
+            stop_reason = "max_rounds"
+            try:
+                while True:
+                    say(f"round {len(windows) + 1} ({n_calls} call(s) per window)")
+                    win, bds = self._window(case, call, marks_box, n_calls, meter, source_name, rapl, cuda)
+                    windows.append(win)
+                    breakdowns.extend(bds)
+                    per_image_t = [w.duration_s / w.images for w in windows]
+                    per_image_e = [w.energy_j / w.images for w in windows if w.energy_j is not None]
+                    decision = stop_rule.decide({"time": per_image_t, "energy": per_image_e or None},
+                                                time.perf_counter() - t_start)
+                    if decision.stop:
+                        stop_reason = decision.reason
+                        break
+            finally:
+                if timeline is not None and timeline is not meter:
+                    timeline.stop()
+                tel_summary = telemetry.stop() if telemetry is not None else None
+
+        # Per-window telemetry and timeline energy (after the fact, from the stored samples).
+        if telemetry is not None:
+            for w in windows:
+                s = telemetry.summary_for_window(w.t0_s, w.t1_s)
+                w.throttled = getattr(s, "throttled", None)
+                w.telemetry = _telemetry_dict(s)
+        if timeline is not None:
+            for w in windows:
+                w.timeline_energy_j = timeline.energy_between_j(w.t0_s, w.t1_s)
+        step_e, phase_e = (None, None)
+        if timeline is not None and breakdowns:
+            step_e, phase_e = _attribute_energy(timeline, breakdowns)
+
+        memory = _memory(device, gpu)
+        work: dict[str, float] = {}
+        if self.config.count_flops:
+            wc = count_work(case.model, case.height, case.width, case.batch_size, case.uses_cfg)
+            unet_evals = _unet_evaluations(pipe.scheduler, case)
+            work = {**wc.per_image(batch_size=case.batch_size, unet_evals=unet_evals), "unet_evaluations": float(unet_evals)}
+        meter_sim = bool(getattr(gpu, "simulated", False) or (gpu is not None and _is_simulated(gpu)))
+        return Measurement(
+            case=case,
+            windows=windows,
+            warmup_s=warmup_s,
+            warmup_calls=n_warm,
+            first_call_s=first_call_s,
+            calls_per_window=n_calls,
+            stop_reason=stop_reason,
+            energy_source=source_name,
+            energy_resolution_s=resolution_s,
+            energy_unavailable_reason=getattr(meter, "reason", None) if source_name == "none" else None,
+            energy_simulated=meter_sim,
+            idle_power_w=idle_w,
+            idle_unavailable_reason=idle_reason,
+            breakdowns=breakdowns,
+            step_energy_j=step_e,
+            phase_energy_j=phase_e,
+            memory=memory,
+            telemetry=_telemetry_dict(tel_summary) if tel_summary is not None else {"telemetry": "disabled"},
+            pipeline_info=pipeline_info,
+            work=work,
+            timeline=list(timeline.timeline()) if timeline is not None else [],
+            cpu_energy_source="rapl" if any(w.cpu_energy_j is not None for w in windows) else None,
+        )
+
+    def _window(self, case: Case, call: Callable[[], Any], marks_box: list[Marks | None], n_calls: int,
+                meter: Any, source_name: str, rapl: Any, cuda: bool) -> tuple[Window, list[CallBreakdown]]:
+        device = case.compute_device
+        gpu = self.gpu
+        marks: list[Marks] = []
+        _sync(device)
+        if source_name == "counter" and self.config.align_to_counter:
+            _wait_for_counter_tick(gpu, self.counter_period_s())
+        ctx = gpu.workload() if gpu is not None else contextlib.nullcontext()
+        meter.start()
+        rapl.start()
+        t0 = time.perf_counter()
+        origin: Any = t0
+        if cuda:
+            origin = torch.cuda.Event(enable_timing=True)
+            origin.record()
+        with ctx:
+            for _ in range(n_calls):
+                m = Marks(cuda, origin) if (self.config.per_step or self.config.per_phase) else None
+                marks_box[0] = m
+                call()
+                if m is not None:
+                    marks.append(m)
+            marks_box[0] = None
+            _sync(device)
+        t1 = time.perf_counter()
+        reading = meter.stop()
+        cpu = rapl.stop()
+        energy = reading.energy_j if reading.available else None
+        bds = [breakdown(m, t0) for m in marks]
+        return Window(n_calls, n_calls * case.batch_size, t1 - t0, t0, t1, energy,
+                      cpu_energy_j=cpu.energy_j if cpu.available else None), bds
+
+
+def _mark(box: list[Marks | None], label: str) -> None:
+    m = box[0]
+    if m is not None:
+        m.mark(label)
+
+
+def _select(gpu: Any, preference: str, select: Callable[..., Any]) -> tuple[Any, str]:
+    meter = select(gpu, preference)
+    return meter, getattr(meter, "name", "none")
+
+
+def _is_simulated(gpu: Any) -> bool:
+    try:
+        return bool(gpu.info().simulated)
+    except Exception:  # noqa: BLE001 - info() of a broken device: treat as real
+        return False
+
+
+def _wait_for_counter_tick(gpu: Any, period_s: float | None) -> None:
+    """Spin until the energy counter updates, so a window starts on a counter boundary."""
+    if gpu is None or not period_s:
+        return
+    start = gpu.total_energy_mj()
+    deadline = time.perf_counter() + 2 * period_s
+    while time.perf_counter() < deadline:
+        if gpu.total_energy_mj() != start:
+            return
+        time.sleep(0.0005)
+
+
+def _unet_evaluations(scheduler: Any, case: Case) -> int:
+    """UNet calls per pipeline call, read from the scheduler that ran (Heun/KDPM2 use two per step)."""
+    timesteps = getattr(scheduler, "timesteps", None)
+    if timesteps is not None and len(timesteps) > 0:
+        return int(len(timesteps))
+    return case.steps * case.unet_evaluations_per_step
+
+
+def _attribute_energy(timeline: Any, bds: list[CallBreakdown]) -> tuple[list[float], dict[str, float]]:
+    """Mean energy per step and per phase, from the power timeline over each call's marks."""
+    n_steps = min(len(b.step_s) for b in bds)
+    step_e = np.zeros(n_steps)
+    phase_e: dict[str, float] = {}
+    for b in bds:
+        base = b.start_wall_s
+        for i, (a, z) in enumerate(b.step_bounds_s[:n_steps]):
+            step_e[i] += timeline.energy_between_j(base + a, base + z)
+        for name, (a, z) in b.phase_bounds_s.items():
+            phase_e[name] = phase_e.get(name, 0.0) + timeline.energy_between_j(base + a, base + z)
+    n = len(bds)
+    return [float(x / n) for x in step_e], {k: v / n for k, v in phase_e.items()}
+
+
+def _memory(device: str, gpu: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if device.startswith("cuda"):
+        d = torch.device(device)
+        out["peak_allocated_bytes"] = int(torch.cuda.max_memory_allocated(d))
+        out["peak_reserved_bytes"] = int(torch.cuda.max_memory_reserved(d))
+    else:
+        out["peak_allocated_bytes"] = None
+        out["memory_unavailable_reason"] = "torch peak memory is tracked on CUDA devices only"
+    if gpu is not None:
+        try:
+            out["nvml_used_bytes"] = int(gpu.memory_used_bytes())
+        except Exception as exc:  # noqa: BLE001 - record why, invent nothing
+            out["nvml_used_bytes"] = None
+            out["nvml_memory_unavailable_reason"] = str(exc)
+    return out
+
+
+def _telemetry_dict(summary: Any) -> dict[str, Any]:
+    if summary is None:
+        return {}
+    if hasattr(summary, "as_dict"):
+        return summary.as_dict()
+    return dict(vars(summary))
+
+
+def synthetic_init_image(case: Case, device: str) -> torch.Tensor:
+    """A seeded random input image for img2img models (the refiner), in [0, 1]."""
+    g = torch.Generator(device="cpu").manual_seed(case.seed + 7)
+    img = torch.rand(case.batch_size, 3, case.height, case.width, generator=g)
+    return img.to(device)
+
+
+# --- the record ---------------------------------------------------------------------------------
+def build_record(m: Measurement, matmul_ceiling_tflops: float | None = None) -> dict[str, Any]:
+    """Flatten a Measurement into one row: the case's features plus metrics with units."""
+    case = m.case
+    rec: dict[str, Any] = {"record_type": "case", **case.features(), **m.pipeline_info}
+    per_image_t = [w.duration_s / w.images for w in m.windows]
+    t_stats = summarize(per_image_t)
+    rec.update(t_stats.as_dict("time_per_image_s"))
+    rec["images_per_s"] = 1.0 / t_stats.median if t_stats.median else None
+    rec["time_per_call_s"] = t_stats.median * case.batch_size
+    rec["rounds"] = len(m.windows)
+    rec["calls_per_window"] = m.calls_per_window
+    rec["images_measured"] = sum(w.images for w in m.windows)
+    rec["stop_reason"] = m.stop_reason
+    rec["warmup_s"] = m.warmup_s
+    rec["warmup_calls"] = m.warmup_calls
+    rec["first_call_s"] = m.first_call_s
+    rec["time_source"] = "cuda-synchronised perf_counter" if case.compute_device.startswith("cuda") else "perf_counter"
+    # Energy
+    rec["energy_source"] = m.energy_source
+    rec["energy_resolution_s"] = m.energy_resolution_s
+    rec["energy_simulated"] = m.energy_simulated
+    energies = [w.energy_j / w.images for w in m.windows if w.energy_j is not None]
+    if energies and len(energies) == len(m.windows):
+        rec.update(summarize(energies).as_dict("energy_per_image_j"))
+        rec["power_w"] = float(np.median([w.energy_j / w.duration_s for w in m.windows]))
+        rec["images_per_kj"] = 1000.0 / rec["energy_per_image_j_median"] if rec["energy_per_image_j_median"] else None
+        rec["energy_status"] = "simulated" if m.energy_simulated else "measured"
+    else:
+        rec["energy_per_image_j_median"] = None
+        rec["energy_status"] = "unavailable"
+        rec["energy_unavailable_reason"] = m.energy_unavailable_reason or "energy source returned no reading"
+    rec["idle_power_w"] = m.idle_power_w
+    if m.idle_power_w is not None and energies and len(energies) == len(m.windows):
+        net = [(w.energy_j - m.idle_power_w * w.duration_s) / w.images for w in m.windows]
+        rec.update(summarize(net).as_dict("net_energy_per_image_j"))
+    else:
+        rec["net_energy_per_image_j_median"] = None
+        rec["net_energy_unavailable_reason"] = m.idle_unavailable_reason or rec.get("energy_unavailable_reason")
+    tl = [w.timeline_energy_j for w in m.windows]
+    if all(x is not None for x in tl) and tl:
+        rec["timeline_energy_per_image_j_median"] = float(np.median([e / w.images for e, w in zip(tl, m.windows)]))
+        if rec.get("energy_per_image_j_median"):
+            rec["counter_timeline_agreement_rel"] = rec["timeline_energy_per_image_j_median"] / rec["energy_per_image_j_median"] - 1.0
+    cpu = [w.cpu_energy_j for w in m.windows]
+    if m.cpu_energy_source and all(x is not None for x in cpu):
+        rec["cpu_energy_per_image_j_median"] = float(np.median([e / w.images for e, w in zip(cpu, m.windows)]))
+        rec["cpu_energy_source"] = m.cpu_energy_source
+    # Per-step and per-phase
+    if m.breakdowns:
+        n_steps = min(len(b.step_s) for b in m.breakdowns)
+        steps = np.array([b.step_s[:n_steps] for b in m.breakdowns])
+        rec["step_time_s"] = [float(x) for x in np.median(steps, axis=0)] if n_steps else []
+        rec["step_time_median_s"] = float(np.median(steps)) if n_steps else None
+        for phase in ("text_encode", "denoise", "vae_decode", "other"):
+            rec[f"phase_{phase}_s"] = float(np.median([b.phase_s[phase] for b in m.breakdowns]))
+        rec["step_marks"] = "cuda-events" if case.compute_device.startswith("cuda") else "perf_counter"
+    if m.step_energy_j is not None:
+        rec["step_energy_j"] = m.step_energy_j
+        rec["step_energy_median_j"] = float(np.median(m.step_energy_j)) if m.step_energy_j else None
+    if m.phase_energy_j is not None:
+        for k, v in m.phase_energy_j.items():
+            rec[f"phase_{k}_energy_j"] = v
+    # Memory, telemetry
+    rec.update({f"memory_{k}": v for k, v in m.memory.items()})
+    rec.update({f"telemetry_{k}": v for k, v in m.telemetry.items()})
+    rec["throttled_rounds"] = sum(1 for w in m.windows if w.throttled)
+    # Work
+    rec.update(m.work)
+    if m.work.get("flop_per_image") and t_stats.median:
+        rec["achieved_tflops"] = m.work["flop_per_image"] / t_stats.median / 1e12
+        if matmul_ceiling_tflops:
+            rec["matmul_ceiling_tflops"] = matmul_ceiling_tflops
+            rec["mfu"] = rec["achieved_tflops"] / matmul_ceiling_tflops
+            rec["flop_floor_s_per_image"] = m.work["flop_per_image"] / (matmul_ceiling_tflops * 1e12)
+            rec["fraction_of_flop_floor"] = rec["flop_floor_s_per_image"] / t_stats.median
+        if rec.get("energy_per_image_j_median"):
+            rec["tflop_per_j"] = m.work["flop_per_image"] / 1e12 / rec["energy_per_image_j_median"]
+    return rec
