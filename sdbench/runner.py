@@ -27,6 +27,16 @@ import torch
 
 from sdbench.case import Case
 from sdbench.flops import count_work
+from sdbench.measure.energy import (
+    NullMeter,
+    NvmlCounterMeter,
+    PowerTimelineMeter,
+    RaplMeter,
+    detect_counter_period_s,
+    measure_idle_power_w,
+    select_energy_meter,
+)
+from sdbench.measure.telemetry import TelemetrySampler
 from sdbench.optimize import Applied
 from sdbench.pipelines import BuiltPipeline, set_scheduler
 from sdbench.schedulers import describe_scheduler
@@ -140,6 +150,7 @@ class Window:
     energy_j: float | None
     timeline_energy_j: float | None = None
     cpu_energy_j: float | None = None
+    energy_tail_j: float = 0.0  # counter energy after the window's end, taken off (see _window)
     throttled: bool | None = None
     telemetry: dict[str, Any] = field(default_factory=dict)
 
@@ -156,6 +167,7 @@ class Measurement:
     calls_per_window: int
     stop_reason: str
     energy_source: str
+    energy_meter_name: str
     energy_resolution_s: float | None
     energy_unavailable_reason: str | None
     energy_simulated: bool
@@ -192,8 +204,6 @@ class Runner:
     def counter_period_s(self) -> float | None:
         """The energy counter's update period, detected once per Runner (100 ms on an H100)."""
         if self._counter_period_s == "unknown":
-            from sdbench.measure.energy import detect_counter_period_s
-
             period = None
             if self.gpu is not None:
                 try:
@@ -283,9 +293,6 @@ class Runner:
     def run(self, case: Case, built: BuiltPipeline, applied: Applied | None = None,
             progress: Callable[[str], None] | None = None) -> Measurement:
         """Measure `case` on the warm pipeline `built` (its scheduler is swapped to the case's)."""
-        from sdbench.measure.energy import NullMeter, PowerTimelineMeter, RaplMeter, measure_idle_power_w, select_energy_meter
-        from sdbench.measure.telemetry import TelemetrySampler
-
         cfg = self.config
         device = case.compute_device
         cuda = device.startswith("cuda")
@@ -359,7 +366,8 @@ class Runner:
             try:
                 while True:
                     say(f"round {len(windows) + 1} ({n_calls} call(s) per window)")
-                    win, bds = self._window(case, call, marks_box, n_calls, meter, source_name, rapl, cuda)
+                    win, bds = self._window(case, call, marks_box, n_calls, meter, source_name, rapl, cuda,
+                                            timeline if timeline is not meter else None, idle_w)
                     windows.append(win)
                     breakdowns.extend(bds)
                     per_image_t = [w.duration_s / w.images for w in windows]
@@ -403,6 +411,7 @@ class Runner:
             calls_per_window=n_calls,
             stop_reason=stop_reason,
             energy_source=source_name,
+            energy_meter_name=getattr(meter, "name", source_name),
             energy_resolution_s=resolution_s,
             energy_unavailable_reason=getattr(meter, "reason", None) if source_name == "none" else None,
             energy_simulated=meter_sim,
@@ -420,12 +429,14 @@ class Runner:
         )
 
     def _window(self, case: Case, call: Callable[[], Any], marks_box: list[Marks | None], n_calls: int,
-                meter: Any, source_name: str, rapl: Any, cuda: bool) -> tuple[Window, list[CallBreakdown]]:
+                meter: Any, source_name: str, rapl: Any, cuda: bool, timeline: Any,
+                idle_w: float | None) -> tuple[Window, list[CallBreakdown]]:
         device = case.compute_device
         gpu = self.gpu
         marks: list[Marks] = []
         _sync(device)
-        if source_name == "counter" and self.config.align_to_counter:
+        aligned = source_name == "counter" and self.config.align_to_counter and bool(self.counter_period_s())
+        if aligned:
             _wait_for_counter_tick(gpu, self.counter_period_s())
         ctx = gpu.workload() if gpu is not None else contextlib.nullcontext()
         meter.start()
@@ -445,12 +456,25 @@ class Runner:
             marks_box[0] = None
             _sync(device)
         t1 = time.perf_counter()
+        t_read = t1
+        if aligned:
+            # The counter holds the energy up to its last update: read it on the next update and
+            # take off the tail after the window, so the window's end is not cut short by up to a period.
+            _wait_for_counter_tick(gpu, self.counter_period_s())
+            t_read = time.perf_counter()
         reading = meter.stop()
         cpu = rapl.stop()
         energy = reading.energy_j if reading.available else None
+        tail_j = 0.0
+        if energy is not None and t_read > t1:
+            if timeline is not None:
+                tail_j = timeline.energy_between_j(t1, t_read)
+            elif idle_w is not None:
+                tail_j = idle_w * (t_read - t1)
+            energy -= tail_j
         bds = [breakdown(m, t0) for m in marks]
         return Window(n_calls, n_calls * case.batch_size, t1 - t0, t0, t1, energy,
-                      cpu_energy_j=cpu.energy_j if cpu.available else None), bds
+                      cpu_energy_j=cpu.energy_j if cpu.available else None, energy_tail_j=tail_j), bds
 
 
 def _mark(box: list[Marks | None], label: str) -> None:
@@ -460,8 +484,11 @@ def _mark(box: list[Marks | None], label: str) -> None:
 
 
 def _select(gpu: Any, preference: str, select: Callable[..., Any]) -> tuple[Any, str]:
+    """The primary energy meter and its kind: counter, timeline, rapl or none."""
     meter = select(gpu, preference)
-    return meter, getattr(meter, "name", "none")
+    kinds = ((NvmlCounterMeter, "counter"), (PowerTimelineMeter, "timeline"), (RaplMeter, "rapl"), (NullMeter, "none"))
+    kind = next((k for cls, k in kinds if isinstance(meter, cls)), "none")
+    return meter, kind
 
 
 def _is_simulated(gpu: Any) -> bool:
@@ -547,6 +574,7 @@ def build_record(m: Measurement, matmul_ceiling_tflops: float | None = None) -> 
     per_image_t = [w.duration_s / w.images for w in m.windows]
     t_stats = summarize(per_image_t)
     rec.update(t_stats.as_dict("time_per_image_s"))
+    rec["time_per_image_s_samples"] = per_image_t
     rec["images_per_s"] = 1.0 / t_stats.median if t_stats.median else None
     rec["time_per_call_s"] = t_stats.median * case.batch_size
     rec["rounds"] = len(m.windows)
@@ -559,12 +587,15 @@ def build_record(m: Measurement, matmul_ceiling_tflops: float | None = None) -> 
     rec["time_source"] = "cuda-synchronised perf_counter" if case.compute_device.startswith("cuda") else "perf_counter"
     # Energy
     rec["energy_source"] = m.energy_source
+    rec["energy_meter"] = m.energy_meter_name
     rec["energy_resolution_s"] = m.energy_resolution_s
     rec["energy_simulated"] = m.energy_simulated
     energies = [w.energy_j / w.images for w in m.windows if w.energy_j is not None]
     if energies and len(energies) == len(m.windows):
         rec.update(summarize(energies).as_dict("energy_per_image_j"))
-        rec["power_w"] = float(np.median([w.energy_j / w.duration_s for w in m.windows]))
+        rec["energy_per_image_j_samples"] = energies
+        rec["power_w_samples"] = [w.energy_j / w.duration_s for w in m.windows]
+        rec["power_w"] = float(np.median(rec["power_w_samples"]))
         rec["images_per_kj"] = 1000.0 / rec["energy_per_image_j_median"] if rec["energy_per_image_j_median"] else None
         rec["energy_status"] = "simulated" if m.energy_simulated else "measured"
     else:
@@ -575,6 +606,7 @@ def build_record(m: Measurement, matmul_ceiling_tflops: float | None = None) -> 
     if m.idle_power_w is not None and energies and len(energies) == len(m.windows):
         net = [(w.energy_j - m.idle_power_w * w.duration_s) / w.images for w in m.windows]
         rec.update(summarize(net).as_dict("net_energy_per_image_j"))
+        rec["net_energy_per_image_j_samples"] = net
     else:
         rec["net_energy_per_image_j_median"] = None
         rec["net_energy_unavailable_reason"] = m.idle_unavailable_reason or rec.get("energy_unavailable_reason")
