@@ -11,21 +11,23 @@ if [ ! -x "$venv/bin/python" ]; then
   "$venv/bin/python" -m pip install -q --upgrade pip
 fi
 pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
+# Some machines' pip configs name local mirror folders that may be absent: drop those warnings only.
+quiet_pip() { "${pip[@]}" "$@" 2> >(grep -v "^WARNING: Location" >&2); }
 stamp="$venv/.sdbench-installed"
 want="$(cat "$root/pyproject.toml" "$root/scripts/setup-env.sh" | sha256sum | cut -c1-16)"
 if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   # Without a GPU, take the CPU build of torch so that nothing pulls a multi-GB CUDA build.
   if ! "$venv/bin/python" -c "import torch" 2>/dev/null; then
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
-      "${pip[@]}" torch
+      quiet_pip torch
     else
-      "${pip[@]}" "torch==2.13.0"
+      quiet_pip "torch==2.13.0"
     fi
   fi
-  "${pip[@]}" -e "$root[test]"
+  quiet_pip -e "$root[test]"
   # The real CLIP BPE vocabulary ships inside open_clip_torch; --no-deps keeps torchvision
   # (and through it a CUDA torch) out. sdbench reads the file and never imports the package.
-  "${pip[@]}" --no-deps "open_clip_torch==3.3.0"
+  quiet_pip --no-deps "open_clip_torch==3.3.0"
   echo "$want" > "$stamp"
 fi
 export PATH="$venv/bin:$PATH"

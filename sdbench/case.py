@@ -73,7 +73,7 @@ class Case:
     def create(cls, model: str, **kwargs: Any) -> Case:
         """A case for `model` with its defaults; keyword arguments given as None keep the default."""
         spec = get_model(model)
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} | {"resolution"}
         unknown = set(kwargs) - known
         if unknown:
             raise ConfigError("case field", sorted(unknown)[0], sorted(known))

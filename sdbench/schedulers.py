@@ -8,12 +8,18 @@ v-prediction or trailing spacing survive the swap unless the user overrides them
 from __future__ import annotations
 
 import importlib.util
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
 from sdbench.errors import ConfigError, SdbenchError
+
+
+# Several k-diffusion schedulers hand torch tensors to NumPy 2, which warns on every set_timesteps;
+# silence exactly that, for diffusers' scheduler modules only.
+warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"diffusers\.schedulers")
 
 
 @dataclass(frozen=True)

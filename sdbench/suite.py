@@ -1,0 +1,96 @@
+"""`sdbench bench`: run the pytest-benchmark suites in benchmarks/ (also `sdbench generate --benchmark`)."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from sdbench.errors import SdbenchError
+
+SUITES = ("speed", "energy_research", "memory_stress", "quality_test", "artistic_styles", "multi_resolution",
+          "scheduler_comparison", "dvfs")
+
+
+def benchmarks_dir() -> Path:
+    """The suite folder: benchmarks/ beside the sdbench package (a source checkout or editable install)."""
+    candidate = Path(__file__).resolve().parent.parent / "benchmarks"
+    if not (candidate / "test_speed.py").is_file():
+        raise SdbenchError(f"the benchmark suites were not found at {candidate}; run sdbench from a source checkout")
+    return candidate
+
+
+def pytest_args(*, suites: list[str] | None, device: str, models: str | None = None, schedulers: str | None = None,
+                resolutions: str | None = None, batch_sizes: str | None = None, steps: str | None = None,
+                dtypes: str | None = None, profiles: str | None = None, weights: str | None = None,
+                export: str | None = None, results: str | None = None, extra: list[str] | None = None) -> list[str]:
+    """The pytest command line for the requested suites and matrix."""
+    args = [str(benchmarks_dir()), "-p", "no:cacheprovider", "--sd-device", device]
+    if suites:
+        args += ["-m", " or ".join(suites)]
+    for opt, value in (("--sd-models", models), ("--sd-schedulers", schedulers), ("--sd-resolutions", resolutions),
+                       ("--sd-batch-sizes", batch_sizes), ("--sd-steps", steps), ("--sd-dtypes", dtypes),
+                       ("--sd-profiles", profiles), ("--sd-weights", weights), ("--sd-export", export),
+                       ("--sd-results", results)):
+        if value:
+            args += [opt, value]
+    return args + list(extra or [])
+
+
+def run_pytest(args: list[str]) -> int:
+    """Run pytest in a child process (a fresh interpreter, so CUDA state does not leak between runs)."""
+    cmd = [sys.executable, "-m", "pytest", *args]
+    print("sdbench: " + " ".join(cmd), file=sys.stderr, flush=True)
+    return subprocess.call(cmd, cwd=str(benchmarks_dir().parent))
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    suites = args.suite or None
+    extra = list(args.pytest_args or [])
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    for s in suites or []:
+        if s not in SUITES:
+            from sdbench.errors import ConfigError
+
+            raise ConfigError("suite", s, SUITES)
+    return run_pytest(pytest_args(suites=suites, device=args.device, models=args.models, schedulers=args.schedulers,
+                                  resolutions=args.resolutions, batch_sizes=args.batch_sizes, steps=args.steps,
+                                  dtypes=args.dtypes, profiles=args.profiles, weights=args.weights,
+                                  export=args.export_metrics, results=args.results, extra=extra))
+
+
+def run_suite_from_generate(args: argparse.Namespace) -> int:
+    """`sdbench generate --benchmark [--benchmark-type X]`: the suite, with the generate flags as the matrix."""
+    suites = [args.benchmark_type] if args.benchmark_type else None
+    res = None
+    if args.height or args.width:
+        if args.height != args.width:
+            from sdbench.errors import ConfigError
+
+            raise ConfigError("height", args.height, f"equal to --width ({args.width}) with --benchmark",
+                              reason="the suite's resolution axis is square")
+        res = str(args.height)
+    return run_pytest(pytest_args(suites=suites, device=args.device, models=args.model, schedulers=args.scheduler,
+                                  resolutions=res, batch_sizes=str(args.batch_size) if args.batch_size != 1 else None,
+                                  steps=str(args.steps) if args.steps else None, dtypes=args.dtype,
+                                  profiles=args.profile if args.profile != "eager" else None,
+                                  weights=args.weights if args.weights != "auto" else None,
+                                  export=args.export_metrics))
+
+
+def build_parser(sub: Any) -> None:
+    p = sub.add_parser("bench", help="run the pytest-benchmark suites (the main job)",
+                       description="Run the benchmark suites in benchmarks/ through pytest-benchmark. With no GPU the "
+                                   "embedded default runs (tiny models at 64x64 on the CPU). Arguments after -- go to pytest "
+                                   "(e.g. -- --benchmark-save=baseline --benchmark-compare).")
+    p.add_argument("--suite", action="append", choices=list(SUITES), help="a suite to run (repeatable; default: all)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, simulated")
+    for name in ("models", "schedulers", "resolutions", "batch-sizes", "steps", "dtypes", "profiles", "weights"):
+        p.add_argument(f"--{name}", default=None, help=f"comma-separated {name.replace('-', ' ')} (the suite's default if unset)")
+    p.add_argument("--export-metrics", default=None, metavar="FILE", help="write every record as one JSON document")
+    p.add_argument("--results", default=None, metavar="FILE", help="append every record to this JSON Lines file")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: arguments for pytest")
+    p.set_defaults(func=cmd_bench)
