@@ -16,7 +16,6 @@ from typing import Any
 
 from sdbench.errors import ConfigError, SdbenchError
 
-
 # Several k-diffusion schedulers hand torch tensors to NumPy 2, which warns on every set_timesteps;
 # silence exactly that, for diffusers' scheduler modules only.
 warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"diffusers\.schedulers")
