@@ -1,0 +1,879 @@
+"""`sdbench compare`: noise-aware comparison of saved benchmark results, with a non-zero exit on regression.
+
+Reads pytest-benchmark saved JSON (``--benchmark-save`` / ``--benchmark-json``), sdbench results JSON
+Lines and ``sdbench generate --export-metrics`` documents (the format is detected). Benchmarks are
+paired by name (pytest-benchmark's ``fullname``, a record's ``case_id``) and compared only when their
+``case_hash`` -- a hash of what is measured -- is equal; a changed benchmark is reported, never
+compared with old results (asv's rule).
+
+Per pair, three lower-is-better metrics are compared: time (s/image), energy (J/image) and power (W).
+A difference inside the noise is not a change (:func:`sdbench.stats.is_significant_change` on the
+per-round samples, or Welch's t-test from summary statistics when only those were saved).
+``fail_on`` thresholds turn a significant slow-down beyond N percent into exit code 1.
+
+Results from different GPUs, or from one GPU under different clock / power-limit settings, are refused
+unless explicitly allowed: timings between two cards of the same model differ by tens of percent.
+
+Library entry points (the pytest plugin's ``--sd-compare-fail`` calls these)::
+
+    result = compare_files(["base.json", "new.json"], fail_on="time:5%,energy:5%")
+    print(result.render())
+    raise SystemExit(result.exit_code)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.stats
+
+from sdbench.errors import ConfigError, SdbenchError
+from sdbench.stats import is_significant_change, relative_change, summarize
+
+# --- metrics ------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    """A compared metric: its key, the record prefix its samples and summaries live under, and its unit."""
+
+    key: str
+    prefix: str
+    unit: str
+    label: str
+
+
+METRICS: dict[str, MetricDef] = {
+    "time": MetricDef("time", "time_per_image_s", "s/image", "time per image"),
+    "energy": MetricDef("energy", "energy_per_image_j", "J/image", "energy per image"),
+    "power": MetricDef("power", "power_w", "W", "mean power"),
+}
+#: Metrics that exist only when energy was measured (power is energy over time of each round).
+ENERGY_METRICS = frozenset({"energy", "power"})
+
+FAIL_ON_ALLOWED = "metric:N% items separated by commas, metric one of time|energy|power, N a positive number (e.g. time:5%,energy:2.5%)"
+_FAIL_ON_ITEM = re.compile(r"^\s*([A-Za-z]+)\s*:\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*%\s*$", re.ASCII)
+
+VERDICT_UNCHANGED = "unchanged (within noise)"
+VERDICT_NOISE_UNKNOWN = "unchanged (noise unknown)"
+
+
+def parse_fail_on(text: str) -> dict[str, float]:
+    """Parse ``"time:5%,energy:2.5%"`` into ``{"time": 5.0, "energy": 2.5}`` (values are percentages).
+
+    Metrics are ``time``, ``energy`` and ``power`` (case-insensitive); each at most once; N is a positive
+    decimal number followed by ``%``. Anything else raises :class:`ConfigError` naming ``fail_on``.
+    """
+    if not isinstance(text, str):
+        raise ConfigError("fail_on", text, FAIL_ON_ALLOWED, reason="not a string")
+    items = text.split(",")
+    if not text.strip():
+        raise ConfigError("fail_on", text, FAIL_ON_ALLOWED, reason="empty")
+    out: dict[str, float] = {}
+    for item in items:
+        m = _FAIL_ON_ITEM.match(item)
+        if m is None:
+            raise ConfigError("fail_on", text, FAIL_ON_ALLOWED, reason=f"cannot read item {item.strip()!r}")
+        metric, number = m.group(1).lower(), m.group(2)
+        if metric not in METRICS:
+            raise ConfigError("fail_on", text, FAIL_ON_ALLOWED, reason=f"unknown metric {metric!r}")
+        if metric in out:
+            raise ConfigError("fail_on", text, FAIL_ON_ALLOWED, reason=f"metric {metric!r} given twice")
+        pct = float(number)
+        if not (math.isfinite(pct) and pct > 0):
+            raise ConfigError("fail_on", text, FAIL_ON_ALLOWED, reason=f"{number}% is not a positive finite percentage")
+        out[metric] = pct
+    return out
+
+
+def format_fail_on(thresholds_pct: Mapping[str, float]) -> str:
+    """The inverse of :func:`parse_fail_on`: ``{"time": 5.0}`` -> ``"time:5%"`` (exact round trip)."""
+    return ",".join(f"{k}:{np.format_float_positional(float(v), trim='-')}%" for k, v in thresholds_pct.items())
+
+
+def parse_metrics(text: str | Sequence[str]) -> tuple[str, ...]:
+    """``"time,energy"`` (or a sequence of names) -> ``("time", "energy")`` in the canonical order."""
+    names = [p.strip().lower() for p in text.split(",")] if isinstance(text, str) else [str(p).strip().lower() for p in text]
+    names = [n for n in names if n]
+    bad = [n for n in names if n not in METRICS]
+    if bad or not names:
+        raise ConfigError("metric", text, list(METRICS), reason=f"unknown metric {bad[0]!r}" if bad else "empty")
+    return tuple(k for k in METRICS if k in names)
+
+
+def _normalise_fail_on(fail_on: str | Mapping[str, float] | None) -> dict[str, float]:
+    if fail_on is None:
+        return {}
+    if isinstance(fail_on, str):
+        return parse_fail_on(fail_on)
+    out: dict[str, float] = {}
+    for k, v in fail_on.items():
+        key = str(k).lower()
+        if key not in METRICS or isinstance(v, bool) or not isinstance(v, (int, float)) or not (math.isfinite(v) and v > 0):
+            raise ConfigError("fail_on", dict(fail_on), FAIL_ON_ALLOWED, reason=f"bad item {k!r}: {v!r} (percentages)")
+        out[key] = float(v)
+    return out
+
+
+# --- reading results ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """One side of one metric: its per-round samples (when saved) and summary statistics, in the metric's unit."""
+
+    median: float
+    mean: float
+    stddev: float
+    n: int
+    samples: tuple[float, ...] | None
+    source: str  # where the numbers came from, e.g. "extra_info samples", "stats.data", "stats summary"
+
+
+@dataclass
+class Entry:
+    """One benchmark (or results record) in one file."""
+
+    name: str
+    case_id: str | None
+    case_hash: str | None
+    record: dict[str, Any]
+    identity: dict[str, Any]  # GPU identity and settings; only fields the file states
+    software: dict[str, Any]
+    stats: dict[str, Any] | None = None  # pytest-benchmark's stats block, when the file is one
+    images_per_call: int = 1
+
+    @property
+    def energy_status(self) -> str:
+        status = self.record.get("energy_status")
+        if status in ("measured", "simulated", "unavailable"):
+            return str(status)
+        has_energy = self.record.get("energy_per_image_j_samples") or self.record.get("energy_per_image_j_median") is not None
+        if not has_energy:
+            return "unavailable"
+        return "simulated" if self.record.get("energy_simulated") or self.identity.get("gpu_simulated") else "measured"
+
+
+@dataclass
+class ResultsFile:
+    """A parsed results file: its entries by name, its format, and notes raised while reading."""
+
+    path: Path
+    format: str  # "pytest-benchmark" or "records"
+    entries: dict[str, Entry]
+    notes: list[str] = field(default_factory=list)
+
+
+_IDENTITY_SETTINGS = ("sm_clock_mhz_setting", "mem_clock_mhz_setting", "power_limit_w_setting")
+_IDENTITY_FIELDS = ("gpu_name", "gpu_uuid", "gpu_simulated", *_IDENTITY_SETTINGS)
+_SOFTWARE_FIELDS = ("driver_version", "torch", "diffusers")
+
+
+def _identity_from_record(rec: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """GPU identity and software versions from a flat record's env_* and case fields."""
+    ident: dict[str, Any] = {}
+    name = rec.get("env_gpu_name") or rec.get("env_torch_gpu_name")
+    if name:
+        ident["gpu_name"] = name
+    if rec.get("env_gpu_uuid"):
+        ident["gpu_uuid"] = rec["env_gpu_uuid"]
+    if "env_gpu_simulated" in rec:
+        ident["gpu_simulated"] = bool(rec["env_gpu_simulated"])
+    # The case's requested clock locks / power limit are the settings the numbers were taken under.
+    for case_key, key in (("sm_clock_mhz", "sm_clock_mhz_setting"), ("mem_clock_mhz", "mem_clock_mhz_setting"),
+                          ("power_limit_w", "power_limit_w_setting")):
+        if case_key in rec:
+            ident[key] = rec[case_key]
+    software = {k: rec[f"env_{k}"] for k in ("torch", "diffusers") if rec.get(f"env_{k}")}
+    if rec.get("env_gpu_driver_version"):
+        software["driver_version"] = rec["env_gpu_driver_version"]
+    return ident, software
+
+
+def _images_per_call(rec: Mapping[str, Any], params: Mapping[str, Any] | None) -> int:
+    for source in (rec, params or {}):
+        value = source.get("batch_size")
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 1:
+            return value
+    return 1
+
+
+def _read_json_text(path: Path) -> str:
+    if not path.exists():
+        raise SdbenchError(f"results file not found: {path}")
+    if not path.is_file():
+        raise SdbenchError(f"not a results file: {path} (a directory or special file)")
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SdbenchError(f"cannot read results file {path}: {exc}") from exc
+
+
+def _keep_last(entries: dict[str, Entry], entry: Entry, notes: list[str], path: Path) -> None:
+    if entry.name in entries:
+        # An appended results file may hold the same case from several runs: the newest one counts.
+        notes.append(f"{path.name}: {entry.name} appears more than once; using the last occurrence")
+    entries[entry.name] = entry
+
+
+def _from_pytest_benchmark(path: Path, doc: Mapping[str, Any]) -> ResultsFile:
+    machine = doc.get("machine_info") or {}
+    sd = machine.get("sdbench") if isinstance(machine, Mapping) else None
+    sd = sd if isinstance(sd, Mapping) else {}
+    entries: dict[str, Entry] = {}
+    notes: list[str] = []
+    for i, bench in enumerate(doc["benchmarks"]):
+        if not isinstance(bench, Mapping):
+            raise SdbenchError(f"{path}: benchmarks[{i}] is not an object")
+        name = bench.get("fullname") or bench.get("name")
+        if not isinstance(name, str):
+            raise SdbenchError(f"{path}: benchmarks[{i}] has no name/fullname")
+        extra = bench.get("extra_info") if isinstance(bench.get("extra_info"), Mapping) else {}
+        ident, software = _identity_from_record(extra)
+        # machine_info.sdbench states the session's GPU and settings; a benchmark's own record is more
+        # specific (a DVFS case locks its own clocks), so a value the record states wins, and the session
+        # fills what the record leaves unset (None: "the card as found", which may be capped).
+        for k in _IDENTITY_FIELDS:
+            if k in sd and ident.get(k) is None:
+                ident[k] = sd[k]
+        software = {**{k: sd[k] for k in _SOFTWARE_FIELDS if sd.get(k)}, **software}
+        params = bench.get("params") if isinstance(bench.get("params"), Mapping) else None
+        entry = Entry(name=name, case_id=extra.get("case_id"), case_hash=extra.get("case_hash"), record=dict(extra),
+                      identity=ident, software=software, stats=bench.get("stats") if isinstance(bench.get("stats"), Mapping) else None,
+                      images_per_call=_images_per_call(extra, params))
+        _keep_last(entries, entry, notes, path)
+    return ResultsFile(path, "pytest-benchmark", entries, notes)
+
+
+def _from_records(path: Path, records: Sequence[Any], where: str) -> ResultsFile:
+    entries: dict[str, Entry] = {}
+    notes: list[str] = []
+    skipped = 0
+    for i, rec in enumerate(records):
+        if not isinstance(rec, Mapping):
+            raise SdbenchError(f"{path}: {where} {i + 1} is not a JSON object")
+        if rec.get("record_type", "case") != "case":
+            skipped += 1  # summaries, sweep headers and other record types carry no case to compare
+            continue
+        name = rec.get("case_id")
+        if not isinstance(name, str):
+            raise SdbenchError(f"{path}: {where} {i + 1} has no case_id")
+        ident, software = _identity_from_record(rec)
+        entry = Entry(name=name, case_id=name, case_hash=rec.get("case_hash"), record=dict(rec), identity=ident,
+                      software=software, images_per_call=_images_per_call(rec, None))
+        _keep_last(entries, entry, notes, path)
+    if skipped:
+        notes.append(f"{path.name}: {skipped} record(s) that are not cases skipped")
+    return ResultsFile(path, "records", entries, notes)
+
+
+def load_results(path: str | os.PathLike[str]) -> ResultsFile:
+    """Read one results file, detecting its format.
+
+    pytest-benchmark JSON (an object with ``benchmarks``), an ``--export-metrics`` document (an object
+    with ``records``), a JSON list of records, or sdbench results JSON Lines (one record per line; a torn
+    last line from a crash is skipped). Raises :class:`SdbenchError` for a missing or unreadable file.
+    """
+    p = Path(path)
+    text = _read_json_text(p)
+    if not text.strip():
+        raise SdbenchError(f"results file is empty: {p}")
+    try:
+        doc: Any = json.loads(text)
+    except json.JSONDecodeError as whole_exc:
+        lines = text.splitlines()
+        records: list[Any] = []
+        for i, line in enumerate(lines):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                if i == len(lines) - 1 and records:
+                    break  # a crash mid-append leaves a torn last line; the cases before it are whole
+                if not records:
+                    raise SdbenchError(f"{p} is neither JSON nor JSON Lines: {whole_exc}") from whole_exc
+                raise SdbenchError(f"{p}: line {i + 1} is not valid JSON: {exc}") from exc
+        return _from_records(p, records, "line")
+    if isinstance(doc, Mapping) and isinstance(doc.get("benchmarks"), list):
+        return _from_pytest_benchmark(p, doc)
+    if isinstance(doc, Mapping) and isinstance(doc.get("records"), list):
+        return _from_records(p, doc["records"], "record")
+    if isinstance(doc, list):
+        return _from_records(p, doc, "record")
+    if isinstance(doc, Mapping) and "case_id" in doc:
+        return _from_records(p, [doc], "record")  # a JSON Lines file holding a single record
+    raise SdbenchError(
+        f"{p}: not a results file sdbench knows (expected pytest-benchmark JSON with 'benchmarks', "
+        "an --export-metrics document with 'records', or results JSON Lines)"
+    )
+
+
+def _clean_samples(value: Any) -> tuple[float, ...] | None:
+    """A list of finite numbers as a tuple; None when absent. Raises ValueError for anything else."""
+    if value is None:
+        return None
+    if not isinstance(value, (list, tuple)) or not value:
+        raise ValueError("samples are not a non-empty list")
+    out = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"sample {v!r} is not a finite number")
+        out.append(float(v))
+    return tuple(out)
+
+
+def _from_samples(samples: tuple[float, ...], source: str) -> MetricSummary:
+    s = summarize(samples)
+    return MetricSummary(s.median, s.mean, s.stddev, s.n, samples, source)
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _count(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
+
+
+def _record_summary(rec: Mapping[str, Any], prefix: str) -> MetricSummary | None:
+    median = _number(rec.get(f"{prefix}_median"))
+    if median is None:
+        return None
+    mean, stddev, n = _number(rec.get(f"{prefix}_mean")), _number(rec.get(f"{prefix}_stddev")), _count(rec.get(f"{prefix}_n"))
+    if n is None or stddev is None:
+        return MetricSummary(median, median if mean is None else mean, 0.0, 1, None, "record median only")
+    return MetricSummary(median, median if mean is None else mean, stddev, n, None, "record summary")
+
+
+def _stats_summary(stats: Mapping[str, Any], per_call: int) -> MetricSummary | None:
+    median = _number(stats.get("median"))
+    if median is None:
+        return None
+    mean, stddev, n = _number(stats.get("mean")), _number(stats.get("stddev")), _count(stats.get("rounds"))
+    suffix = f" / {per_call} images" if per_call > 1 else ""
+    if n is None or stddev is None:
+        return MetricSummary(median / per_call, median / per_call, 0.0, 1, None, "stats median only" + suffix)
+    return MetricSummary(median / per_call, (median if mean is None else mean) / per_call, stddev / per_call, n, None,
+                         "stats summary" + suffix)
+
+
+def metric_summary(entry: Entry, metric: str) -> MetricSummary | None:
+    """The numbers for one metric of one entry, best source first; None when the entry has none.
+
+    Sources, first that has a noise estimate wins: the per-round ``*_samples`` in the record; for time,
+    pytest-benchmark's ``stats.data`` (seconds per call, divided by the images per call); the record's
+    ``*_median/_mean/_stddev/_n``; for time, pytest-benchmark's ``stats`` summary (per call, likewise
+    divided). Without any noise estimate, a lone median (or ``power_w``) is used, and the comparison
+    says the noise is unknown. Raises ValueError for samples present but not finite numbers.
+    """
+    m = METRICS[metric]
+    rec = entry.record
+    samples = _clean_samples(rec.get(f"{m.prefix}_samples"))
+    if samples is not None:
+        return _from_samples(samples, "samples")
+    per_call = entry.images_per_call
+    stats = entry.stats or {}
+    if metric == "time" and stats.get("data") is not None:
+        data = _clean_samples(stats["data"]) or ()
+        return _from_samples(tuple(x / per_call for x in data), "stats.data" + (f" / {per_call} images" if per_call > 1 else ""))
+    found = [_record_summary(rec, m.prefix)]
+    if metric == "time":
+        found.append(_stats_summary(stats, per_call))
+    if metric == "power" and _number(rec.get("power_w")) is not None:
+        found.append(MetricSummary(float(rec["power_w"]), float(rec["power_w"]), 0.0, 1, None, "record median only"))
+    available = [f for f in found if f is not None]
+    with_noise = [f for f in available if f.n >= 2]
+    return (with_noise or available or [None])[0]
+
+
+# --- significance from summary statistics -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Significance:
+    verdict: str  # "faster", "slower", "unchanged (within noise)", "unchanged (noise unknown)"
+    significant: bool
+    p_value: float | None
+    reason: str
+
+
+def _t_halfwidth(stddev: float, n: int, confidence: float) -> float:
+    if stddev == 0.0:
+        return 0.0
+    return float(scipy.stats.t.ppf((1.0 + confidence) / 2.0, df=n - 1)) * stddev / math.sqrt(n)
+
+
+def _significance_from_summaries(new: MetricSummary, old: MetricSummary, confidence: float) -> Significance:
+    """The rule of :func:`is_significant_change` (threshold 0) for sides known only by mean/stddev/n/median."""
+    if new.n < 2 or old.n < 2:
+        return Significance(VERDICT_NOISE_UNKNOWN, False, None, "fewer than 2 samples on a side: noise unknown")
+    new_hw, old_hw = _t_halfwidth(new.stddev, new.n, confidence), _t_halfwidth(old.stddev, old.n, confidence)
+    overlap = new.mean - new_hw <= old.mean + old_hw and old.mean - old_hw <= new.mean + new_hw
+    if new.stddev == 0.0 and old.stddev == 0.0:
+        p_value = 1.0 if new.mean == old.mean else 0.0
+    else:
+        with warnings.catch_warnings():
+            # Precision-loss warnings for nearly identical summaries; the CI-overlap test guards as well.
+            warnings.filterwarnings("ignore", category=RuntimeWarning)
+            p_value = float(scipy.stats.ttest_ind_from_stats(new.mean, new.stddev, new.n, old.mean, old.stddev, old.n,
+                                                             equal_var=False).pvalue)
+    if not math.isfinite(p_value):
+        p_value = 1.0
+    if overlap or not p_value < 1.0 - confidence:
+        return Significance(VERDICT_UNCHANGED, False, p_value,
+                            "confidence intervals overlap" if overlap else "Welch t-test not significant")
+    median_delta, mean_delta = new.median - old.median, new.mean - old.mean
+    if median_delta == 0.0 or (median_delta > 0) != (mean_delta > 0):
+        return Significance(VERDICT_UNCHANGED, True, p_value, "median and mean disagree on the direction")
+    return Significance("slower" if median_delta > 0 else "faster", True, p_value, "significant change (summary statistics)")
+
+
+def _significance(new: MetricSummary, old: MetricSummary, confidence: float) -> Significance:
+    if new.samples is not None and old.samples is not None:
+        ch = is_significant_change(new.samples, old.samples, threshold_rel=0.0, confidence=confidence)
+        if ch.verdict != "unchanged":
+            verdict = ch.verdict
+        elif ch.p_value is None:
+            verdict = VERDICT_NOISE_UNKNOWN
+        else:
+            verdict = VERDICT_UNCHANGED
+        return Significance(verdict, ch.significant, ch.p_value, ch.reason)
+    return _significance_from_summaries(new, old, confidence)
+
+
+def _change_ci_rel(new: MetricSummary, old: MetricSummary, confidence: float) -> tuple[float, float] | None:
+    """Welch interval of ``mean(new) - mean(old)``, relative to ``|mean(old)|``; None without noise estimates."""
+    if new.n < 2 or old.n < 2 or old.mean == 0.0:
+        return None
+    delta = new.mean - old.mean
+    va, vb = new.stddev**2 / new.n, old.stddev**2 / old.n
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        hw = 0.0
+    else:
+        df = (va + vb) ** 2 / ((va**2 / (new.n - 1) if va else 0.0) + (vb**2 / (old.n - 1) if vb else 0.0))
+        hw = float(scipy.stats.t.ppf((1.0 + confidence) / 2.0, df=df)) * se
+    scale = abs(old.mean)
+    return (delta - hw) / scale, (delta + hw) / scale
+
+
+# --- the comparison -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class CompareRow:
+    """One metric of one benchmark, candidate against baseline. Relative numbers are fractions (0.1 = +10%)."""
+
+    baseline_file: str
+    candidate_file: str
+    name: str
+    case_id: str | None
+    metric: str
+    unit: str
+    baseline_median: float | None
+    candidate_median: float | None
+    baseline_n: int | None
+    candidate_n: int | None
+    rel_change: float | None
+    change_ci_low_rel: float | None
+    change_ci_high_rel: float | None
+    p_value: float | None
+    verdict: str
+    reason: str
+    compared: bool
+    regression: bool = False
+    fail_on_pct: float | None = None
+    source: str = ""
+
+
+@dataclass
+class NotCompared:
+    """A benchmark present in one file but not comparable (changed case_hash, or only on one side)."""
+
+    baseline_file: str
+    candidate_file: str
+    name: str
+    reason: str
+
+
+@dataclass
+class CompareResult:
+    """Everything ``sdbench compare`` found. ``exit_code`` is 1 when a ``fail_on`` threshold was exceeded."""
+
+    files: list[str]
+    metrics: tuple[str, ...]
+    fail_on_pct: dict[str, float]
+    confidence: float
+    rows: list[CompareRow] = field(default_factory=list)
+    not_compared: list[NotCompared] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def regressions(self) -> list[CompareRow]:
+        return [r for r in self.rows if r.regression]
+
+    @property
+    def exit_code(self) -> int:
+        return 1 if self.regressions else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "files": self.files,
+            "metrics": list(self.metrics),
+            "fail_on": format_fail_on(self.fail_on_pct) if self.fail_on_pct else None,
+            "fail_on_pct": self.fail_on_pct,
+            "confidence": self.confidence,
+            "exit_code": self.exit_code,
+            "regressions": len(self.regressions),
+            "warnings": self.warnings,
+            "notes": self.notes,
+            "rows": [asdict(r) for r in self.rows],
+            "not_compared": [asdict(n) for n in self.not_compared],
+        }
+
+    @property
+    def table(self) -> str:
+        """The whole human report as text (same as :meth:`render`), for terminal reporters."""
+        return self.render()
+
+    def format_table(self, candidate_file: str | None = None, tablefmt: str = "simple") -> str:
+        """The comparison table (all candidates, or one), in any tabulate format ("github" for markdown)."""
+        from tabulate import tabulate
+
+        rows = [r for r in self.rows if candidate_file is None or r.candidate_file == candidate_file]
+        pct = f"{round(self.confidence * 100, 4):g}%"
+        body = [[r.case_id or r.name, r.metric, _fmt_value(r.baseline_median, r.unit),
+                 _fmt_value(r.candidate_median, r.unit), _fmt_pct(r.rel_change),
+                 _fmt_ci(r.change_ci_low_rel, r.change_ci_high_rel), r.verdict,
+                 f"REGRESSION (> {r.fail_on_pct:g}%)" if r.regression else ""] for r in rows]
+        headers = ["benchmark", "metric", "baseline median", "candidate median", "change", f"{pct} CI of change",
+                   "verdict", "regression"]
+        return tabulate(body, headers=headers, tablefmt=tablefmt, disable_numparse=True)
+
+    def render(self) -> str:
+        """The human report: warnings, one table per candidate, what was not compared, notes, the outcome."""
+        lines: list[str] = [f"WARNING: {w}" for w in self.warnings]
+        baseline = self.files[0]
+        for cand in self.files[1:]:
+            lines.append(f"== {cand} vs baseline {baseline} ==")
+            if any(r.candidate_file == cand for r in self.rows):
+                lines.append(self.format_table(cand))
+            for nc in self.not_compared:
+                if nc.candidate_file == cand:
+                    lines.append(f"{nc.reason}: {nc.name}")
+            lines.append("")
+        lines.extend(f"note: {n}" for n in self.notes)
+        lines.append(self.outcome())
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        """A markdown report (a CI job summary or PR comment)."""
+        parts = ["## sdbench compare"]
+        if self.warnings:
+            parts.append("")
+            parts.extend(f"> **Warning:** {w}" for w in self.warnings)
+        for cand in self.files[1:]:
+            parts += ["", f"### `{cand}` vs baseline `{self.files[0]}`", ""]
+            if any(r.candidate_file == cand for r in self.rows):
+                parts.append(self.format_table(cand, tablefmt="github"))
+            nc = [n for n in self.not_compared if n.candidate_file == cand]
+            if nc:
+                parts.append("")
+                parts.extend(f"- {n.reason}: `{n.name}`" for n in nc)
+        if self.notes:
+            parts.append("")
+            parts.extend(f"- note: {n}" for n in self.notes)
+        parts += ["", f"**{self.outcome()}**", ""]
+        return "\n".join(parts)
+
+    def outcome(self) -> str:
+        if not self.fail_on_pct:
+            return "result: no --fail-on thresholds given; exit 0"
+        spec = format_fail_on(self.fail_on_pct)
+        if self.regressions:
+            return f"result: {len(self.regressions)} regression(s) beyond --fail-on {spec}; exit 1"
+        return f"result: no significant regression beyond --fail-on {spec}; exit 0"
+
+
+def _fmt_value(value: float | None, unit: str) -> str:
+    return "-" if value is None else f"{value:.4g} {unit}"
+
+
+def _fmt_pct(rel: float | None) -> str:
+    return "-" if rel is None else f"{100.0 * rel:+.1f}%"
+
+
+def _fmt_ci(low: float | None, high: float | None) -> str:
+    if low is None or high is None:
+        return "-"
+    return f"[{100.0 * low:+.1f}%, {100.0 * high:+.1f}%]"
+
+
+def _norm_setting(value: Any) -> Any:
+    # 300 and 300.0 W are the same setting.
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return value
+
+
+def _identity_mismatches(base: Entry, cand: Entry) -> list[str]:
+    """Fields both sides state that differ (GPU name/UUID/simulated, clock and power-limit settings)."""
+    out = []
+    for key in _IDENTITY_FIELDS:
+        if key in base.identity and key in cand.identity:
+            b, c = base.identity[key], cand.identity[key]
+            if key in ("gpu_name", "gpu_uuid") and (b is None or c is None):
+                continue  # not reported is unknown, not different
+            if _norm_setting(b) != _norm_setting(c):
+                out.append(f"{key} {b!r} (baseline) != {c!r} (candidate)")
+    return out
+
+
+def _software_changes(base: Entry, cand: Entry) -> list[str]:
+    return [f"{k} {base.software[k]} -> {cand.software[k]}" for k in _SOFTWARE_FIELDS
+            if k in base.software and k in cand.software and base.software[k] != cand.software[k]]
+
+
+def _pairing_keys(base: ResultsFile, cand: ResultsFile) -> tuple[dict[str, Entry], dict[str, Entry], str]:
+    """Entries keyed for pairing: by name within one format; by case_id across formats (names differ there)."""
+    if base.format == cand.format:
+        return base.entries, cand.entries, "name"
+    by_id = [{e.case_id: e for e in f.entries.values() if e.case_id} for f in (base, cand)]
+    return by_id[0], by_id[1], "case_id"
+
+
+def _compare_metric(base: Entry, cand: Entry, metric: str, confidence: float, fail_on_pct: dict[str, float],
+                    base_file: str, cand_file: str) -> CompareRow:
+    m = METRICS[metric]
+    row = CompareRow(base_file, cand_file, cand.name, cand.case_id, metric, m.unit, None, None, None, None, None, None,
+                     None, None, verdict="", reason="", compared=False, fail_on_pct=fail_on_pct.get(metric))
+    if metric in ENERGY_METRICS:
+        statuses = (base.energy_status, cand.energy_status)
+        if "unavailable" in statuses:
+            side = "baseline" if statuses[0] == "unavailable" else "candidate"
+            if statuses == ("unavailable", "unavailable"):
+                side = "both sides"
+            row.verdict = f"{metric} unavailable"
+            row.reason = f"energy_status 'unavailable' on {side}: not compared, never fails the run"
+            return row
+        if statuses[0] != statuses[1]:
+            row.verdict = "not compared (simulated vs measured)"
+            row.reason = f"energy is {statuses[0]} in the baseline and {statuses[1]} in the candidate"
+            return row
+    try:
+        old, new = metric_summary(base, metric), metric_summary(cand, metric)
+    except ValueError as exc:
+        row.verdict, row.reason = "not compared (invalid samples)", str(exc)
+        return row
+    if old is None or new is None:
+        row.verdict = f"{metric} unavailable"
+        row.reason = f"no {m.label} in the {'baseline' if old is None else 'candidate'}"
+        return row
+    sig = _significance(new, old, confidence)
+    ci = _change_ci_rel(new, old, confidence)
+    row.baseline_median, row.candidate_median = old.median, new.median
+    row.baseline_n, row.candidate_n = old.n, new.n
+    row.rel_change = relative_change(new.median, old.median)
+    row.change_ci_low_rel, row.change_ci_high_rel = ci if ci else (None, None)
+    row.p_value, row.verdict, row.reason, row.compared = sig.p_value, sig.verdict, sig.reason, True
+    row.source = old.source if old.source == new.source else f"{old.source} / {new.source}"
+    threshold = fail_on_pct.get(metric)
+    if threshold is not None and sig.verdict == "slower" and row.rel_change is not None:
+        row.regression = row.rel_change * 100.0 > threshold
+    return row
+
+
+def compare_results(files: Sequence[ResultsFile], fail_on: str | Mapping[str, float] | None = None,
+                    allow_cross_gpu: bool = False, metrics: str | Sequence[str] | None = None,
+                    confidence: float = 0.95) -> CompareResult:
+    """Compare already-loaded results files: each later one against the first. See :func:`compare_files`."""
+    if len(files) < 2:
+        raise ConfigError("paths", [str(f.path) for f in files], "a baseline and at least one candidate file")
+    if not (isinstance(confidence, (int, float)) and not isinstance(confidence, bool) and 0.0 < confidence < 1.0):
+        raise ConfigError("confidence", confidence, "a probability strictly between 0 and 1 (e.g. 0.95)")
+    thresholds = _normalise_fail_on(fail_on)
+    chosen = parse_metrics(metrics) if metrics is not None else tuple(METRICS)
+    # A metric that gates the run is always compared, even when --metric leaves it out.
+    chosen = tuple(k for k in METRICS if k in chosen or k in thresholds)
+    result = CompareResult([str(f.path) for f in files], chosen, thresholds, float(confidence))
+    baseline = files[0]
+    for f in files:
+        result.notes.extend(f.notes)
+    pairs: list[tuple[ResultsFile, list[tuple[Entry, Entry]]]] = []
+    refusals: list[str] = []
+    for cand in files[1:]:
+        base_by, cand_by, key = _pairing_keys(baseline, cand)
+        if key == "case_id":
+            result.notes.append(f"{cand.path.name} and {baseline.path.name} are different formats: paired by case_id")
+        common = [k for k in base_by if k in cand_by]
+        if not common:
+            raise SdbenchError(f"no common benchmarks between {baseline.path} and {cand.path} (paired by {key}; "
+                               f"{len(base_by)} in the baseline, {len(cand_by)} in the candidate)")
+        mismatches: dict[str, None] = {}
+        software: dict[str, None] = {}
+        matched: list[tuple[Entry, Entry]] = []
+        for k in common:
+            b, c = base_by[k], cand_by[k]
+            mismatches.update(dict.fromkeys(_identity_mismatches(b, c)))
+            software.update(dict.fromkeys(_software_changes(b, c)))
+            if b.case_hash and c.case_hash and b.case_hash != c.case_hash:
+                result.not_compared.append(NotCompared(str(baseline.path), str(cand.path), c.name,
+                                                       f"changed benchmark, not compared (case_hash {b.case_hash} -> {c.case_hash})"))
+                continue
+            matched.append((b, c))
+        for k in base_by:
+            if k not in cand_by:
+                result.not_compared.append(NotCompared(str(baseline.path), str(cand.path), base_by[k].name,
+                                                       "only in the baseline, not compared"))
+        for k in cand_by:
+            if k not in base_by:
+                result.not_compared.append(NotCompared(str(baseline.path), str(cand.path), cand_by[k].name,
+                                                       "new benchmark (no baseline), not compared"))
+        if not matched:
+            raise SdbenchError(f"no comparable benchmarks between {baseline.path} and {cand.path}: all {len(common)} "
+                               "shared benchmarks changed what they measure (case_hash differs)")
+        if mismatches:
+            what = "; ".join(mismatches)
+            if allow_cross_gpu:
+                result.warnings.append(f"{cand.path} vs {baseline.path} compares different GPUs or settings "
+                                       f"(--allow-cross-gpu): {what}")
+            else:
+                refusals.append(f"{cand.path} vs {baseline.path}: {what}")
+        if software:
+            result.notes.append(f"{cand.path.name}: software differs from the baseline: {'; '.join(software)}")
+        pairs.append((cand, matched))
+    if refusals:
+        raise SdbenchError("refusing to compare results from different GPUs or clock/power-limit settings ("
+                           + " | ".join(refusals) + "); timings are only comparable on one GPU under one setting, "
+                           "pass --allow-cross-gpu to compare anyway")
+    for cand, matched in pairs:
+        for b, c in matched:
+            for metric in chosen:
+                result.rows.append(_compare_metric(b, c, metric, result.confidence, thresholds, str(baseline.path),
+                                                   str(cand.path)))
+    unavailable = [r for r in result.rows if r.metric == "energy" and r.verdict == "energy unavailable"]
+    if unavailable:
+        result.notes.append(f"energy unavailable on a side for {len(unavailable)} comparison(s): not compared; "
+                            "energy that could not be measured never fails the run")
+    blind = [r for r in result.rows if r.verdict == VERDICT_NOISE_UNKNOWN and r.metric in thresholds]
+    if blind:
+        result.notes.append(f"{len(blind)} gated comparison(s) have no noise estimate (fewer than 2 rounds on a side): "
+                            "they cannot be judged and do not fail the run")
+    if any(r.verdict == "not compared (simulated vs measured)" for r in result.rows):
+        result.notes.append("simulated and measured energy are never compared with each other")
+    return result
+
+
+def compare_files(paths: Sequence[str | os.PathLike[str]], fail_on: str | Mapping[str, float] | None = None,
+                  allow_cross_gpu: bool = False, metrics: str | Sequence[str] | None = None,
+                  confidence: float = 0.95) -> CompareResult:
+    """Compare results files: ``paths[0]`` is the baseline, every later file a candidate against it.
+
+    Args:
+        paths: two or more pytest-benchmark JSON, results JSON Lines or ``--export-metrics`` files.
+        fail_on: ``"time:5%,energy:5%"`` or ``{"time": 5.0}`` (percentages): a benchmark that is
+            significantly slower (higher) by more than N percent in that metric sets ``exit_code`` 1.
+        allow_cross_gpu: compare results from different GPUs / clock or power-limit settings (adds a
+            warning) instead of raising :class:`SdbenchError`.
+        metrics: which of ``time``, ``energy``, ``power`` to compare (default all); ``fail_on`` metrics
+            are always included.
+        confidence: level of the confidence intervals and of the significance test.
+
+    Raises :class:`SdbenchError` (or its :class:`ConfigError`) for missing/unreadable files, bad
+    arguments, no common benchmarks, or a refused cross-GPU comparison.
+    """
+    if isinstance(paths, (str, os.PathLike)):
+        raise ConfigError("paths", paths, "a list of two or more results files")
+    # Validate arguments before touching the files, so a typo is reported as such.
+    _normalise_fail_on(fail_on)
+    if metrics is not None:
+        parse_metrics(metrics)
+    if len(paths) < 2:
+        raise ConfigError("paths", [str(p) for p in paths], "a baseline and at least one candidate file")
+    return compare_results([load_results(p) for p in paths], fail_on=fail_on, allow_cross_gpu=allow_cross_gpu,
+                           metrics=metrics, confidence=confidence)
+
+
+def write_json(result: CompareResult, path: str | os.PathLike[str]) -> Path:
+    """Write ``result.to_dict()`` as JSON (NaN as null)."""
+    from sdbench.records import to_json
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(to_json(result.to_dict(), indent=2) + "\n", encoding="utf-8")
+    return out
+
+
+def write_csv(result: CompareResult, path: str | os.PathLike[str]) -> Path:
+    """Write one CSV row per compared metric (the table's rows, with every field)."""
+    from sdbench.records import write_csv as write_records_csv
+
+    return write_records_csv([asdict(r) for r in result.rows], path)
+
+
+# --- the command --------------------------------------------------------------------------------------------
+
+
+def _confidence(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid confidence: {text!r}; allowed: a probability between 0 and 1") from None
+    if not (0.0 < value < 1.0):
+        raise argparse.ArgumentTypeError(f"invalid confidence: {text}; allowed: a probability strictly between 0 and 1")
+    return value
+
+
+def build_parser(sub: Any) -> None:
+    """Register ``sdbench compare`` on the CLI's subparsers."""
+    p = sub.add_parser(
+        "compare",
+        help="compare saved results (noise-aware; exits 1 on regression with --fail-on)",
+        description="Compare pytest-benchmark JSON, results JSONL or --export-metrics files: each later file "
+                    "against the first. Benchmarks are paired by name and case_hash; differences inside the "
+                    "noise are reported as unchanged. Exit codes: 0 ok, 1 regression beyond --fail-on, 2 error.",
+    )
+    p.add_argument("baseline", metavar="BASELINE", help="the baseline results file")
+    p.add_argument("candidates", nargs="+", metavar="CANDIDATE", help="one or more candidate results files")
+    p.add_argument("--fail-on", default=None, metavar="SPEC",
+                   help="exit 1 when a benchmark is significantly worse by more than N%% in a metric, "
+                        "e.g. time:5%%,energy:5%%,power:10%%")
+    p.add_argument("--metric", default=None, metavar="LIST",
+                   help="metrics to compare: time,energy,power (default all; --fail-on metrics always included)")
+    p.add_argument("--allow-cross-gpu", action="store_true",
+                   help="compare results from different GPUs or clock/power-limit settings (prints a warning)")
+    p.add_argument("--confidence", type=_confidence, default=0.95, help="confidence level (default 0.95)")
+    p.add_argument("--json", default=None, metavar="OUT", help="also write the comparison as JSON")
+    p.add_argument("--csv", default=None, metavar="OUT", help="also write the rows as CSV")
+    p.add_argument("--markdown", default=None, metavar="OUT", help="also write a markdown report (CI summaries)")
+    p.set_defaults(func=cmd_compare)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    result = compare_files([args.baseline, *args.candidates], fail_on=args.fail_on, allow_cross_gpu=args.allow_cross_gpu,
+                           metrics=args.metric, confidence=args.confidence)
+    print(result.render())
+    if args.json:
+        print(f"json: {write_json(result, args.json)}")
+    if args.csv:
+        print(f"csv: {write_csv(result, args.csv)}")
+    if args.markdown:
+        out = Path(args.markdown)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(result.markdown(), encoding="utf-8")
+        print(f"markdown: {out}")
+    return result.exit_code
