@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
@@ -11,6 +13,7 @@ from sdbench.errors import ConfigError
 from sdbench.models import MODELS, get_model
 from sdbench.pipelines import DTYPES
 from sdbench.schedulers import SCHEDULERS, get_scheduler_spec
+from sdbench.weights import WeightSource
 
 DEFAULT_PROMPT = "a photograph of an astronaut riding a horse on the moon, highly detailed, 8k"
 ATTENTION_BACKENDS = ("sdpa", "flash", "efficient", "math", "cudnn", "sliced", "xformers")
@@ -18,6 +21,14 @@ OFFLOAD_MODES = ("none", "model", "sequential")
 DEVICES_HELP = "auto, cpu, cuda, cuda:N, simulated"
 MIN_SIDE_PX, MAX_SIDE_PX = 64, 4096
 MAX_STEPS, MAX_BATCH = 1000, 512
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def resolve_device(value: str) -> str:
@@ -105,37 +116,40 @@ class Case:
             raise ConfigError("offload", self.offload, OFFLOAD_MODES)
         for name in ("height", "width"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool):
+            if not _is_int(value):
                 raise ConfigError(name, value, "an integer number of pixels")
             if value % 8 or not MIN_SIDE_PX <= value <= MAX_SIDE_PX:
                 raise ConfigError(name, value, f"a multiple of 8 from {MIN_SIDE_PX} to {MAX_SIDE_PX}")
-        if not isinstance(self.steps, int) or not 1 <= self.steps <= MAX_STEPS:
+        if not _is_int(self.steps) or not 1 <= self.steps <= MAX_STEPS:
             raise ConfigError("steps", self.steps, f"an integer from 1 to {MAX_STEPS}")
         if spec.allowed_steps and self.steps not in spec.allowed_steps:
             raise ConfigError("steps", self.steps, spec.allowed_steps,
                               reason=f"{spec.key} is distilled for these step counts")
-        if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= MAX_BATCH:
+        if not _is_int(self.batch_size) or not 1 <= self.batch_size <= MAX_BATCH:
             raise ConfigError("batch_size", self.batch_size, f"an integer from 1 to {MAX_BATCH}")
-        if not isinstance(self.guidance_scale, (int, float)) or not 0 <= self.guidance_scale <= 100:
+        if not _is_number(self.guidance_scale) or not 0 <= self.guidance_scale <= 100:
             raise ConfigError("guidance_scale", self.guidance_scale, "a number from 0 to 100 (0 or 1: no CFG)")
         if spec.img2img:
-            if self.strength is None or not 0 < self.strength <= 1:
+            if not _is_number(self.strength) or not 0 < self.strength <= 1:
                 raise ConfigError("strength", self.strength, "a number in (0, 1]")
         elif self.strength is not None:
             raise ConfigError("strength", self.strength, "unset", reason=f"{spec.key} is text-to-image")
         if self.timestep_spacing not in (None, "leading", "trailing", "linspace"):
             raise ConfigError("timestep_spacing", self.timestep_spacing, "leading, trailing, linspace")
-        if self.device not in ("cpu", "simulated") and not self.device.startswith("cuda:"):
-            raise ConfigError("device", self.device, DEVICES_HELP)
+        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|simulated|cuda:\d+", self.device):
+            raise ConfigError("device", self.device, "cpu, simulated, cuda:N")
         if self.dtype == "fp16" and self.device in ("cpu", "simulated"):
             # CPU fp16 kernels are partial and slow; refuse rather than measure something odd.
             raise ConfigError("dtype", self.dtype, "fp32, bf16", reason="fp16 is a GPU dtype; on the CPU use fp32")
         for name in ("sm_clock_mhz", "mem_clock_mhz", "power_limit_w"):
             value = getattr(self, name)
-            if value is not None and (not isinstance(value, int) or value <= 0):
+            if value is not None and (not _is_int(value) or value <= 0):
                 raise ConfigError(name, value, "a positive integer, or unset for the card as found")
-        if not isinstance(self.seed, int) or self.seed < 0:
+        if not _is_int(self.seed) or self.seed < 0:
             raise ConfigError("seed", self.seed, "a non-negative integer")
+        if not isinstance(self.weights, str):
+            raise ConfigError("weights", self.weights, "auto, synthetic, hub, local:PATH")
+        WeightSource.parse(self.weights)  # a missing local folder is an error now, not at build time
 
     # --- derived -------------------------------------------------------------------------------
     @property

@@ -191,8 +191,15 @@ def _study_cases(args: argparse.Namespace, bench: Any, model: str) -> list[Any]:
     cases = []
     if args.multi_resolution:
         spec_res = bench.case(model, **base).spec.default_resolution
-        sides = [int(x) for x in args.resolutions.split(",")] if args.resolutions else sorted({spec_res // 2, spec_res, spec_res * 3 // 2})
-        sides = [s - s % 8 for s in sides]
+        if args.resolutions:
+            sides = []
+            for item in args.resolutions.split(","):
+                try:
+                    sides.append(int(item))
+                except ValueError:
+                    raise ConfigError("resolutions", args.resolutions, "comma-separated whole numbers of pixels") from None
+        else:
+            sides = sorted({(spec_res // 2) // 8 * 8, spec_res, (spec_res * 3 // 2) // 8 * 8})
         for side in sides:
             cases.append(bench.case(model, **{**base, "height": side, "width": side}))
     elif args.scheduler_comparison:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
@@ -155,9 +156,17 @@ def _load_unet_file(pipe: Any, path: Path) -> None:
         raise ConfigError("weights", str(path), reason=f"UNet file does not match: {len(missing)} missing, {len(unexpected)} unexpected keys")
 
 
+# The model's own scheduler settings per live pipeline, captured before any swap, so that one case's
+# override (say trailing spacing) never leaks into the next case on the same warm pipeline.
+_MODEL_SCHEDULER_CONFIGS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
 def set_scheduler(pipe: Any, key: str, overrides: dict[str, Any] | None = None) -> Any:
     """Swap the pipeline's scheduler for `key`, keeping the model's own noise schedule settings."""
-    pipe.scheduler = make_scheduler(key, model_scheduler_config(pipe.scheduler), overrides)
+    base = _MODEL_SCHEDULER_CONFIGS.get(pipe)
+    if base is None:
+        base = _MODEL_SCHEDULER_CONFIGS[pipe] = model_scheduler_config(pipe.scheduler)
+    pipe.scheduler = make_scheduler(key, base, overrides)
     return pipe.scheduler
 
 

@@ -337,7 +337,7 @@ class Runner:
                 n_warm += 1
             warmup_s = time.perf_counter() - t_w0
 
-            meter, source_name = (NullMeter("no GPU energy source on this machine"), "none") if gpu is None else _select(gpu, cfg.energy, select_energy_meter)
+            meter, source_name = _select(gpu, cfg.energy, select_energy_meter)
             resolution_s = None
             if source_name == "counter":
                 resolution_s = self.counter_period_s()

@@ -16,9 +16,10 @@ from typing import Any
 
 from sdbench.errors import ConfigError, SdbenchError
 
-# Several k-diffusion schedulers hand torch tensors to NumPy 2, which warns on every set_timesteps;
-# silence exactly that, for diffusers' scheduler modules only.
-warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"diffusers\.schedulers")
+# Several k-diffusion schedulers hand torch tensors to NumPy 2, which warns on every set_timesteps
+# (attributed to numpy's own frames); silence exactly those two messages.
+for _message in (r"__array_wrap__ must accept context", r"__array__ implementation doesn't accept a copy keyword"):
+    warnings.filterwarnings("ignore", message=_message, category=DeprecationWarning)
 
 
 @dataclass(frozen=True)

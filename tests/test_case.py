@@ -130,18 +130,12 @@ def test_refiner_accepts_strength() -> None:
     assert Case.create("sdxl-refiner", strength=1.0, **CPU).strength == 1.0
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: Case.validate compares strength with `0 < self.strength` without a type check, so a non-number "
-    "raises TypeError instead of ConfigError('strength')"))
 def test_refiner_strength_of_the_wrong_type() -> None:
     with pytest.raises(ConfigError) as exc:
         Case.create("sdxl-refiner", strength="0.5", **CPU)
     assert exc.value.field == "strength"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: Case.validate checks isinstance(value, int) for steps/batch_size/seed, which bool passes "
-    "(height/width exclude bool explicitly); steps=True gives a case whose id reads 'Truest'"))
 @pytest.mark.parametrize("field", ["steps", "batch_size", "seed"])
 def test_booleans_are_not_counts(field: str) -> None:
     with pytest.raises(ConfigError) as exc:
@@ -149,9 +143,6 @@ def test_booleans_are_not_counts(field: str) -> None:
     assert exc.value.field == field
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: Case.validate accepts any device starting with 'cuda:' ('cuda:x', 'cuda:'), which fails "
-    "later inside torch instead of as ConfigError('device')"))
 @pytest.mark.parametrize("device", ["cuda:x", "cuda:"])
 def test_malformed_cuda_device(device: str) -> None:
     with pytest.raises(ConfigError) as exc:

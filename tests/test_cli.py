@@ -302,9 +302,6 @@ def test_multi_resolution(tmp_path: Path) -> None:
     assert recs[1]["flop_unet_per_image"] > recs[0]["flop_unet_per_image"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: cli._study_cases parses --resolutions with a bare int(x), so a non-number raises ValueError "
-    "(traceback) instead of exit 2 naming the resolutions field"))
 def test_multi_resolution_with_a_bad_list(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["generate", "--model-variant", "tiny-sd", *FAST, "--no-save-images", "--multi-resolution",
                  "--resolutions", "64,abc"])
@@ -348,9 +345,6 @@ def test_energy_none_switches_energy_off(tmp_path: Path) -> None:
     assert rec["energy_status"] == "unavailable" and rec["energy_unavailable_reason"]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: Runner.run picks NullMeter('no GPU energy source') whenever gpu is None, so on --device cpu "
-    "the --energy choice (rapl, a CPU meter) is ignored"))
 def test_energy_rapl_on_the_cpu_is_used(tmp_path: Path) -> None:
     _, (rec,), _ = generate(tmp_path, "--energy", "rapl", "--no-save-images")
     assert rec["energy_source"] == "rapl"
