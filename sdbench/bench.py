@@ -58,7 +58,7 @@ class Bench:
         """The warm pipeline for `case`: rebuilt only when model, weights, dtype, device or profile change."""
         check_supported(case.dtype, case.attention, case.offload, case.compute_device)
         key = PipelineKey(case.model, case.weights, case.dtype, case.compute_device,
-                          f"{case.profile}/{case.attention}/{case.offload}")
+                          f"{case.profile}/{case.knobs}/{case.attention}/{case.offload}")
 
         def build() -> BuiltPipeline:
             # Offloaded pipelines start on the CPU; the offload hooks move modules as they run.
@@ -66,7 +66,7 @@ class Bench:
             built = build_pipeline(case.model, weights=case.weights, dtype=case.dtype, device=target,
                                    seed=0, steps=case.steps)
             self._applied[key] = apply(built.pipe, profile=case.profile, attention=case.attention,
-                                       offload=case.offload, device=case.compute_device)
+                                       offload=case.offload, device=case.compute_device, knobs=case.knobs)
             return built
 
         built = self.cache.get(key, build)

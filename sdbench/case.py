@@ -63,6 +63,7 @@ class Case:
     batch_size: int = 1
     dtype: str = "fp16"
     profile: str = "eager"
+    knobs: str = ""  # overrides on the profile, e.g. "channels_last=on,compile_unet=max-autotune"
     attention: str = "sdpa"
     offload: str = "none"
     weights: str = "auto"
@@ -106,10 +107,15 @@ class Case:
         get_scheduler_spec(self.scheduler)
         if self.dtype not in DTYPES:
             raise ConfigError("dtype", self.dtype, sorted(DTYPES))
-        from sdbench.optimize import PROFILES
+        from sdbench.optimize import PROFILES, canonical_knobs
 
         if self.profile not in PROFILES:
             raise ConfigError("profile", self.profile, sorted(PROFILES))
+        if not isinstance(self.knobs, str):
+            raise ConfigError("knobs", self.knobs, "name=value pairs separated by commas")
+        if self.knobs != canonical_knobs(self.knobs):
+            # frozen dataclass: store the canonical spelling so equal settings give equal ids
+            object.__setattr__(self, "knobs", canonical_knobs(self.knobs))
         if self.attention not in ATTENTION_BACKENDS:
             raise ConfigError("attention", self.attention, ATTENTION_BACKENDS)
         if self.offload not in OFFLOAD_MODES:
@@ -190,6 +196,8 @@ class Case:
         """A short readable id (pytest parameter ids, file names)."""
         parts = [self.model, self.scheduler, f"{self.width}x{self.height}", f"b{self.batch_size}",
                  f"{self.steps}st", self.dtype, self.profile]
+        if self.knobs:
+            parts.append(self.knobs.replace("=", "-").replace(",", "+"))
         if self.attention != "sdpa":
             parts.append(self.attention)
         if self.offload != "none":

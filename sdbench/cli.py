@@ -82,7 +82,16 @@ def add_case_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--width", type=_int("width"), default=None, help="image width in pixels, multiple of 8")
     g.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None,
                    help="weights and activations (default: fp16 on a GPU, fp32 on the CPU)")
-    g.add_argument("--profile", default="eager", help="optimisation profile: eager, channels-last, compile, max")
+    g.add_argument("--profile", default="eager",
+                   help="optimisation profile: eager, channels-last, compile, reduce-overhead, max (see docs/optimisation.md)")
+    g.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
+                   help="override one knob of the profile (repeatable): channels_last, fuse_qkv, compile_unet, compile_vae, "
+                        "compile_text, fullgraph, vae_upcast, vae_slicing, vae_tiling, inductor_tuning, cudnn_benchmark")
+    g.add_argument("--compile-mode", default=None, metavar="MODE",
+                   help="torch.compile the UNet in this mode (default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs, none)")
+    g.add_argument("--channels-last", action="store_true", help="channels_last memory format for UNet and VAE")
+    g.add_argument("--vae-slicing", action="store_true", help="decode the batch one image at a time")
+    g.add_argument("--vae-tiling", action="store_true", help="decode in tiles (large images in less memory)")
     g.add_argument("--attention", choices=list(ATTENTION_BACKENDS), default="sdpa", help="attention backend")
     g.add_argument("--offload", choices=list(OFFLOAD_MODES), default="none", help="CPU offload of model weights")
     g.add_argument("--enable-cpu-offload", action="store_true", help="same as --offload model")
@@ -127,9 +136,20 @@ def _case_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     return dict(
         scheduler=args.scheduler, steps=args.steps, prompt=args.prompt, negative_prompt=args.negative_prompt,
         guidance_scale=args.guidance_scale, seed=args.seed, batch_size=args.batch_size, height=args.height,
-        width=args.width, dtype=args.dtype, profile=args.profile, attention=args.attention, offload=offload,
+        width=args.width, dtype=args.dtype, profile=args.profile, knobs=_knobs(args), attention=args.attention, offload=offload,
         weights=args.weights, strength=args.strength,
     )
+
+
+def _knobs(args: argparse.Namespace) -> str:
+    """--knob NAME=VALUE and the convenience flags, as one knob string."""
+    items = list(args.knob)
+    if args.compile_mode:
+        items.append(f"compile_unet={args.compile_mode}")
+    for flag, name in ((args.channels_last, "channels_last"), (args.vae_slicing, "vae_slicing"), (args.vae_tiling, "vae_tiling")):
+        if flag:
+            items.append(f"{name}=on")
+    return ",".join(items)
 
 
 def _progress_printer(quiet: bool) -> Callable[[str], None]:

@@ -7,8 +7,10 @@ so a record never claims an optimisation that did not take effect.
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -16,14 +18,29 @@ import torch
 
 from sdbench.errors import ConfigError, SdbenchError
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
 
 @dataclass(frozen=True)
 class Knobs:
+    """Every optimisation sdbench can apply; a profile is a named set of them."""
+
     channels_last: bool = False
     fuse_qkv: bool = False
     compile_unet: str | None = None  # torch.compile mode, or None for eager
-    compile_vae: str | None = None
-    compile_fullgraph: bool = False
+    compile_vae: str | None = None  # compiles vae.decode
+    compile_text: str | None = None  # the text encoder(s)
+    fullgraph: bool = False
+    vae_upcast: bool | None = None  # None: diffusers' default (SDXL's VAE decodes in fp32); False: decode in the pipeline dtype
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+    inductor_tuning: bool = False  # coordinate-descent tuning, 1x1 convs as matmuls (diffusers' SDXL recipe)
+    cudnn_benchmark: bool = False
+
+    def changed(self) -> dict[str, Any]:
+        """Only the knobs that differ from eager (for ids and records)."""
+        base = Knobs()
+        return {k: v for k, v in asdict(self).items() if getattr(base, k) != v}
 
 
 PROFILES: Mapping[str, Knobs] = MappingProxyType(
@@ -31,11 +48,69 @@ PROFILES: Mapping[str, Knobs] = MappingProxyType(
         "eager": Knobs(),
         "channels-last": Knobs(channels_last=True, fuse_qkv=True),
         "compile": Knobs(compile_unet="default", compile_vae="default"),
-        # The fastest correct combination known to sdbench: see BENCHMARKS.md for what each part buys.
-        "max": Knobs(channels_last=True, fuse_qkv=True, compile_unet="max-autotune-no-cudagraphs",
-                     compile_vae="max-autotune-no-cudagraphs", compile_fullgraph=True),
+        # The well-known combination (torch.compile with CUDA graphs, fused QKV, channels_last,
+        # compiled VAE decode): the bar that `max` has to clear.
+        "reduce-overhead": Knobs(channels_last=True, fuse_qkv=True, compile_unet="reduce-overhead", compile_vae="default"),
+        # The fastest correct combination known to sdbench: BENCHMARKS.md shows what each part buys.
+        "max": Knobs(channels_last=True, fuse_qkv=True, compile_unet="reduce-overhead", compile_vae="default",
+                     compile_text="default", vae_upcast=False, inductor_tuning=True, cudnn_benchmark=True),
     }
 )
+
+_MODE_KNOBS = {"compile_unet", "compile_vae", "compile_text"}
+_TRUE, _FALSE = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
+
+
+def parse_knobs(text: str) -> dict[str, Any]:
+    """Parse `name=value,...` knob overrides (e.g. `channels_last=on,compile_unet=max-autotune`)."""
+    out: dict[str, Any] = {}
+    names = sorted(f.name for f in fields(Knobs))
+    for item in (t.strip() for t in text.split(",")):
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        name, value = name.strip().replace("-", "_"), value.strip().lower()
+        if name not in names:
+            raise ConfigError("knob", name, names)
+        if not sep:
+            value = "on"
+        if name in _MODE_KNOBS:
+            if value in _FALSE or value == "none":
+                out[name] = None
+            elif value in COMPILE_MODES:
+                out[name] = value
+            else:
+                raise ConfigError(name, value, ("none",) + COMPILE_MODES)
+        elif value in _TRUE:
+            out[name] = True
+        elif value in _FALSE:
+            out[name] = False
+        elif name == "vae_upcast" and value in ("default", "auto"):
+            out[name] = None
+        else:
+            raise ConfigError(name, value, "on, off" + (", default" if name == "vae_upcast" else ""))
+    return out
+
+
+def canonical_knobs(text: str) -> str:
+    """The knob overrides in a stable order (so equal settings give equal case ids and hashes)."""
+    parsed = parse_knobs(text)
+    return ",".join(f"{k}={_fmt(v)}" for k, v in sorted(parsed.items()))
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def resolve_knobs(profile: str, knobs: str = "") -> Knobs:
+    """The profile's knobs with the case's overrides applied."""
+    if profile not in PROFILES:
+        raise ConfigError("profile", profile, sorted(PROFILES))
+    return replace(PROFILES[profile], **parse_knobs(knobs)) if knobs else PROFILES[profile]
 
 
 def compute_capability(device: str) -> tuple[int, int] | None:
@@ -111,11 +186,31 @@ class Applied:
         }
 
 
-def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str) -> Applied:
-    """Apply a profile, an attention backend and an offload mode to `pipe` (in place)."""
-    if profile not in PROFILES:
-        raise ConfigError("profile", profile, sorted(PROFILES))
-    knobs = PROFILES[profile]
+def compile_cache_dir() -> Path:
+    """Where compiled artefacts persist across runs: $SDBENCH_CACHE_DIR/inductor (default ~/.cache/sdbench/inductor).
+
+    An existing TORCHINDUCTOR_CACHE_DIR wins, so a site can share one cache between tools.
+    """
+    from sdbench.tokenizer import cache_root
+
+    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or cache_root() / "inductor")
+
+
+def _enable_compile_cache() -> Path:
+    path = compile_cache_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
+    import torch._functorch.config as functorch_config
+    import torch._inductor.config as inductor_config
+
+    inductor_config.fx_graph_cache = True
+    functorch_config.enable_autograd_cache = True
+    return path
+
+
+def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str, knobs: str = "") -> Applied:
+    """Apply a profile (plus knob overrides), an attention backend and an offload mode to `pipe`, in place."""
+    k = resolve_knobs(profile, knobs)
     notes: list[str] = []
     if attention == "sliced":
         pipe.enable_attention_slicing()
@@ -124,24 +219,48 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str)
         if not ok:
             raise SdbenchError(f"attention backend 'xformers' is unavailable: {why}; use --attention sdpa")
         pipe.enable_xformers_memory_efficient_attention()
-    if knobs.fuse_qkv:
+    if k.fuse_qkv:
         pipe.fuse_qkv_projections()
-    if knobs.channels_last:
+    if k.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
+    if k.vae_slicing:
+        pipe.vae.enable_slicing()
+    if k.vae_tiling:
+        pipe.vae.enable_tiling()
+    if k.vae_upcast is not None and "force_upcast" in pipe.vae.config:
+        pipe.vae.register_to_config(force_upcast=k.vae_upcast)
+        if not k.vae_upcast:
+            notes.append("VAE decodes in the pipeline dtype (with real SDXL weights use an fp16-safe VAE such as the fp16-fix one)")
+    if k.cudnn_benchmark:
+        torch.backends.cudnn.benchmark = True
     if offload == "model":
         pipe.enable_model_cpu_offload(device=device)
     elif offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=device)
-    if knobs.compile_unet:
-        pipe.unet = torch.compile(pipe.unet, mode=knobs.compile_unet, fullgraph=knobs.compile_fullgraph)
-    if knobs.compile_vae:
-        pipe.vae.decode = torch.compile(pipe.vae.decode, mode=knobs.compile_vae, fullgraph=knobs.compile_fullgraph)
+    if k.compile_unet or k.compile_vae or k.compile_text:
+        notes.append(f"compile cache: {_enable_compile_cache()}")
+        if k.inductor_tuning:
+            import torch._inductor.config as inductor_config
+
+            inductor_config.conv_1x1_as_mm = True
+            inductor_config.coordinate_descent_tuning = True
+            inductor_config.coordinate_descent_check_all_directions = True
+            inductor_config.epilogue_fusion = False
+    if k.compile_unet:
+        # Module.compile keeps the module's type and attributes, which diffusers reads.
+        pipe.unet.compile(mode=k.compile_unet, fullgraph=k.fullgraph)
+    if k.compile_vae:
+        pipe.vae.decode = torch.compile(pipe.vae.decode, mode=k.compile_vae, fullgraph=k.fullgraph)
+    if k.compile_text:
+        for name in ("text_encoder", "text_encoder_2"):
+            enc = getattr(pipe, name, None)
+            if enc is not None:
+                enc.compile(mode=k.compile_text, fullgraph=k.fullgraph)
     processor = _attention_processor_name(pipe)
-    return Applied(profile, attention, processor, offload, asdict(knobs), attention_context(attention), notes)
+    return Applied(profile, attention, processor, offload, asdict(k), attention_context(attention), notes)
 
 
 def _attention_processor_name(pipe: Any) -> str:
-    unet = getattr(pipe.unet, "_orig_mod", pipe.unet)
-    names = sorted({type(p).__name__ for p in unet.attn_processors.values()})
+    names = sorted({type(p).__name__ for p in pipe.unet.attn_processors.values()})
     return ",".join(names)

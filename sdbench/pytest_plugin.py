@@ -9,6 +9,7 @@ returns them), and `extra_info` holds the rest of the record.
 from __future__ import annotations
 
 import collections
+import itertools
 import os
 import platform
 import re
@@ -25,7 +26,7 @@ DEFAULT_STORAGE = "file://./.benchmarks"
 CPU_MATRIX = {"models": ["tiny-sd", "tiny-sd2", "tiny-sdxl"], "batch_sizes": [1, 2]}
 GPU_MATRIX = {"models": ["sd-v1.5", "sdxl"], "batch_sizes": [1, 4]}
 MATRIX_AXES = ("models", "schedulers", "resolutions", "batch_sizes", "steps", "dtypes", "profiles", "weights",
-               "prompts", "attention", "sm_clocks_mhz")
+               "prompts", "attention", "sm_clocks_mhz", "knobs")
 
 
 # --- options ------------------------------------------------------------------------------------
@@ -41,6 +42,8 @@ def _add_matrix_options(group: Any) -> None:
     group.addoption("--sd-profiles", default=None, help="comma-separated optimisation profiles (eager, channels-last, "
                     "compile, max)")
     group.addoption("--sd-attention", default=None, help="comma-separated attention backends")
+    group.addoption("--sd-knobs", default=None, help="knob overrides applied to every case, e.g. "
+                    "'channels_last=on;compile_unet=max-autotune' (';' separates knobs here)")
     group.addoption("--sd-weights", default=None, help="auto, synthetic, hub or local:PATH")
     group.addoption("--sd-device", default="auto", help="auto, cpu, cuda, cuda:N or simulated")
 
@@ -154,7 +157,7 @@ def _matrix(config: pytest.Config, marker_kwargs: dict[str, Any]) -> dict[str, l
     matrix: dict[str, list[Any]] = {"models": [], "schedulers": ["default"], "resolutions": ["default"],
                                     "batch_sizes": [1], "steps": ["default"], "dtypes": ["default"],
                                     "profiles": ["eager"], "weights": ["auto"], "prompts": [None], "attention": ["sdpa"],
-                                    "sm_clocks_mhz": [None]}
+                                    "sm_clocks_mhz": [None], "knobs": [""]}
     matrix.update(GPU_MATRIX if sd.on_gpu else CPU_MATRIX)
     for axis, value in marker_kwargs.items():
         matrix[axis] = list(value) if isinstance(value, (list, tuple)) else [value]
@@ -165,6 +168,9 @@ def _matrix(config: pytest.Config, marker_kwargs: dict[str, Any]) -> dict[str, l
         values = _csv(config.getoption(opt))
         if values is not None:
             matrix[axis] = values
+    knobs = config.getoption("--sd-knobs")
+    if knobs:
+        matrix["knobs"] = [knobs.replace(";", ",")]
     return matrix
 
 
@@ -208,7 +214,7 @@ def build_cases(matrix: dict[str, list[Any]], device: str) -> list[Any]:
                                 for weights in matrix["weights"]:
                                     for prompt in matrix["prompts"]:
                                         for attention in matrix["attention"]:
-                                            for clock in matrix["sm_clocks_mhz"]:
+                                            for clock, knobs in itertools.product(matrix["sm_clocks_mhz"], matrix["knobs"]):
                                                 dt = None if dtype == "default" else dtype
                                                 cases.append(Case.create(
                                                     model, scheduler=None if sched == "default" else sched,
@@ -217,7 +223,7 @@ def build_cases(matrix: dict[str, list[Any]], device: str) -> list[Any]:
                                                     steps=_int_or_default("steps", steps),
                                                     dtype=dt or ("fp16" if device.startswith("cuda") else "fp32"),
                                                     profile=profile, weights=weights, prompt=prompt,
-                                                    attention=attention, device=device,
+                                                    attention=attention, device=device, knobs=knobs,
                                                     sm_clock_mhz=_int_or_default("sm_clocks_mhz", clock)))
     return cases
 

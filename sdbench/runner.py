@@ -67,9 +67,15 @@ class RunnerConfig:
     count_flops: bool = True
     matmul_ceiling_tflops: float | None = None
 
+    def __post_init__(self) -> None:
+        # A cap below the default floor lowers the floor (asking for at most 2 rounds means 2).
+        if self.max_rounds < self.min_rounds:
+            self.min_rounds = self.max_rounds
+
     @classmethod
     def for_cpu(cls, **overrides: Any) -> RunnerConfig:
-        base = dict(warmup_min_s=0.0, min_rounds=3, max_rounds=5, max_time_s=60.0, idle_s=0.2, target_rel_ci=0.05)
+        base: dict[str, Any] = dict(warmup_min_s=0.0, min_rounds=3, max_rounds=5, max_time_s=60.0, idle_s=0.2,
+                                    target_rel_ci=0.05)
         base.update(overrides)
         return cls(**base)
 
@@ -162,6 +168,7 @@ class Measurement:
     case: Case
     windows: list[Window]
     warmup_s: float
+    warmup_energy_j: float | None
     warmup_calls: int
     first_call_s: float
     calls_per_window: int
@@ -258,36 +265,27 @@ class Runner:
 
     @contextlib.contextmanager
     def _phase_hooks(self, pipe: Any, marks_box: list[Marks | None]) -> Iterator[None]:
-        """Marks at text-encoder and VAE-decode boundaries, by hooks and a wrapper (diffusers untouched)."""
-        handles = []
-        if self.config.per_phase:
-            for name in ("text_encoder", "text_encoder_2"):
-                enc = getattr(pipe, name, None)
-                if enc is None:
-                    continue
-                handles.append(enc.register_forward_pre_hook(lambda *_: _mark(marks_box, "text_start")))
-                handles.append(enc.register_forward_hook(lambda *_: _mark(marks_box, "text_end")))
-            vae = pipe.vae
-            had_instance_attr = "decode" in vae.__dict__
-            original = vae.decode
-
-            def decode(*args: Any, **kwargs: Any) -> Any:
-                _mark(marks_box, "decode_start")
-                out = original(*args, **kwargs)
-                _mark(marks_box, "decode_end")
-                return out
-
-            vae.decode = decode
+        """Marks around prompt encoding and VAE decoding, by wrapping the pipeline's own entry points
+        (`encode_prompt`, `vae.decode`) on the instance: diffusers is untouched, and compiled modules
+        see no hooks (a hook inside a compiled region would force a graph break or a recompile)."""
+        if not self.config.per_phase:
+            yield
+            return
+        wrapped = [(pipe, "encode_prompt", "text_start", "text_end"), (pipe.vae, "decode", "decode_start", "decode_end")]
+        saved = []
+        for obj, attr, begin, finish in wrapped:
+            had_instance_attr = attr in obj.__dict__
+            original = getattr(obj, attr)
+            saved.append((obj, attr, had_instance_attr, original))
+            setattr(obj, attr, _marking(original, marks_box, begin, finish))
         try:
             yield
         finally:
-            for h in handles:
-                h.remove()
-            if self.config.per_phase:
+            for obj, attr, had_instance_attr, original in saved:
                 if had_instance_attr:
-                    vae.decode = original
+                    setattr(obj, attr, original)
                 else:
-                    del vae.decode
+                    delattr(obj, attr)
 
     # --- the measurement ------------------------------------------------------------------------
     def run(self, case: Case, built: BuiltPipeline, applied: Applied | None = None,
@@ -321,6 +319,10 @@ class Runner:
         with self._phase_hooks(pipe, marks_box), torch.inference_mode():
             # Warm-up: compilation and autotuning happen here, reported on their own.
             say("warm-up")
+            # Compilation and autotuning cost energy too: reported on their own, never per image.
+            warm_meter = _select(gpu, cfg.energy, select_energy_meter)[0] if gpu is not None else None
+            if warm_meter is not None:
+                warm_meter.start()
             t_w0 = time.perf_counter()
             n_warm = 0
             first_call_s = 0.0
@@ -336,6 +338,8 @@ class Runner:
                     first_call_s = last_call_s
                 n_warm += 1
             warmup_s = time.perf_counter() - t_w0
+            warm_reading = warm_meter.stop() if warm_meter is not None else None
+            warmup_energy_j = warm_reading.energy_j if warm_reading is not None and warm_reading.available else None
 
             meter, source_name = _select(gpu, cfg.energy, select_energy_meter)
             resolution_s = None
@@ -406,6 +410,7 @@ class Runner:
             case=case,
             windows=windows,
             warmup_s=warmup_s,
+            warmup_energy_j=warmup_energy_j,
             warmup_calls=n_warm,
             first_call_s=first_call_s,
             calls_per_window=n_calls,
@@ -475,6 +480,15 @@ class Runner:
         bds = [breakdown(m, t0) for m in marks]
         return Window(n_calls, n_calls * case.batch_size, t1 - t0, t0, t1, energy,
                       cpu_energy_j=cpu.energy_j if cpu.available else None, energy_tail_j=tail_j), bds
+
+
+def _marking(fn: Callable[..., Any], box: list[Marks | None], begin: str, finish: str) -> Callable[..., Any]:
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _mark(box, begin)
+        out = fn(*args, **kwargs)
+        _mark(box, finish)
+        return out
+    return wrapper
 
 
 def _mark(box: list[Marks | None], label: str) -> None:
@@ -582,6 +596,7 @@ def build_record(m: Measurement, matmul_ceiling_tflops: float | None = None) -> 
     rec["images_measured"] = sum(w.images for w in m.windows)
     rec["stop_reason"] = m.stop_reason
     rec["warmup_s"] = m.warmup_s
+    rec["warmup_energy_j"] = m.warmup_energy_j
     rec["warmup_calls"] = m.warmup_calls
     rec["first_call_s"] = m.first_call_s
     rec["time_source"] = "cuda-synchronised perf_counter" if case.compute_device.startswith("cuda") else "perf_counter"
