@@ -53,7 +53,7 @@ PROFILES: Mapping[str, Knobs] = MappingProxyType(
         "reduce-overhead": Knobs(channels_last=True, fuse_qkv=True, compile_unet="reduce-overhead", compile_vae="default"),
         # The fastest correct combination known to sdbench: BENCHMARKS.md shows what each part buys.
         "max": Knobs(channels_last=True, fuse_qkv=True, compile_unet="reduce-overhead", compile_vae="default",
-                     compile_text="default", vae_upcast=False, inductor_tuning=True, cudnn_benchmark=True),
+                     compile_text="default", vae_upcast=False),
     }
 )
 
@@ -189,11 +189,13 @@ class Applied:
 def compile_cache_dir() -> Path:
     """Where compiled artefacts persist across runs: $SDBENCH_CACHE_DIR/inductor (default ~/.cache/sdbench/inductor).
 
-    An existing TORCHINDUCTOR_CACHE_DIR wins, so a site can share one cache between tools.
+    A TORCHINDUCTOR_CACHE_DIR the user set (before sdbench was imported) wins, so a site can share one
+    cache between tools; torch's own default (a per-user folder under /tmp) does not.
     """
+    from sdbench import USER_INDUCTOR_CACHE_DIR
     from sdbench.tokenizer import cache_root
 
-    return Path(os.environ.get("TORCHINDUCTOR_CACHE_DIR") or cache_root() / "inductor")
+    return Path(USER_INDUCTOR_CACHE_DIR or cache_root() / "inductor")
 
 
 def _enable_compile_cache() -> Path:
