@@ -357,7 +357,7 @@ def _optional_builders() -> list[Callable[[Any], None]]:
     import importlib
 
     out = []
-    for mod in ("sdbench.suite", "sdbench.compare", "sdbench.quality", "sdbench.batching", "sdbench.sweep", "sdbench.report", "sdbench.slurm"):
+    for mod in ("sdbench.suite", "sdbench.compare", "sdbench.quality", "sdbench.plan", "sdbench.batching", "sdbench.sweep", "sdbench.report", "sdbench.slurm"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as exc:
