@@ -21,7 +21,6 @@ import pytest
 
 from sdbench.batching import Attempt, PipelineProbe, attempt, find_max_batch, prompt_token_fields
 from sdbench.prompts import LONG_PROMPT
-from sdbench.pytest_plugin import _state, keep_and_report
 
 pytestmark = pytest.mark.memory_stress
 
@@ -43,14 +42,14 @@ def _probe_steps(case: Any) -> int | None:
     return steps if not allowed or steps in allowed else None
 
 
-def _keep_oom(request: pytest.FixtureRequest, benchmark: Any, case: Any, failed: Attempt[Any],
+def _keep_oom(request: pytest.FixtureRequest, sd_keep: Any, case: Any, failed: Attempt[Any],
               fields: dict[str, Any]) -> dict[str, Any]:
     """Keep an out-of-memory outcome as a record (results file, export, extra_info): a result, not a crash."""
     record = {"record_type": "memory_stress_oom", **case.features(), **fields, "oom": True,
               "oom_message": failed.message, "oom_simulated": failed.oom_simulated,
               "oom_peak_bytes": failed.peak_bytes, "memory_after_recovery_bytes": failed.memory_after_recovery_bytes,
               "test": request.node.nodeid}
-    keep_and_report(benchmark, _state(request.config), record)
+    sd_keep(record)
     return record
 
 
@@ -60,7 +59,7 @@ def _assert_prompt_recorded(fields: dict[str, Any]) -> None:
 
 
 @pytest.mark.sd_matrix(prompts=[LONG_PROMPT], batch_sizes=[1])
-def test_max_batch(request: pytest.FixtureRequest, sd_case: Any, sd_bench: Any, sd_measure: Any, benchmark: Any) -> None:
+def test_max_batch(request: pytest.FixtureRequest, sd_case: Any, sd_bench: Any, sd_measure: Any, sd_keep: Any) -> None:
     limit = GPU_BATCH_LIMIT if _on_gpu(sd_case) else CPU_BATCH_LIMIT
     result = find_max_batch(sd_bench, sd_case, limit=limit, probe_steps=_probe_steps(sd_case))
     fields = {**result.as_record_fields(), **prompt_token_fields(sd_bench, sd_case)}
@@ -68,14 +67,14 @@ def test_max_batch(request: pytest.FixtureRequest, sd_case: Any, sd_bench: Any, 
     assert not result.stopped_because.startswith("error"), result.stopped_because
     assert all(p.peak_bytes for p in result.probes if p.outcome == "fits")  # peak memory of every fitting batch
     if result.largest_fitting_batch is None:
-        record = _keep_oom(request, benchmark, sd_case, _first_oom(result), fields)
+        record = _keep_oom(request, sd_keep, sd_case, _first_oom(result), fields)
         assert record["max_batch_first_failed"] == 1
         return
     best = sd_case.with_(batch_size=result.largest_fitting_batch)
     measured = attempt(lambda: sd_measure(best, **fields), best.compute_device)
     if not measured.ok:
         # The boundary batch fitted one probe call but not the Runner's rounds (fragmentation): recorded.
-        _keep_oom(request, benchmark, best, measured, fields)
+        _keep_oom(request, sd_keep, best, measured, fields)
         return
     record = measured.value
     assert record["batch_size"] == result.largest_fitting_batch
@@ -93,7 +92,7 @@ def _first_oom(result: Any) -> Attempt[Any]:
 
 @pytest.mark.sd_matrix(prompts=[LONG_PROMPT], batch_sizes=[1], resolutions=["default", "x1.5", "x2"])
 def test_resolution_growth(request: pytest.FixtureRequest, sd_case: Any, sd_bench: Any, sd_measure: Any,
-                           benchmark: Any) -> None:
+                           sd_keep: Any) -> None:
     device = sd_case.compute_device
     fields: dict[str, Any] = {"memory_stress": "resolution_growth", **prompt_token_fields(sd_bench, sd_case)}
     _assert_prompt_recorded(fields)
@@ -101,13 +100,13 @@ def test_resolution_growth(request: pytest.FixtureRequest, sd_case: Any, sd_benc
     probe = PipelineProbe(sd_bench, sd_case, probe_steps=_probe_steps(sd_case))
     probed = attempt(lambda: probe(sd_case.batch_size), device)
     if not probed.ok:
-        record = _keep_oom(request, benchmark, sd_case, probed, {**fields, "failed_resolution": sd_case.width})
+        record = _keep_oom(request, sd_keep, sd_case, probed, {**fields, "failed_resolution": sd_case.width})
         assert record["oom"] and record["failed_resolution"] == sd_case.width
         return
     fields.update(probe_peak_bytes=probed.value.peak_bytes, probe_peak_source=probed.value.peak_source)
     measured = attempt(lambda: sd_measure(sd_case, **fields), device)
     if not measured.ok:
-        _keep_oom(request, benchmark, sd_case, measured, {**fields, "failed_resolution": sd_case.width})
+        _keep_oom(request, sd_keep, sd_case, measured, {**fields, "failed_resolution": sd_case.width})
         return
     record = measured.value
     assert record["pixels"] == sd_case.width * sd_case.height

@@ -236,7 +236,7 @@ def _save_images(bench: Any, case: Any, num_images: int, out_dir: Path, record: 
     import torch
     from PIL import Image
 
-    from sdbench.runner import synthetic_init_image
+    from sdbench.runner import pipeline_call_kwargs
 
     built, applied = bench.pipeline(case)
     pipe = built.pipe
@@ -246,16 +246,9 @@ def _save_images(bench: Any, case: Any, num_images: int, out_dir: Path, record: 
     for c in range(calls):
         seed = case.seed + c
         g = torch.Generator(device=gen_device).manual_seed(seed)
-        kwargs: dict[str, Any] = dict(prompt=[case.prompt] * case.batch_size, num_inference_steps=case.steps,
-                                      guidance_scale=case.guidance_scale, output_type="pt", generator=g)
-        if case.negative_prompt:
-            kwargs["negative_prompt"] = [case.negative_prompt] * case.batch_size
-        if case.spec.img2img:
-            kwargs.update(image=synthetic_init_image(case, gen_device), strength=case.strength)
-        else:
-            kwargs.update(height=case.height, width=case.width)
+        kwargs = pipeline_call_kwargs(case, gen_device)
         with torch.inference_mode(), applied.call_context():
-            images = pipe(**kwargs).images
+            images = pipe(generator=g, **kwargs).images
         arr = (images.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
         for b in range(arr.shape[0]):
             idx = c * case.batch_size + b
@@ -357,7 +350,7 @@ def _optional_builders() -> list[Callable[[Any], None]]:
     import importlib
 
     out = []
-    for mod in ("sdbench.suite", "sdbench.compare", "sdbench.quality", "sdbench.plan", "sdbench.batching", "sdbench.sweep", "sdbench.report", "sdbench.slurm"):
+    for mod in ("sdbench.suite", "sdbench.compare", "sdbench.quality", "sdbench.plan", "sdbench.workers", "sdbench.batching", "sdbench.sweep", "sdbench.report", "sdbench.slurm"):
         try:
             module = importlib.import_module(mod)
         except ModuleNotFoundError as exc:

@@ -228,6 +228,17 @@ def build_cases(matrix: dict[str, list[Any]], device: str) -> list[Any]:
     return cases
 
 
+def _unique(cases: list[Any]) -> list[Any]:
+    """Drop repeats (e.g. x0.5 of a 64 px model rounds back up to 64), keeping the first."""
+    seen: set[str] = set()
+    out = []
+    for c in cases:
+        if c.case_hash not in seen:
+            seen.add(c.case_hash)
+            out.append(c)
+    return out
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "sd_case" not in metafunc.fixturenames:
         return
@@ -235,7 +246,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     kwargs = dict(marker.kwargs) if marker else {}
     sd: SdConfig = metafunc.config._sdbench  # type: ignore[attr-defined]
     try:
-        cases = build_cases(_matrix(metafunc.config, kwargs), sd.device)
+        cases = _unique(build_cases(_matrix(metafunc.config, kwargs), sd.device))
     except SdbenchError as exc:
         raise pytest.UsageError(f"sdbench matrix: {exc}") from None
     metafunc.parametrize("sd_case", cases, ids=[c.case_id for c in cases])
@@ -384,6 +395,13 @@ def sd_measure(request: pytest.FixtureRequest, benchmark: Any, sd_bench: Any) ->
         return record
 
     return measure
+
+
+@pytest.fixture
+def sd_keep(request: pytest.FixtureRequest, benchmark: Any) -> Callable[[dict[str, Any]], None]:
+    """Keep a record measured some other way (an out-of-memory outcome, say): results file, export, extra_info."""
+    state = _state(request.config)
+    return lambda record: keep_and_report(benchmark, state, record)
 
 
 def keep_and_report(benchmark: Any, state: SessionState, record: dict[str, Any]) -> None:

@@ -106,21 +106,10 @@ def reference_case(case: Case) -> Case:
 
 
 def _call_kwargs(case: Case, device: str) -> dict[str, Any]:
-    """The pipeline arguments of `case`, as `Runner._make_call` builds them (output_type "pt", [0, 1])."""
-    from sdbench.runner import synthetic_init_image
+    """The pipeline arguments of `case`, exactly as the Runner makes its calls."""
+    from sdbench.runner import pipeline_call_kwargs
 
-    kwargs: dict[str, Any] = dict(
-        prompt=[case.prompt] * case.batch_size,
-        negative_prompt=[case.negative_prompt] * case.batch_size if case.negative_prompt else None,
-        num_inference_steps=case.steps,
-        guidance_scale=case.guidance_scale,
-        output_type="pt",
-    )
-    if case.spec.img2img:
-        kwargs.update(image=synthetic_init_image(case, device=device), strength=case.strength)
-    else:
-        kwargs.update(height=case.height, width=case.width)
-    return kwargs
+    return pipeline_call_kwargs(case, device)
 
 
 def initial_noise(pipe: Any, case: Case, generator: torch.Generator) -> torch.Tensor:

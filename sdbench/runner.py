@@ -220,27 +220,14 @@ class Runner:
             self._counter_period_s = period
         return self._counter_period_s  # type: ignore[return-value]
 
-    def _make_call(self, case: Case, built: BuiltPipeline, applied: Applied | None, marks_box: list[Marks | None]) -> Callable[[], Any]:
+    def make_call(self, case: Case, built: BuiltPipeline, applied: Applied | None,
+                  marks_box: list[Marks | None]) -> Callable[[], Any]:
+        """The zero-argument function one measured pipeline call runs (public: memory probes run exactly it)."""
         pipe = built.pipe
         device = case.compute_device
         gen_device = "cpu" if device == "cpu" else device
         generator = torch.Generator(device=gen_device)
-        prompts = [case.prompt] * case.batch_size
-        negative = [case.negative_prompt] * case.batch_size if case.negative_prompt else None
-        kwargs: dict[str, Any] = dict(
-            prompt=prompts,
-            negative_prompt=negative,
-            num_inference_steps=case.steps,
-            guidance_scale=case.guidance_scale,
-            height=case.height,
-            width=case.width,
-            output_type="pt",
-        )
-        if case.spec.img2img:
-            kwargs.pop("height")
-            kwargs.pop("width")
-            kwargs["strength"] = case.strength
-            kwargs["image"] = synthetic_init_image(case, device=gen_device)
+        kwargs = pipeline_call_kwargs(case, gen_device)
         if self.config.per_step:
             def on_step_end(_pipe: Any, _i: int, _t: Any, cb_kwargs: dict[str, Any]) -> dict[str, Any]:
                 m = marks_box[0]
@@ -315,7 +302,7 @@ class Runner:
                 idle_reason = None if idle.available else idle.reason
 
         marks_box: list[Marks | None] = [None]
-        call = self._make_call(case, built, applied, marks_box)
+        call = self.make_call(case, built, applied, marks_box)
         with self._phase_hooks(pipe, marks_box), torch.inference_mode():
             # Warm-up: compilation and autotuning happen here, reported on their own.
             say("warm-up")
@@ -571,6 +558,25 @@ def _telemetry_dict(summary: Any) -> dict[str, Any]:
     if hasattr(summary, "as_dict"):
         return summary.as_dict()
     return dict(vars(summary))
+
+
+def pipeline_call_kwargs(case: Case, device: str) -> dict[str, Any]:
+    """The diffusers call arguments of `case` (images come back as tensors in [0, 1], output_type "pt").
+
+    The one place they are written: the Runner, image saving and fidelity checks all call this.
+    """
+    kwargs: dict[str, Any] = dict(
+        prompt=[case.prompt] * case.batch_size,
+        negative_prompt=[case.negative_prompt] * case.batch_size if case.negative_prompt else None,
+        num_inference_steps=case.steps,
+        guidance_scale=case.guidance_scale,
+        output_type="pt",
+    )
+    if case.spec.img2img:
+        kwargs.update(image=synthetic_init_image(case, device=device), strength=case.strength)
+    else:
+        kwargs.update(height=case.height, width=case.width)
+    return kwargs
 
 
 def synthetic_init_image(case: Case, device: str) -> torch.Tensor:
