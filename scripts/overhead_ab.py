@@ -42,16 +42,17 @@ def main() -> None:
     ap.add_argument("--model", default="sdxl")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--reps", type=int, default=8)
+    ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--out", default="overhead_ab.json")
     args = ap.parse_args()
     cfg = RunnerConfig(min_rounds=1, max_rounds=1, idle_s=0.0, warmup_min_s=0.0, warmup_calls=1)
     bench = Bench("cuda:0", runner_config=cfg)
-    case = bench.case(args.model, steps=args.steps, scheduler="euler", weights="synthetic")
+    case = bench.case(args.model, steps=args.steps, scheduler="euler", weights="synthetic", batch_size=args.batch)
     built, applied = bench.pipeline(case)
     pipe = built.pipe
     runner = bench.runner
     lat = nvml_latency_us(bench.gpu)
-    kwargs = dict(prompt=[case.prompt], num_inference_steps=case.steps, guidance_scale=case.guidance_scale,
+    kwargs = dict(prompt=[case.prompt] * case.batch_size, num_inference_steps=case.steps, guidance_scale=case.guidance_scale,
                   height=case.height, width=case.width, output_type="pt")
 
     def plain() -> float:
@@ -102,7 +103,7 @@ def main() -> None:
 
     def runner_window() -> float:
         rec = bench.measure(case)
-        return rec["time_per_image_s_median"]
+        return rec["time_per_call_s"]
 
     variants = {"plain": plain, "timeline": with_timeline, "telemetry": with_telemetry, "marks": with_marks,
                 "runner": runner_window}
@@ -121,7 +122,7 @@ def main() -> None:
         print(f"{k:10s} median {v['median_s']:.4f} s  ({100 * v['rel_to_plain']:+.2f}% vs plain)  "
               f"min {v['min_s']:.4f}  max {v['max_s']:.4f}", flush=True)
     with open(args.out, "w") as fh:
-        json.dump({"model": args.model, "steps": args.steps, "gpu": torch.cuda.get_device_name(0),
+        json.dump({"model": args.model, "steps": args.steps, "batch": args.batch, "gpu": torch.cuda.get_device_name(0),
                    "nvml_latency_us": lat, "times_s": times, "summary": summary}, fh, indent=1)
     bench.close()
 
