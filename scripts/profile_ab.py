@@ -52,13 +52,15 @@ def main() -> None:
     results = {"gpu": torch.cuda.get_device_name(0), "matmul_fp16_tflops": ceiling, "profiles": {}}
     reference = None
     for entry in args.profiles.split(","):
-        profile, _, attention = entry.partition("@")  # e.g. max@cudnn
+        # profile[@attention][+knob=value...], e.g. max@cudnn+compile_text=reduce-overhead
+        head, *knob_items = entry.split("+")
+        profile, _, attention = head.partition("@")
         warm = 1 if profile == "eager" else 3
         cfg = RunnerConfig(warmup_calls=warm, warmup_min_s=0.0, min_rounds=3, max_rounds=args.rounds,
                            idle_s=1.0, matmul_ceiling_tflops=ceiling)
         bench = Bench("cuda:0", runner_config=cfg, max_pipelines=1)
         case = bench.case(args.model, steps=args.steps, scheduler="euler", weights="synthetic", profile=profile,
-                          batch_size=args.batch, attention=attention or "sdpa")
+                          batch_size=args.batch, attention=attention or "sdpa", knobs=",".join(knob_items))
         t0 = time.perf_counter()
         rec = bench.measure(case)
         img = image_of(bench, case)
