@@ -1,0 +1,178 @@
+"""`sdbench report`: every plot, the HTML and markdown reports and the power-model files are written from a
+sweep directory, a results file or plain single-clock results; simulated data are bannered; bad input is a
+clear error."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sdbench.analysis import synthetic_sweep_records
+from sdbench.cli import main
+from sdbench.errors import SdbenchError
+from sdbench.records import ResultsWriter
+from sdbench.report import call_segments, generate_report, load_results
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PLOTS = ("vs-clock.png", "edp.png", "power-timeline.png", "step-energy.png")
+FAST: dict[str, Any] = {"n_resamples": 200, "n_folds": 3}
+REAL = {"energy_simulated": False, "env_gpu_simulated": False, "device": "cuda", "env_compute_device": "cuda",
+        "env_gpu_name": "NVIDIA H100 80GB HBM3", "time_source": "cuda-synchronised perf_counter"}
+
+
+def _write(path: Path, records: list[dict[str, Any]]) -> Path:
+    writer = ResultsWriter(path)
+    for rec in records:
+        writer.append(rec)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    d = tmp_path_factory.mktemp("sweep")
+    recs = synthetic_sweep_records(sm_clocks_mhz=tuple(range(1980, 700, -140)), rounds=5, noise_rel=0.005, seed=31,
+                                   clock_verified={1420: "drift"})
+    _write(d / "results.jsonl", recs)
+    (d / "sweep.json").write_text(json.dumps({"simulated": True, "grid": {"sm_clock_mhz": list(range(1980, 700, -140))}}))
+    return d
+
+
+@pytest.fixture(scope="module")
+def simulated_report(sweep_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    return generate_report(sweep_dir, tmp_path_factory.mktemp("report"), **FAST)
+
+
+def _is_png(path: Path) -> bool:
+    return path.is_file() and path.read_bytes()[:8] == PNG_SIGNATURE and path.stat().st_size > 1000
+
+
+def test_report_writes_every_plot_and_document(simulated_report: Any) -> None:
+    out: Path = simulated_report.output_dir
+    for name in PLOTS:
+        assert _is_png(out / name), name
+    assert [p.name for p in simulated_report.png_paths] == list(PLOTS)
+    for name in ("report.html", "report.md", "analysis.json", "powermodel.json", "powermodel-features.csv",
+                 "powermodel-features.parquet"):
+        assert (out / name).is_file(), name
+    html = (out / "report.html").read_text()
+    md = (out / "report.md").read_text()
+    for name in PLOTS:
+        # Images are referenced by relative path, next to the report.
+        assert f'src="{name}"' in html and f"({name})" in md
+    assert html.startswith("<!DOCTYPE html>") and "<style>" in html and "http" not in html
+
+
+def test_report_content_for_simulated_data(simulated_report: Any) -> None:
+    out: Path = simulated_report.output_dir
+    html = (out / "report.html").read_text()
+    md = (out / "report.md").read_text()
+    assert 'class="banner"' in html and "SIMULATED" in html and "SIMULATED" in md
+    assert "simulated GPU" in html  # which parts came from the simulation
+    for text in ("minimum energy", "minimum EDP", "minimum ED2P", "slowdown cap", "energy saved % vs default",
+                 "Held-out clocks", "held-out MAPE %", "Excluded from the optima", "SM 1420 MHz"):
+        assert text in html, text
+    assert "against the default clock" in md
+    doc = json.loads((out / "analysis.json").read_text())
+    assert doc["simulated"] is True
+    (w,) = doc["workloads"]
+    assert w["optima"]["energy"]["label"] is not None and w["optima"]["energy"]["clock_ci"]
+    assert w["optima"]["energy"]["label"] != "SM 1420 MHz"
+    assert doc["powermodel"]["validation"]
+
+
+def test_real_hardware_report_has_no_simulated_banner(tmp_path: Path) -> None:
+    recs = synthetic_sweep_records(sm_clocks_mhz=(1980, 1680, 1380, 1080), rounds=4, seed=32, workload=REAL)
+    src = _write(tmp_path / "results.jsonl", recs)
+    result = generate_report(src, tmp_path / "out", **FAST)
+    html = result.html.read_text()
+    assert not result.simulated
+    assert 'class="banner"' not in html and "SIMULATED" not in html
+    assert "Measured on real hardware" in html and "locked through the device layer on real hardware" in html
+
+
+def test_plain_single_clock_results(tmp_path: Path) -> None:
+    recs = synthetic_sweep_records(sm_clocks_mhz=(), default_repeats=1, rounds=4, seed=33, workload=REAL)
+    for r in recs:  # a plain Runner record: no sweep fields
+        for k in [k for k in r if k.endswith("_setting") or k in ("is_default_clock", "point_role", "clock_verified")]:
+            del r[k]
+    src = _write(tmp_path / "bench.jsonl", recs)
+    result = generate_report(src, tmp_path / "out", **FAST)
+    for name in PLOTS:
+        assert _is_png(tmp_path / "out" / name), name
+    (a,) = result.analyses
+    assert a.default is not None and not a.points
+    assert "only the default clock" in (a.optima["energy"].reason or "")
+    assert result.powermodel is None and any("power model not fitted" in n for n in result.notes)
+    assert "only the default clock" in result.html.read_text()
+
+
+def test_timeline_in_a_record_is_drawn(tmp_path: Path) -> None:
+    recs = synthetic_sweep_records(sm_clocks_mhz=(1980, 1260), rounds=3, seed=34)
+    for r in recs:
+        r["timeline"] = [[0.01 * i, 300.0 + (i % 7)] for i in range(200)]
+    result = generate_report(_write(tmp_path / "r.jsonl", recs), tmp_path / "out", power_model=False, n_resamples=100)
+    assert _is_png(tmp_path / "out" / "power-timeline.png")
+    assert result.powermodel is None and not (tmp_path / "out" / "powermodel.json").exists()
+
+
+def test_call_segments_split_denoise_into_steps() -> None:
+    rec = {"phase_text_encode_s": 0.1, "phase_text_encode_energy_j": 20.0, "phase_denoise_s": 1.1,
+           "phase_denoise_energy_j": 500.0, "phase_vae_decode_s": 0.2, "phase_vae_decode_energy_j": 60.0,
+           "step_time_s": [0.5, 0.5], "step_energy_j": [240.0, 240.0]}
+    segs = call_segments(rec)
+    assert [s[1] for s in segs] == ["text encode", "step 1", "step 2", "between steps", "vae decode"]
+    assert segs[3][2] == pytest.approx(0.1) and segs[3][3] == pytest.approx(20.0)
+    assert sum(s[3] for s in segs) == pytest.approx(580.0)
+    assert call_segments({}) == []
+
+
+def test_inputs_accepted(tmp_path: Path, sweep_dir: Path) -> None:
+    recs, meta, files = load_results(sweep_dir)
+    assert meta["simulated"] is True and files == [sweep_dir / "results.jsonl"] and recs
+    # Plan shards are read together.
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    _write(shards / "results-shard0000-of-0002.jsonl", recs[::2])
+    _write(shards / "results-shard0001-of-0002.jsonl", recs[1::2])
+    recs2, meta2, files2 = load_results(shards)
+    assert len(recs2) == len(recs) and meta2 == {} and len(files2) == 2
+    # An --export-metrics document.
+    doc = tmp_path / "export.json"
+    doc.write_text(json.dumps({"schema_version": 1, "records": recs}))
+    assert len(load_results(doc)[0]) == len(recs)
+
+
+def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(SdbenchError, match="not found"):
+        load_results(tmp_path / "missing")
+    empty_dir = tmp_path / "empty"
+    empty_dir.mkdir()
+    with pytest.raises(SdbenchError, match="no results in"):
+        load_results(empty_dir)
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(SdbenchError, match="no records"):
+        load_results(tmp_path / "empty.jsonl")
+    (tmp_path / "other.json").write_text(json.dumps({"benchmarks": []}))
+    with pytest.raises(SdbenchError, match="not a results document"):
+        load_results(tmp_path / "other.json")
+
+
+def test_cli_report(sweep_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli-out"
+    rc = main(["report", str(sweep_dir), "--output-dir", str(out), "--resamples", "100", "--folds", "3",
+               "--slowdown-cap", "10"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "SIMULATED" in text and "minimum energy under the slowdown cap" in text and "cap <= 10 %" in text
+    assert f"report: {out / 'report.html'}" in text
+    assert all(_is_png(out / name) for name in PLOTS)
+
+
+def test_cli_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rc = main(["report", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "o")])
+    assert rc == 2
+    assert "report input not found" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
