@@ -689,7 +689,9 @@ def _compare_metric(base: Entry, cand: Entry, metric: str, confidence: float, fa
     row.baseline_n, row.candidate_n = old.n, new.n
     row.rel_change = relative_change(new.median, old.median)
     row.change_ci_low_rel, row.change_ci_high_rel = ci if ci else (None, None)
-    row.p_value, row.verdict, row.reason, row.compared = sig.p_value, sig.verdict, sig.reason, True
+    # "slower"/"faster" read wrongly for joules and watts: those say higher/lower.
+    shown = sig.verdict if metric == "time" else {"slower": "higher", "faster": "lower"}.get(sig.verdict, sig.verdict)
+    row.p_value, row.verdict, row.reason, row.compared = sig.p_value, shown, sig.reason, True
     row.source = old.source if old.source == new.source else f"{old.source} / {new.source}"
     threshold = fail_on_pct.get(metric)
     if threshold is not None and sig.verdict == "slower" and row.rel_change is not None:

@@ -70,7 +70,7 @@ def test_ten_percent_slower_with_tight_noise_is_a_regression(capsys: pytest.Capt
     assert "+10.0%" in line and "slower" in line and "REGRESSION (> 5%)" in line
     assert "REGRESSION" in row_line(out, CASE_B, "time")
     # The same energy per image spread over more time: power fell, which is not a regression.
-    assert "faster" in row_line(out, CASE_A, "power")
+    assert "lower" in row_line(out, CASE_A, "power")
     assert "2 regression(s) beyond --fail-on time:5%; exit 1" in out
 
 
@@ -101,7 +101,7 @@ def test_energy_regression_only(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, BASE, fixture("candidate_energy.json"), "--fail-on", "time:5%")
     assert code == 0  # time did not change; energy is not gated
     assert "unchanged (within noise)" in row_line(out, CASE_A, "time")
-    assert "slower" in row_line(out, CASE_A, "energy")
+    assert "higher" in row_line(out, CASE_A, "energy")
     code, out, _ = run(capsys, BASE, fixture("candidate_energy.json"), "--fail-on", "time:5%,energy:5%")
     assert code == 1
     assert "REGRESSION (> 5%)" in row_line(out, CASE_A, "energy")
@@ -118,7 +118,7 @@ def test_fail_on_metric_is_compared_even_when_metric_leaves_it_out(capsys: pytes
 def test_metric_selects_rows(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, BASE, fixture("candidate_slower.json"), "--metric", "power")
     assert code == 0
-    assert "faster" in row_line(out, CASE_A, "power")
+    assert "lower" in row_line(out, CASE_A, "power")
     assert not [line for line in out.splitlines() if line.startswith(CASE_A) and line.split()[1] == "time"]
 
 
