@@ -238,6 +238,8 @@ TERMS: dict[str, Callable[[Mapping[str, Any]], float]] = {
     "log_batch_size": lambda r: _log(r.get("batch_size")),
 }
 _CLOCK_TERMS = ("log_mem_clock_mhz", "log_power_limit_w")
+#: Fewest distinct SM clocks for the runtime model's quadratic terms (else it is linear in log f).
+MIN_CLOCKS_FOR_QUADRATIC = 5
 _WORKLOAD_TERMS = ("log_pixels", "log_steps", "log_batch_size")
 
 
@@ -341,10 +343,14 @@ def power_terms(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str]
 
 def runtime_terms(rows: Sequence[Mapping[str, Any]]) -> tuple[list[str], list[str], str]:
     """Terms of the runtime model: quadratic in log f (and fp activity when present) plus workload."""
-    terms = ["log_sm_clock_mhz", "log_sm_clock_mhz^2"]
-    form = "log(t_s) = poly2(log f_MHz"
+    clocks = {round(_val(r.get("sm_clock_mhz"))) for r in rows if math.isfinite(_val(r.get("sm_clock_mhz")))}
+    # A quadratic through few clocks fits them exactly and extrapolates wildly to a held-out clock;
+    # below MIN_CLOCKS_FOR_QUADRATIC distinct clocks the polynomial is linear.
+    degree = 2 if len(clocks) >= MIN_CLOCKS_FOR_QUADRATIC else 1
+    terms = ["log_sm_clock_mhz"] + (["log_sm_clock_mhz^2"] if degree == 2 else [])
+    form = f"log(t_s) = poly{degree}(log f_MHz"
     if has_activity(rows):
-        terms += ["fp_activity", "fp_activity^2", "fp_activity*log_sm_clock_mhz"]
+        terms += ["fp_activity"] + (["fp_activity^2", "fp_activity*log_sm_clock_mhz"] if degree == 2 else [])
         form += ", fp_activity"
     terms += [*_CLOCK_TERMS, *_WORKLOAD_TERMS]
     return terms, list(CATEGORICAL_FEATURES), form + ") + workload terms"

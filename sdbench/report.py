@@ -294,6 +294,9 @@ def call_segments(rec: Mapping[str, Any]) -> list[tuple[str, str, float, float]]
             if d is not None and d > sum(steps_t):
                 # Time in the denoise phase outside the steps (scheduler bookkeeping, syncs).
                 rest_e = e - sum(energies) if math.isfinite(e) and all(math.isfinite(x) for x in energies) else math.nan
+                if rest_e < 0:
+                    # Step and phase energies are separate medians; a negative rest is their mismatch, not power.
+                    rest_e = math.nan
                 segs.append(("denoise", "between steps", d - float(sum(steps_t)), rest_e))
             continue
         if d is not None and d > 0:

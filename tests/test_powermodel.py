@@ -197,3 +197,11 @@ def test_too_few_rows_or_clocks() -> None:
         fit_power_models(rows, n_folds=1)
     with pytest.raises(ConfigError, match="target"):
         fit_loglinear(rows, "energy")
+
+
+def test_runtime_polynomial_is_linear_through_few_clocks() -> None:
+    rows = _loglinear_rows(0.0, 1.0, 0.1, 0.1, noise_rel=0.01)
+    few = [r for r in rows if r["sm_clock_mhz"] in (1980.0, 1860.0, 1740.0)]
+    assert "log_sm_clock_mhz^2" not in fit_loglinear(few, "time_per_image_s").design.names
+    assert "poly1" in fit_loglinear(few, "time_per_image_s").form
+    assert "log_sm_clock_mhz^2" in fit_loglinear(rows, "time_per_image_s").design.names
