@@ -644,7 +644,8 @@ def build_record(m: Measurement, matmul_ceiling_tflops: float | None = None) -> 
     if m.breakdowns:
         n_steps = min(len(b.step_s) for b in m.breakdowns)
         steps = np.array([b.step_s[:n_steps] for b in m.breakdowns])
-        rec["step_time_s"] = [float(x) for x in np.median(steps, axis=0)] if n_steps else []
+        # Means, like the per-step energies, so that steps add up to the denoise phase.
+        rec["step_time_s"] = [float(x) for x in np.mean(steps, axis=0)] if n_steps else []
         rec["step_time_median_s"] = float(np.median(steps)) if n_steps else None
         for phase in ("text_encode", "denoise", "vae_decode", "other"):
             rec[f"phase_{phase}_s"] = float(np.median([b.phase_s[phase] for b in m.breakdowns]))
