@@ -110,10 +110,13 @@ def main() -> None:
     for fn in variants.values():  # warm every path once
         fn()
     times: dict[str, list[float]] = {k: [] for k in variants}
-    for _ in range(args.reps):
-        for name, fn in variants.items():
-            gc.collect()
-            times[name].append(fn())
+    names = list(variants)
+    for rep in range(args.reps):
+        # Rotate the order each repetition: whichever variant runs first after the gc pause meets a
+        # GPU whose clocks dropped while idle, so a fixed order biases the first variant.
+        gc.collect()
+        for name in names[rep % len(names):] + names[:rep % len(names)]:
+            times[name].append(variants[name]())
     base = statistics.median(times["plain"])
     summary = {k: {"median_s": statistics.median(v), "rel_to_plain": statistics.median(v) / base - 1,
                    "min_s": min(v), "max_s": max(v)} for k, v in times.items()}
