@@ -1,0 +1,300 @@
+"""Optimisation knobs (`sdbench.optimize`) are applied to the pipeline, not only recorded: channels_last
+weights, fused QKV processors, VAE slicing/tiling/upcast flags, compiled UNet and VAE decode (never run:
+compiling on the CPU is slow), the compile cache folder, sliced attention, a missing xformers; knob
+parsing (hypothesis round trip, junk refused naming the knob), case hashes and the recorded knob_* fields.
+
+Every test that applies knobs builds its own tiny pipeline (fp32, CPU; tens of milliseconds), since
+applying changes the pipeline in place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import sdbench
+from sdbench.bench import Bench
+from sdbench.case import Case
+from sdbench.errors import ConfigError, SdbenchError
+from sdbench.optimize import (
+    COMPILE_MODES,
+    PROFILES,
+    Knobs,
+    apply,
+    canonical_knobs,
+    compile_cache_dir,
+    parse_knobs,
+    resolve_knobs,
+    xformers_status,
+)
+from sdbench.pipelines import build_pipeline
+from sdbench.runner import RunnerConfig
+
+KNOB_NAMES = [f.name for f in fields(Knobs)]
+MODE_KNOBS = ("compile_unet", "compile_vae", "compile_text")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def fresh(model: str = "tiny-sd") -> Any:
+    return build_pipeline(model, weights="synthetic", dtype="fp32", device="cpu").pipe
+
+
+def apply_knobs(pipe: Any, knobs: str = "", profile: str = "eager", attention: str = "sdpa") -> Any:
+    return apply(pipe, profile=profile, attention=attention, offload="none", device="cpu", knobs=knobs)
+
+
+def processors(pipe: Any) -> set[str]:
+    return {type(p).__name__ for p in pipe.unet.attn_processors.values()}
+
+
+def conv_weights(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [m.weight for m in module.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size != (1, 1)]
+
+
+@pytest.fixture
+def isolated_compile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Compile knobs point TORCHINDUCTOR_CACHE_DIR at sdbench's cache: keep that inside tmp_path and restore it.
+
+    (The inductor cache flags apply() turns on are left on: they are torch's defaults, and monkeypatching
+    torch's config modules would hide those options on undo.)
+    """
+    cache = tmp_path / "sdbench-cache"
+    monkeypatch.setenv("SDBENCH_CACHE_DIR", str(cache))
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "restored-after-the-test")
+    monkeypatch.setattr(sdbench, "USER_INDUCTOR_CACHE_DIR", None)
+    return cache
+
+
+# --- knobs take effect on the pipeline -------------------------------------------------------------------
+def test_eager_changes_nothing() -> None:
+    pipe = fresh()
+    applied = apply_knobs(pipe)
+    assert processors(pipe) == {"AttnProcessor2_0"}
+    assert not any(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous()
+                   for w in conv_weights(pipe.unet))
+    assert (pipe.vae.use_slicing, pipe.vae.use_tiling) == (False, False)
+    assert pipe.unet._compiled_call_impl is None
+    assert applied.knobs == asdict(Knobs())
+
+
+def test_layout_fusion_and_vae_knobs_are_applied() -> None:
+    pipe = fresh()
+    assert not all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights(pipe.unet))
+    applied = apply_knobs(pipe, "channels_last=on,fuse_qkv=on,vae_slicing=on,vae_tiling=on")
+    weights = conv_weights(pipe.unet)
+    assert weights and all(w.is_contiguous(memory_format=torch.channels_last) for w in weights)
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights(pipe.vae))
+    assert processors(pipe) == {"FusedAttnProcessor2_0"}
+    assert applied.attention_processor == "FusedAttnProcessor2_0"
+    assert pipe.vae.use_slicing is True and pipe.vae.use_tiling is True
+    d = applied.as_dict()
+    assert (d["knob_channels_last"], d["knob_fuse_qkv"], d["knob_vae_slicing"], d["knob_vae_tiling"]) == (True,) * 4
+
+
+def test_channels_last_profile_is_channels_last_plus_fused_qkv() -> None:
+    pipe = fresh()
+    applied = apply_knobs(pipe, profile="channels-last")
+    assert all(w.is_contiguous(memory_format=torch.channels_last) for w in conv_weights(pipe.unet))
+    assert processors(pipe) == {"FusedAttnProcessor2_0"}
+    assert applied.profile == "channels-last" and applied.knobs["channels_last"] and applied.knobs["fuse_qkv"]
+
+
+def test_vae_upcast_sets_the_vae_config() -> None:
+    pipe = fresh("tiny-sdxl")
+    assert "force_upcast" in pipe.vae.config
+    apply_knobs(pipe, "vae_upcast=on")
+    assert pipe.vae.config.force_upcast is True
+    applied = apply_knobs(pipe, "vae_upcast=off")
+    assert pipe.vae.config.force_upcast is False
+    assert "VAE decodes in the pipeline dtype" in applied.as_dict()["optimization_notes"]
+    apply_knobs(pipe, "vae_upcast=default")  # diffusers' default: left as it is
+    assert pipe.vae.config.force_upcast is False
+
+
+def test_compile_knobs_compile_without_running(isolated_compile: Path) -> None:
+    pipe = fresh()
+    original_decode = pipe.vae.decode
+    applied = apply_knobs(pipe, profile="compile")
+    assert pipe.unet._compiled_call_impl is not None
+    assert isinstance(pipe.unet, torch.nn.Module) and type(pipe.unet).__name__ == "UNet2DConditionModel"
+    assert getattr(pipe.vae.decode, "_torchdynamo_orig_callable", None) == original_decode
+    assert pipe.text_encoder._compiled_call_impl is None  # compile_text is off in this profile
+    assert applied.knobs["compile_unet"] == applied.knobs["compile_vae"] == "default"
+
+
+def test_compile_text_compiles_every_text_encoder(isolated_compile: Path) -> None:
+    pipe = fresh("tiny-sdxl")
+    apply_knobs(pipe, "compile_text=default")
+    assert pipe.text_encoder._compiled_call_impl is not None
+    assert pipe.text_encoder_2._compiled_call_impl is not None
+    assert pipe.unet._compiled_call_impl is None
+
+
+def test_compile_cache_dir_honours_sdbench_cache_dir(isolated_compile: Path) -> None:
+    import os
+
+    expected = isolated_compile / "inductor"
+    assert compile_cache_dir() == expected
+    applied = apply_knobs(fresh(), "compile_vae=default")
+    assert expected.is_dir()
+    assert os.environ["TORCHINDUCTOR_CACHE_DIR"] == str(expected)
+    assert f"compile cache: {expected}" in applied.notes
+
+
+def test_a_user_inductor_cache_dir_wins(isolated_compile: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sdbench, "USER_INDUCTOR_CACHE_DIR", str(isolated_compile / "site-cache"))
+    assert compile_cache_dir() == isolated_compile / "site-cache"
+
+
+def test_sliced_attention() -> None:
+    pipe = fresh()
+    applied = apply_knobs(pipe, attention="sliced")
+    assert processors(pipe) == {"SlicedAttnProcessor"}
+    assert applied.as_dict()["attention_processor"] == "SlicedAttnProcessor"
+    assert applied.as_dict()["attention_backend"] == "sliced"
+
+
+def test_missing_xformers_is_an_error_with_the_reason() -> None:
+    ok, why = xformers_status()
+    assert not ok  # no xformers kernels on this CPU-only machine
+    pipe = fresh()
+    with pytest.raises(SdbenchError, match="attention backend 'xformers' is unavailable") as exc_info:
+        apply_knobs(pipe, attention="xformers")
+    assert why in str(exc_info.value)
+    assert processors(pipe) == {"AttnProcessor2_0"}  # nothing was changed on the way
+
+
+# --- parsing ---------------------------------------------------------------------------------------------
+def test_parse_knobs_examples() -> None:
+    assert parse_knobs("") == {}
+    assert parse_knobs("channels-last, compile_unet=max-autotune") == {"channels_last": True, "compile_unet": "max-autotune"}
+    assert parse_knobs("fuse_qkv=off,compile_vae=none,vae_upcast=default") == {
+        "fuse_qkv": False, "compile_vae": None, "vae_upcast": None}
+    assert canonical_knobs("vae_tiling=yes,channels_last=1") == "channels_last=on,vae_tiling=on"
+
+
+@pytest.mark.parametrize(("text", "field", "value"), [
+    ("warp_speed=on", "knob", "warp_speed"),
+    ("channels_last=maybe", "channels_last", "maybe"),
+    ("compile_unet=fastest", "compile_unet", "fastest"),
+    ("vae_upcast=sometimes", "vae_upcast", "sometimes"),
+    ("fullgraph=default", "fullgraph", "default"),
+])
+def test_junk_knobs_are_config_errors_naming_the_knob(text: str, field: str, value: str) -> None:
+    with pytest.raises(ConfigError) as exc_info:
+        parse_knobs(text)
+    assert exc_info.value.field == field and exc_info.value.value == value
+    assert field in str(exc_info.value)
+
+
+def _spell(name: str, value: Any, draw: st.DrawFn) -> str:
+    """One of the accepted spellings of `name=value`."""
+    if draw(st.booleans()):
+        name = name.replace("_", "-")
+    if value is None:
+        word = draw(st.sampled_from(["none", "off"] if name.replace("-", "_") in MODE_KNOBS else ["default", "auto"]))
+    elif value is True:
+        word = draw(st.sampled_from(["on", "true", "1", "yes", "ON"]))
+    elif value is False:
+        word = draw(st.sampled_from(["off", "false", "0", "no"]))
+    else:
+        word = value
+    return f"{name}={word}"
+
+
+@st.composite
+def knob_settings(draw: st.DrawFn) -> tuple[dict[str, Any], str]:
+    chosen = draw(st.lists(st.sampled_from(KNOB_NAMES), unique=True, max_size=len(KNOB_NAMES)))
+    settings_: dict[str, Any] = {}
+    for name in chosen:
+        if name in MODE_KNOBS:
+            settings_[name] = draw(st.sampled_from([None, *COMPILE_MODES]))
+        elif name == "vae_upcast":
+            # vae_upcast=default is left out here: see test_vae_upcast_default_survives_canonical_form (a bug).
+            settings_[name] = draw(st.booleans())
+        else:
+            settings_[name] = draw(st.booleans())
+    items = [_spell(k, v, draw) for k, v in settings_.items()]
+    text = draw(st.sampled_from([",", ", ", " ,"])).join(draw(st.permutations(items)))
+    return settings_, text
+
+
+@settings(max_examples=150, deadline=None)
+@given(knob_settings())
+def test_parse_and_canonical_knobs_round_trip(drawn: tuple[dict[str, Any], str]) -> None:
+    expected, text = drawn
+    assert parse_knobs(text) == expected
+    canon = canonical_knobs(text)
+    assert parse_knobs(canon) == expected
+    assert canonical_knobs(canon) == canon  # idempotent
+    assert resolve_knobs("eager", text) == Knobs(**expected)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(max_size=30))
+def test_any_text_parses_or_raises_config_error(text: str) -> None:
+    try:
+        parse_knobs(text)
+    except ConfigError:
+        pass
+
+
+@pytest.mark.xfail(strict=True, reason="sdbench/optimize.py canonical_knobs writes vae_upcast=None as "
+                   "'vae_upcast=none' (_fmt), which parse_knobs rejects (only default/auto); a Case with "
+                   "knobs='vae_upcast=default' then cannot be copied (with_), loaded from a plan or measured "
+                   "(resolve_knobs raises ConfigError)")
+def test_vae_upcast_default_survives_canonical_form() -> None:
+    canon = canonical_knobs("vae_upcast=default")
+    assert parse_knobs(canon) == {"vae_upcast": None}
+    case = Case.create("tiny-sdxl", device="cpu", dtype="fp32", profile="max", knobs="vae_upcast=default")
+    assert resolve_knobs(case.profile, case.knobs).vae_upcast is None
+    assert case.with_(seed=1).knobs == case.knobs
+
+
+def test_resolve_knobs_overrides_the_profile() -> None:
+    k = resolve_knobs("max", "vae_upcast=default,compile_unet=none")
+    assert k == Knobs(**{**asdict(PROFILES["max"]), "vae_upcast": None, "compile_unet": None})
+    assert resolve_knobs("eager") == Knobs() and resolve_knobs("compile").compile_unet == "default"
+    with pytest.raises(ConfigError) as exc_info:
+        resolve_knobs("turbo")
+    assert exc_info.value.field == "profile"
+
+
+def test_knob_order_does_not_change_the_case() -> None:
+    a = Case.create("tiny-sd", device="cpu", dtype="fp32", knobs="vae_tiling=on,channels-last=yes")
+    b = Case.create("tiny-sd", device="cpu", dtype="fp32", knobs="channels_last=on, vae_tiling=1")
+    assert a.knobs == b.knobs == "channels_last=on,vae_tiling=on"
+    assert a.case_hash == b.case_hash and a.case_id == b.case_id
+    assert a.case_hash != Case.create("tiny-sd", device="cpu", dtype="fp32", knobs="channels_last=on").case_hash
+    with pytest.raises(ConfigError) as exc_info:
+        Case.create("tiny-sd", device="cpu", dtype="fp32", knobs="channels_last=sometimes")
+    assert exc_info.value.field == "channels_last"
+
+
+def test_measured_record_states_the_applied_knobs() -> None:
+    bench = Bench("cpu", runner_config=RunnerConfig.for_cpu(min_rounds=1, max_rounds=1, idle_s=0, count_flops=False))
+    try:
+        case = bench.case("tiny-sd", steps=1, knobs="vae_slicing=on,channels_last=on")
+        rec = bench.measure(case)
+        built, _applied = bench.pipeline(case)
+        assert built.pipe.vae.use_slicing is True
+    finally:
+        bench.close()
+    assert rec["knobs"] == "channels_last=on,vae_slicing=on"
+    expected = asdict(Knobs(channels_last=True, vae_slicing=True))
+    assert {k[len("knob_"):]: v for k, v in rec.items() if k.startswith("knob_")} == expected
+    assert rec["attention_processor"] == "AttnProcessor2_0"
