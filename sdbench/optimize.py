@@ -85,7 +85,7 @@ def parse_knobs(text: str) -> dict[str, Any]:
             out[name] = True
         elif value in _FALSE:
             out[name] = False
-        elif name == "vae_upcast" and value in ("default", "auto"):
+        elif name == "vae_upcast" and value in ("default", "auto", "none"):
             out[name] = None
         else:
             raise ConfigError(name, value, "on, off" + (", default" if name == "vae_upcast" else ""))

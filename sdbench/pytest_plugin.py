@@ -106,6 +106,7 @@ def pytest_configure(config: pytest.Config) -> None:
     except ConfigError as exc:
         raise pytest.UsageError(f"--sd-device: {exc}") from None
     config._sdbench = SdConfig(device=device, options={})  # type: ignore[attr-defined]
+    config._sdbench_matrix_errors = []  # type: ignore[attr-defined]
     # Histories are stored per GPU and clock setting, so --benchmark-compare compares like with like.
     storage = config.getoption("benchmark_storage", default=None)
     if storage == DEFAULT_STORAGE and not config.getoption("--sd-no-storage-split"):
@@ -153,7 +154,7 @@ def _matrix(config: pytest.Config, marker_kwargs: dict[str, Any]) -> dict[str, l
     sd: SdConfig = config._sdbench  # type: ignore[attr-defined]
     unknown = set(marker_kwargs) - set(MATRIX_AXES)
     if unknown:
-        raise pytest.UsageError(f"sd_matrix marker: unknown axis {sorted(unknown)[0]!r}; allowed: {', '.join(MATRIX_AXES)}")
+        raise ConfigError("sd_matrix axis", sorted(unknown)[0], MATRIX_AXES)
     matrix: dict[str, list[Any]] = {"models": [], "schedulers": ["default"], "resolutions": ["default"],
                                     "batch_sizes": [1], "steps": ["default"], "dtypes": ["default"],
                                     "profiles": ["eager"], "weights": ["auto"], "prompts": [None], "attention": ["sdpa"],
@@ -248,7 +249,11 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     try:
         cases = _unique(build_cases(_matrix(metafunc.config, kwargs), sd.device))
     except SdbenchError as exc:
-        raise pytest.UsageError(f"sdbench matrix: {exc}") from None
+        # Raised here, a UsageError would be reported as a collection error (exit 2): keep it and
+        # raise it once collection is over, where pytest turns it into a usage error (exit 4).
+        metafunc.config._sdbench_matrix_errors.append(f"{metafunc.definition.nodeid}: {exc}")  # type: ignore[attr-defined]
+        metafunc.parametrize("sd_case", [])
+        return
     metafunc.parametrize("sd_case", cases, ids=[c.case_id for c in cases])
 
 
@@ -286,8 +291,11 @@ REPLAY_TIMER = ReplayTimer()
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    errors = getattr(config, "_sdbench_matrix_errors", [])
+    if errors:
+        raise pytest.UsageError("sdbench matrix: " + "; ".join(errors))
     for item in items:
-        if "sd_measure" in getattr(item, "fixturenames", ()):
+        if {"sd_measure", "sd_keep"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.benchmark(timer=REPLAY_TIMER, group=_group_of(item)))
 
 

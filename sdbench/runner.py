@@ -28,6 +28,7 @@ import torch
 from sdbench.case import Case
 from sdbench.flops import count_work
 from sdbench.measure.energy import (
+    EnergyReading,
     NullMeter,
     NvmlCounterMeter,
     PowerTimelineMeter,
@@ -175,6 +176,7 @@ class Measurement:
     stop_reason: str
     energy_source: str
     energy_meter_name: str
+    energy_fallback_reason: str | None
     energy_resolution_s: float | None
     energy_unavailable_reason: str | None
     energy_simulated: bool
@@ -337,9 +339,14 @@ class Runner:
             n_calls = iterations_per_window(last_call_s, resolution_s, min_periods=cfg.min_window_periods,
                                             max_iterations=cfg.max_calls_per_window)
 
-            timeline = PowerTimelineMeter(gpu, rate_hz=cfg.timeline_hz) if (gpu is not None and cfg.timeline_hz > 0 and source_name != "timeline") else None
+            fallback_reason = getattr(meter, "fallback_reason", None)
+            timeline = None
+            if gpu is not None and (cfg.timeline_hz > 0 or source_name == "timeline"):
+                timeline = PowerTimelineMeter(gpu, rate_hz=max(cfg.timeline_hz, PowerTimelineMeter.min_rate_hz))
             if source_name == "timeline":
-                timeline = meter  # the primary meter already keeps the timeline
+                # One continuous timeline for the whole case: each window's energy is its slice, so
+                # per-step and per-phase attribution keeps every window's samples.
+                meter = TimelineSlice(timeline)
             rapl = RaplMeter()
             telemetry = TelemetrySampler(gpu, rate_hz=cfg.telemetry_hz) if cfg.telemetry_hz > 0 else None
             if cuda:
@@ -348,7 +355,7 @@ class Runner:
                                  max_rounds=cfg.max_rounds, max_time_s=cfg.max_time_s)
             windows: list[Window] = []
             breakdowns: list[CallBreakdown] = []
-            if timeline is not None and timeline is not meter:
+            if timeline is not None:
                 timeline.start()
             if telemetry is not None:
                 telemetry.start()
@@ -358,7 +365,7 @@ class Runner:
                 while True:
                     say(f"round {len(windows) + 1} ({n_calls} call(s) per window)")
                     win, bds = self._window(case, call, marks_box, n_calls, meter, source_name, rapl, cuda,
-                                            timeline if timeline is not meter else None, idle_w)
+                                            timeline, idle_w)
                     windows.append(win)
                     breakdowns.extend(bds)
                     per_image_t = [w.duration_s / w.images for w in windows]
@@ -369,7 +376,7 @@ class Runner:
                         stop_reason = decision.reason
                         break
             finally:
-                if timeline is not None and timeline is not meter:
+                if timeline is not None:
                     timeline.stop()
                 tel_summary = telemetry.stop() if telemetry is not None else None
 
@@ -406,6 +413,7 @@ class Runner:
             energy_meter_name=getattr(meter, "name", source_name),
             energy_resolution_s=resolution_s,
             energy_unavailable_reason=getattr(meter, "reason", None) if source_name == "none" else None,
+            energy_fallback_reason=fallback_reason,
             energy_simulated=meter_sim,
             idle_power_w=idle_w,
             idle_unavailable_reason=idle_reason,
@@ -469,6 +477,32 @@ class Runner:
                       cpu_energy_j=cpu.energy_j if cpu.available else None, energy_tail_j=tail_j), bds
 
 
+class TimelineSlice:
+    """A window meter over a running PowerTimelineMeter: the energy of the samples between start and stop."""
+
+    name = "power_timeline"
+
+    def __init__(self, timeline: PowerTimelineMeter) -> None:
+        self.timeline = timeline
+        self._t0_s = 0.0
+
+    def start(self) -> None:
+        self._t0_s = time.perf_counter()
+
+    def stop(self) -> EnergyReading:
+        t1_s = time.perf_counter()
+        # Wait for the first sample after the window's end, or its last slice would be cut off.
+        deadline = t1_s + 3.0 / self.timeline.rate_hz
+        while time.perf_counter() < deadline:
+            samples = self.timeline.timeline()
+            if samples and samples[-1][0] >= t1_s:
+                break
+            time.sleep(0.2 / self.timeline.rate_hz)
+        energy_j = self.timeline.energy_between_j(self._t0_s, t1_s)
+        return EnergyReading(energy_j, t1_s - self._t0_s, self.name, 1.0 / self.timeline.rate_hz, True, None,
+                             self.timeline.device.simulated)
+
+
 def _marking(fn: Callable[..., Any], box: list[Marks | None], begin: str, finish: str) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         _mark(box, begin)
@@ -487,7 +521,8 @@ def _mark(box: list[Marks | None], label: str) -> None:
 def _select(gpu: Any, preference: str, select: Callable[..., Any]) -> tuple[Any, str]:
     """The primary energy meter and its kind: counter, timeline, rapl or none."""
     meter = select(gpu, preference)
-    kinds = ((NvmlCounterMeter, "counter"), (PowerTimelineMeter, "timeline"), (RaplMeter, "rapl"), (NullMeter, "none"))
+    kinds = ((NvmlCounterMeter, "counter"), (PowerTimelineMeter, "timeline"), (TimelineSlice, "timeline"),
+             (RaplMeter, "rapl"), (NullMeter, "none"))
     kind = next((k for cls, k in kinds if isinstance(meter, cls)), "none")
     return meter, kind
 
@@ -609,6 +644,7 @@ def build_record(m: Measurement, matmul_ceiling_tflops: float | None = None) -> 
     # Energy
     rec["energy_source"] = m.energy_source
     rec["energy_meter"] = m.energy_meter_name
+    rec["energy_fallback_reason"] = m.energy_fallback_reason
     rec["energy_resolution_s"] = m.energy_resolution_s
     rec["energy_simulated"] = m.energy_simulated
     energies = [w.energy_j / w.images for w in m.windows if w.energy_j is not None]

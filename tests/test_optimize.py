@@ -253,10 +253,6 @@ def test_any_text_parses_or_raises_config_error(text: str) -> None:
         pass
 
 
-@pytest.mark.xfail(strict=True, reason="sdbench/optimize.py canonical_knobs writes vae_upcast=None as "
-                   "'vae_upcast=none' (_fmt), which parse_knobs rejects (only default/auto); a Case with "
-                   "knobs='vae_upcast=default' then cannot be copied (with_), loaded from a plan or measured "
-                   "(resolve_knobs raises ConfigError)")
 def test_vae_upcast_default_survives_canonical_form() -> None:
     canon = canonical_knobs("vae_upcast=default")
     assert parse_knobs(canon) == {"vae_upcast": None}

@@ -155,7 +155,7 @@ def test_marker_overrides_the_default_matrix_and_the_command_line_beats_the_mark
 
 
 BAD_MATRIX = {
-    "marker axis": ("@pytest.mark.sd_matrix(modles=['tiny-sd'])", [], "unknown axis 'modles'"),
+    "marker axis": ("@pytest.mark.sd_matrix(modles=['tiny-sd'])", [], "invalid sd_matrix axis: 'modles'"),
     "batch size": ("", ["--sd-batch-sizes", "two"], "invalid batch_sizes: 'two'"),
     "model": ("", ["--sd-models", "tiny-nope"], "'tiny-nope'"),
 }
@@ -174,9 +174,6 @@ def test_bad_matrix_fails_the_run_with_a_message_naming_it(pytester: pytest.Pyte
     assert message in output(result)
 
 
-@pytest.mark.xfail(strict=True, reason="sdbench/pytest_plugin.py pytest_generate_tests raises pytest.UsageError during "
-                   "collection, which pytest reports as a collection error (exit 2, with an internal traceback), "
-                   "not a usage error (exit 4)")
 @pytest.mark.parametrize("which", sorted(BAD_MATRIX))
 def test_bad_matrix_is_a_usage_error_exit_4(pytester: pytest.Pytester, which: str) -> None:
     result, _message = _bad_matrix_run(pytester, which)
@@ -224,9 +221,6 @@ def test_replay_timer_returns_each_duration_once_per_round(durations: list[float
     assert timer() == timer()  # exhausted: no time passes
 
 
-@pytest.mark.xfail(strict=True, reason="sdbench/pytest_plugin.py pytest_collection_modifyitems gives the replay timer "
-                   "only to tests using sd_measure; a test that keeps records with sd_keep alone gets "
-                   "time.perf_counter, so pytest-benchmark times `lambda: None` instead of the record's samples")
 def test_sd_keep_alone_replays_the_records_times(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_keep=KEEP_FILE)
     result = pytester.runpytest_inprocess("--sd-device", "cpu", "--benchmark-json", "keep.json", "-p", "no:cacheprovider")

@@ -207,19 +207,12 @@ def test_energy_falls_back_to_the_power_timeline(timeline_run: Run) -> None:
     assert rec["idle_power_w"] == pytest.approx(70.0, rel=0.1)  # idle from the timeline too
 
 
-@pytest.mark.xfail(strict=True, reason="sdbench/runner.py Runner.run: select_energy_meter's fallback_reason "
-                   "('energy counter not supported ...; using the power timeline') is never copied into the "
-                   "Measurement/record; energy_unavailable_reason is set only when the source is 'none'")
 def test_energy_fallback_reason_is_recorded(timeline_run: Run) -> None:
     rec = timeline_run.record
     reasons = [v for k, v in rec.items() if "energy" in k and "reason" in k and isinstance(v, str)]
     assert any("counter" in r for r in reasons), reasons
 
 
-@pytest.mark.xfail(strict=True, reason="sdbench/runner.py Runner.run: when the power timeline is the primary meter "
-                   "it is restarted for every window, so only the last window's samples remain; timeline energy of "
-                   "earlier windows is 0 (timeline_energy_per_image_j_median 0.0) and step/phase energies average "
-                   "in zeros (about 1/rounds of the truth)")
 def test_timeline_fallback_keeps_every_window_for_step_and_phase_energy(timeline_run: Run) -> None:
     rec = timeline_run.record
     assert all(w.timeline_energy_j for w in timeline_run.measurement.windows)
