@@ -152,8 +152,11 @@ def execute(plan: Plan, points: list[PlanPoint], results_path: str | os.PathLike
     done = done_point_ids([results_path]) if resume else set()
     own_bench = bench is None
     if bench is None:
-        device = plan.device
-        cfg = RunnerConfig(**plan.runner) if plan.runner else None
+        from sdbench.case import resolve_device
+
+        device = resolve_device(plan.device)
+        # The plan's runner settings override the device's defaults (GPU or CPU), not replace them.
+        cfg = RunnerConfig(**plan.runner) if device.startswith("cuda") else RunnerConfig.for_cpu(**plan.runner)
         bench = Bench(device=device, runner_config=cfg)
     out: list[dict[str, Any]] = []
     try:
@@ -239,7 +242,13 @@ def _matrix_cases(args: Any) -> list[Case]:
 
 def cmd_plan_make(args: Any) -> int:
     cases = _matrix_cases(args)
-    plan = Plan.from_cases(cases, repeats=args.repeats, device=args.device,
+    runner: dict[str, Any] = {}
+    for attr, key in (("min_rounds", "min_rounds"), ("max_rounds", "max_rounds"), ("max_time", "max_time_s"),
+                      ("idle_seconds", "idle_s")):
+        value = getattr(args, attr)
+        if value is not None:
+            runner[key] = value
+    plan = Plan.from_cases(cases, repeats=args.repeats, device=args.device, runner=runner,
                            meta={"created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(), "kind": "matrix"})
     path = plan.save(args.output)
     print(f"plan: {len(plan.points)} points ({len(cases)} cases x {args.repeats} repeats) -> {path}")
@@ -281,6 +290,10 @@ def build_parser(sub: Any) -> None:
     make.add_argument("--prompt", default=None)
     make.add_argument("--repeats", type=int, default=1, help="repetitions of every case")
     make.add_argument("--device", default="auto")
+    make.add_argument("--min-rounds", type=int, default=None, help="fewest measured rounds per point")
+    make.add_argument("--max-rounds", type=int, default=None, help="most measured rounds per point")
+    make.add_argument("--max-time", type=float, default=None, help="time cap for one point's rounds, s")
+    make.add_argument("--idle-seconds", type=float, default=None, help="idle-power baseline per point, s")
     make.add_argument("-o", "--output", required=True, help="plan file to write")
     make.set_defaults(func=cmd_plan_make)
     run = psub.add_parser("run", help="measure one shard of a plan, appending records as points finish")
