@@ -30,16 +30,21 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n(see `{self.prog} --help`)\n")
 
 
-def _positive_int(field: str) -> Callable[[str], int]:
+def _int_at_least(field: str, minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number >= `minimum`, or one clear error naming the field."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {field}: {text!r}; allowed: a whole number >= 1") from None
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"invalid {field}: {value}; allowed: a whole number >= 1")
+            raise argparse.ArgumentTypeError(f"invalid {field}: {text!r}; allowed: a whole number >= {minimum}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"invalid {field}: {value}; allowed: a whole number >= {minimum}")
         return value
     return parse
+
+
+def _positive_int(field: str) -> Callable[[str], int]:
+    return _int_at_least(field, 1)
 
 
 def _float(field: str, minimum: float | None = None) -> Callable[[str], float]:

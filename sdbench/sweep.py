@@ -992,15 +992,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _non_negative_int(field: str) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {field}: {text!r}; allowed: a whole number >= 0") from None
-        if value < 0:
-            raise argparse.ArgumentTypeError(f"invalid {field}: {value}; allowed: a whole number >= 0")
-        return value
-    return parse
+    from sdbench.cli import _int_at_least
+
+    return _int_at_least(field, 0)
 
 
 def build_parser(sub: Any) -> None:
