@@ -10,7 +10,7 @@ from sdbench.case import Case, resolve_device
 from sdbench.environment import environment
 from sdbench.optimize import Applied, apply, check_supported
 from sdbench.pipelines import BuiltPipeline, PipelineCache, PipelineKey, build_pipeline
-from sdbench.runner import Runner, RunnerConfig
+from sdbench.runner import Measurement, Runner, RunnerConfig
 
 log = logging.getLogger(__name__)
 
@@ -74,12 +74,16 @@ class Bench:
 
     def measure(self, case: Case, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
         """Measure one case; returns its flat record (the environment included)."""
+        return self.measure_with_windows(case, progress)[0]
+
+    def measure_with_windows(self, case: Case, progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], Measurement]:
+        """Measure one case; returns its record and the Runner's Measurement (per-window data, for sweeps)."""
         built, applied = self.pipeline(case)
         m = self.runner.run(case, built, applied, progress=progress)
         rec = m.to_record(self.runner.config.matmul_ceiling_tflops)
         rec.update(applied.as_dict())
         rec.update({f"env_{k}": v for k, v in self.environment.items()})
-        return rec
+        return rec, m
 
     def close(self) -> None:
         self.cache.clear()

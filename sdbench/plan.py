@@ -13,6 +13,7 @@ import datetime as _dt
 import hashlib
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -225,7 +226,11 @@ def _matrix_cases(args: Any) -> list[Case]:
     from sdbench.case import resolve_device
     from sdbench.pytest_plugin import build_cases
 
-    device = resolve_device(args.device)
+    # A plan is often written on a login node without a GPU: "cuda"/"cuda:N" are taken at their word
+    # (the worker that runs the plan checks its device); only "auto" looks at this machine.
+    device = "cuda:0" if args.device == "cuda" else args.device
+    if not re.fullmatch(r"cpu|simulated|cuda:\d+", device):
+        device = resolve_device(args.device)
     matrix: dict[str, list[Any]] = {"models": ["tiny-sd" if not device.startswith("cuda") else "sdxl"],
                                     "schedulers": ["default"], "resolutions": ["default"], "batch_sizes": [1],
                                     "steps": ["default"], "dtypes": ["default"], "profiles": ["eager"],
@@ -256,7 +261,10 @@ def cmd_plan_make(args: Any) -> int:
 
 
 def cmd_plan_run(args: Any) -> int:
+    from sdbench.workers import check_no_gpu_settings
+
     plan = Plan.load(args.plan)
+    check_no_gpu_settings(plan)  # clock points need `sdbench sweep`, which locks and verifies them
     index, count = parse_shard(args.shard)
     points = plan.shard(index, count)
     out = shard_results_path(args.output_dir, index, count)

@@ -565,31 +565,13 @@ class ClockedBench:
         """``bench.measure(case)`` (the one measurement path), plus the Runner's measured windows.
 
         The record holds only whole-measurement telemetry; the windows (bounds and per-window
-        telemetry) are taken from the Measurement that ``bench.runner.run`` returns inside
-        ``Bench.measure``, by wrapping that call for its duration.
+        telemetry) come with it from ``Bench.measure_with_windows``.
         """
-        runner = getattr(self.bench, "runner", None)
-        if runner is None:
+        measure_with_windows = getattr(self.bench, "measure_with_windows", None)
+        if measure_with_windows is None:  # a stand-in bench (tests) without per-window data
             return self.bench.measure(case, progress=progress), []
-        kept: list[Any] = []
-        own = vars(runner).get("run")
-        inner = runner.run
-
-        def run_and_keep(*args: Any, **kwargs: Any) -> Any:
-            measurement = inner(*args, **kwargs)
-            kept.append(measurement)
-            return measurement
-
-        runner.run = run_and_keep
-        try:
-            record = self.bench.measure(case, progress=progress)
-        finally:
-            if own is None:
-                del runner.run
-            else:
-                runner.run = own
-        windows = list(getattr(kept[-1], "windows", [])) if kept else []
-        return record, windows
+        record, measurement = measure_with_windows(case, progress=progress)
+        return record, list(measurement.windows)
 
     def _verify(self, case: Case, record: dict[str, Any], windows: Sequence[Any]) -> tuple[ClockVerification, list[str]]:
         """The point's verdict: the whole measurement's telemetry (the record) and each window's.
