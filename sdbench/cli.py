@@ -391,6 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or (argv[0] not in commands and argv[0] not in ("-h", "--help", "--version")):
         argv = ["generate", *argv]
     args = parser.parse_args(argv)
+    args.argv = list(argv)  # the words as given: commands that fan out to one process per GPU reuse them
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)

@@ -46,6 +46,8 @@ def _add_matrix_options(group: Any) -> None:
                     "'channels_last=on;compile_unet=max-autotune' (';' separates knobs here)")
     group.addoption("--sd-weights", default=None, help="auto, synthetic, hub or local:PATH")
     group.addoption("--sd-device", default="auto", help="auto, cpu, cuda, cuda:N or simulated")
+    group.addoption("--sd-shard", default=None, metavar="I/N",
+                    help="run only every N-th sdbench case starting at I (one worker per GPU: `sdbench bench --gpus`)")
 
 
 def _add_measurement_options(group: Any) -> None:
@@ -294,6 +296,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     errors = getattr(config, "_sdbench_matrix_errors", [])
     if errors:
         raise pytest.UsageError("sdbench matrix: " + "; ".join(errors))
+    shard = config.getoption("--sd-shard")
+    if shard:
+        from sdbench.plan import parse_shard
+
+        try:
+            index, count = parse_shard(shard)
+        except ConfigError as exc:
+            raise pytest.UsageError(f"--sd-shard: {exc}") from None
+        cases = [it for it in items if "sd_case" in getattr(it, "fixturenames", ())]
+        drop = {id(it) for k, it in enumerate(cases) if k % count != index}
+        if drop:
+            config.hook.pytest_deselected(items=[it for it in items if id(it) in drop])
+            items[:] = [it for it in items if id(it) not in drop]
     for item in items:
         if {"sd_measure", "sd_keep"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.benchmark(timer=REPLAY_TIMER, group=_group_of(item)))

@@ -56,10 +56,42 @@ def cmd_bench(args: argparse.Namespace) -> int:
             from sdbench.errors import ConfigError
 
             raise ConfigError("suite", s, SUITES)
+    if args.gpus:
+        return _bench_per_gpu(args, suites, extra)
     return run_pytest(pytest_args(suites=suites, device=args.device, models=args.models, schedulers=args.schedulers,
                                   resolutions=args.resolutions, batch_sizes=args.batch_sizes, steps=args.steps,
                                   dtypes=args.dtypes, profiles=args.profiles, weights=args.weights,
                                   export=args.export_metrics, results=args.results, extra=extra))
+
+
+def _bench_per_gpu(args: argparse.Namespace, suites: list[str] | None, extra: list[str]) -> int:
+    """`--gpus`: the suite's cases dealt round-robin to one pinned pytest per GPU; their records merged."""
+    from sdbench.records import ResultsWriter, read_records
+    from sdbench.workers import parse_gpus, run_command_per_gpu
+
+    count = len(parse_gpus(args.gpus))
+    results = Path(args.results or "sdbench-bench-results.jsonl").resolve()
+
+    def shard_results(i: int) -> Path:
+        return results.with_name(f"{results.stem}-shard{i}-of-{count}.jsonl")
+
+    def command(spec: Any) -> list[str]:
+        argv = pytest_args(suites=suites, device=spec.device, models=args.models, schedulers=args.schedulers,
+                           resolutions=args.resolutions, batch_sizes=args.batch_sizes, steps=args.steps,
+                           dtypes=args.dtypes, profiles=args.profiles, weights=args.weights,
+                           results=str(shard_results(spec.shard)), extra=extra)
+        return [sys.executable, "-m", "pytest", *argv, "--sd-shard", f"{spec.shard}/{count}"]
+
+    code = run_command_per_gpu(args.gpus, command, cwd=str(benchmarks_dir().parent))
+    writer = ResultsWriter(results)
+    merged = 0
+    for i in range(count):
+        if shard_results(i).is_file():
+            for rec in read_records(shard_results(i)):
+                writer.append(rec)
+                merged += 1
+    print(f"sdbench: {merged} record(s) from {count} worker(s) -> {results}", file=sys.stderr)
+    return code
 
 
 def run_suite_from_generate(args: argparse.Namespace) -> int:
@@ -92,5 +124,8 @@ def build_parser(sub: Any) -> None:
         p.add_argument(f"--{name}", default=None, help=f"comma-separated {name.replace('-', ' ')} (the suite's default if unset)")
     p.add_argument("--export-metrics", default=None, metavar="FILE", help="write every record as one JSON document")
     p.add_argument("--results", default=None, metavar="FILE", help="append every record to this JSON Lines file")
+    p.add_argument("--gpus", default=None, metavar="LIST",
+                   help="one pinned pytest per GPU (0,1,... | all | GPU-uuid,... | cpu,cpu), cases dealt round-robin; "
+                        "records merged into --results (default sdbench-bench-results.jsonl)")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: arguments for pytest")
     p.set_defaults(func=cmd_bench)

@@ -919,6 +919,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from sdbench.case import resolve_device
     from sdbench.cli import _case_kwargs, _default_model, _runner_config
 
+    if args.gpus:
+        return _sweep_per_gpu(args)
     device = resolve_device(args.device)
     if device == "cpu":
         raise ConfigError("device", args.device, allowed="cuda:N or simulated",
@@ -971,6 +973,26 @@ def cmd_sweep(args: argparse.Namespace) -> int:
           f"settings restored: {meta['settings_restored']} -> {result.output_dir}")
     failed = [r for r in result.records if r.get("point_status") != "ok"]
     return 1 if failed else 0
+
+
+def _sweep_per_gpu(args: argparse.Namespace) -> int:
+    """`--gpus`: the same sweep on each GPU at once, one pinned process per GPU, into DIR/gpuK-<gpu>.
+
+    Each GPU gets the whole grid (sharding clock points across GPUs would confound clock with card);
+    each process locks, verifies and restores its own GPU's clocks.
+    """
+    from sdbench.workers import run_command_per_gpu, strip_options
+
+    base = strip_options(args.argv, ["--gpus", "--output-dir", "--device", "--state-file"])
+
+    def command(spec: Any) -> list[str]:
+        out = Path(args.output_dir) / f"gpu{spec.slot}-{spec.gpu}"
+        argv = [sys.executable, "-m", "sdbench", *base, "--output-dir", str(out), "--device", spec.device]
+        if args.state_file:
+            argv += ["--state-file", f"{args.state_file}.gpu{spec.slot}"]
+        return argv
+
+    return run_command_per_gpu(args.gpus, command)
 
 
 def _non_negative_int(field: str) -> Callable[[str], int]:
@@ -1034,4 +1056,7 @@ def build_parser(sub: Any) -> None:
     o.add_argument("--state-file", default=None, metavar="FILE",
                    help="after restoring the GPU (also on SIGTERM), write its settings here as JSON")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--gpus", default=None, metavar="LIST",
+                   help="run this sweep on several GPUs at once, one pinned process each (0,1,... | all | GPU-uuid,... "
+                        "| simulated,simulated): each GPU sweeps the whole grid into OUTPUT_DIR/gpuK-<gpu>")
     p.set_defaults(func=cmd_sweep)

@@ -388,6 +388,89 @@ class Worker:
     lines: list[str] = field(default_factory=list)
 
 
+def spawn_and_wait(specs: Sequence[WorkerSpec], command_for: Callable[[WorkerSpec], list[str]], *,
+                   env: Mapping[str, str] | None = None, stream: IO[str] | None = sys.stdout,
+                   on_line: Callable[[Worker, str], None] | None = None,
+                   describe: Callable[[WorkerSpec], str] = lambda spec: "",
+                   cwd: str | os.PathLike[str] | None = None) -> list[Worker]:
+    """Start one pinned process per spec (argv from `command_for`, no shell), stream their prefixed
+    output, and wait for all. Interrupted, it stops every worker rather than orphan them."""
+    printer = _Printer(stream)
+    cpu_workers = sum(1 for s in specs if s.gpu in FAKE_DEVICES)
+    workers: list[Worker] = []
+    threads: list[threading.Thread] = []
+
+    def pump(worker: Worker) -> None:
+        assert worker.proc.stdout is not None
+        with worker.proc.stdout:
+            for raw in worker.proc.stdout:
+                line = raw.rstrip("\n")
+                worker.lines.append(line)
+                printer(f"[{worker.spec.label}] {line}")
+                if on_line is not None:
+                    on_line(worker, line)
+
+    try:
+        for spec in specs:
+            proc = subprocess.Popen(command_for(spec), env=worker_env(spec, cpu_workers, env), cwd=cwd,
+                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                    text=True, errors="replace", bufsize=1)
+            worker = Worker(spec, proc)
+            workers.append(worker)
+            printer(f"[{spec.label}] started pid {proc.pid}: {describe(spec)}, "
+                    f"CUDA_VISIBLE_DEVICES={spec.pin!r}, device {spec.device}")
+            thread = threading.Thread(target=pump, args=(worker,), name=f"sdbench-{spec.label}", daemon=True)
+            thread.start()
+            threads.append(thread)
+        for worker in workers:
+            worker.proc.wait()
+    except BaseException:
+        for worker in workers:
+            if worker.proc.poll() is None:
+                worker.proc.send_signal(signal.SIGTERM)
+        for worker in workers:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                worker.proc.wait(timeout=30)
+            if worker.proc.poll() is None:
+                worker.proc.kill()
+                worker.proc.wait()
+        raise
+    finally:
+        for thread in threads:
+            thread.join(timeout=10)
+    return workers
+
+
+def strip_options(argv: Sequence[str], names: Sequence[str]) -> list[str]:
+    """`argv` without the options `names` (and their values; both `--opt V` and `--opt=V` forms)."""
+    out: list[str] = []
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+            continue
+        if word in names:
+            skip = True
+            continue
+        if any(word.startswith(n + "=") for n in names):
+            continue
+        out.append(word)
+    return out
+
+
+def run_command_per_gpu(gpus: str | Sequence[str], command_for: Callable[[WorkerSpec], list[str]], *,
+                        stream: IO[str] | None = sys.stdout, cwd: str | os.PathLike[str] | None = None) -> int:
+    """Run one pinned copy of a command per GPU (`--gpus` of `sdbench sweep` and `sdbench bench`); the worst exit code."""
+    specs = plan_workers(parse_gpus(gpus))
+    workers = spawn_and_wait(specs, command_for, stream=stream, cwd=cwd,
+                             describe=lambda spec: f"worker {spec.shard + 1} of {spec.shard_count}")
+    codes = [w.proc.returncode for w in workers]
+    printer = _Printer(stream)
+    for w in workers:
+        printer(f"[{w.spec.label}] exit {w.proc.returncode}")
+    return max(codes, key=abs) if codes else 0
+
+
 def run_on_gpus(plan_path: str | os.PathLike[str], gpus: str | Sequence[str], output_dir: str | os.PathLike[str],
                 resume: bool = True, *, shard_base: int = 0, shard_count: int | None = None, merge: bool = True,
                 env: Mapping[str, str] | None = None, stream: IO[str] | None = sys.stdout,
@@ -409,50 +492,9 @@ def run_on_gpus(plan_path: str | os.PathLike[str], gpus: str | Sequence[str], ou
     specs = plan_workers(entries, shard_base=shard_base, shard_count=shard_count)
     out_dir = Path(output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    workers = spawn_and_wait(specs, lambda spec: worker_command(plan_path, spec, out_dir, resume), env=env,
+                             stream=stream, on_line=on_line, describe=lambda spec: f"shard {spec.shard}/{spec.shard_count}")
     printer = _Printer(stream)
-    cpu_workers = sum(1 for s in specs if s.gpu in FAKE_DEVICES)
-    workers: list[Worker] = []
-    threads: list[threading.Thread] = []
-
-    def pump(worker: Worker) -> None:
-        assert worker.proc.stdout is not None
-        with worker.proc.stdout:
-            for raw in worker.proc.stdout:
-                line = raw.rstrip("\n")
-                worker.lines.append(line)
-                printer(f"[{worker.spec.label}] {line}")
-                if on_line is not None:
-                    on_line(worker, line)
-
-    try:
-        for spec in specs:
-            proc = subprocess.Popen(worker_command(plan_path, spec, out_dir, resume), env=worker_env(spec, cpu_workers, env),
-                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                    text=True, errors="replace", bufsize=1)
-            worker = Worker(spec, proc)
-            workers.append(worker)
-            printer(f"[{spec.label}] started pid {proc.pid}: shard {spec.shard}/{spec.shard_count}, "
-                    f"CUDA_VISIBLE_DEVICES={spec.pin!r}, device {spec.device}")
-            thread = threading.Thread(target=pump, args=(worker,), name=f"sdbench-{spec.label}", daemon=True)
-            thread.start()
-            threads.append(thread)
-        for worker in workers:
-            worker.proc.wait()
-    except BaseException:
-        # Interrupted (Ctrl-C) or failed to start one: stop the rest rather than orphan them.
-        for worker in workers:
-            if worker.proc.poll() is None:
-                worker.proc.send_signal(signal.SIGTERM)
-        for worker in workers:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                worker.proc.wait(timeout=30)
-            if worker.proc.poll() is None:
-                worker.proc.kill()
-                worker.proc.wait()
-        raise
-    finally:
-        for thread in threads:
-            thread.join(timeout=10)
 
     statuses = []
     for worker in workers:
