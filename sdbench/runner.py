@@ -306,9 +306,9 @@ class Runner:
         marks_box: list[Marks | None] = [None]
         call = self.make_call(case, built, applied, marks_box)
         with self._phase_hooks(pipe, marks_box), torch.inference_mode():
-            # Warm-up: compilation and autotuning happen here, reported on their own.
+            # Warm-up: compilation and autotuning happen here; their time and energy are reported on
+            # their own, never per image.
             say("warm-up")
-            # Compilation and autotuning cost energy too: reported on their own, never per image.
             warm_meter = _select(gpu, cfg.energy, select_energy_meter)[0] if gpu is not None else None
             if warm_meter is not None:
                 warm_meter.start()
@@ -399,7 +399,7 @@ class Runner:
             wc = count_work(case.model, case.height, case.width, case.batch_size, case.uses_cfg)
             unet_evals = _unet_evaluations(pipe.scheduler, case)
             work = {**wc.per_image(batch_size=case.batch_size, unet_evals=unet_evals), "unet_evaluations": float(unet_evals)}
-        meter_sim = bool(getattr(gpu, "simulated", False) or (gpu is not None and _is_simulated(gpu)))
+        meter_sim = bool(gpu is not None and gpu.simulated)
         return Measurement(
             case=case,
             windows=windows,
@@ -525,13 +525,6 @@ def _select(gpu: Any, preference: str, select: Callable[..., Any]) -> tuple[Any,
              (RaplMeter, "rapl"), (NullMeter, "none"))
     kind = next((k for cls, k in kinds if isinstance(meter, cls)), "none")
     return meter, kind
-
-
-def _is_simulated(gpu: Any) -> bool:
-    try:
-        return bool(gpu.info().simulated)
-    except Exception:  # noqa: BLE001 - info() of a broken device: treat as real
-        return False
 
 
 def _wait_for_counter_tick(gpu: Any, period_s: float | None) -> None:
