@@ -15,7 +15,7 @@ import torch
 
 from sdbench.errors import ConfigError
 from sdbench.models import ModelSpec, get_model
-from sdbench.schedulers import make_scheduler, model_scheduler_config
+from sdbench.schedulers import check_available, get_scheduler_spec, make_scheduler, model_scheduler_config
 from sdbench.weights import WeightSource, fill_synthetic_, hub_file, resolve_auto, resolve_hub_snapshot
 
 log = logging.getLogger(__name__)
@@ -161,12 +161,24 @@ def _load_unet_file(pipe: Any, path: Path) -> None:
 _MODEL_SCHEDULER_CONFIGS: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
 
 
+# Schedulers already built for a live pipeline: some constructors are slow (KDPM2 precomputes its
+# sigmas for all 1,000 training steps, ~80 ms), and a pipeline call resets a scheduler's state through
+# set_timesteps, so one object per (key, overrides) serves every case that asks for it.
+_BUILT_SCHEDULERS: weakref.WeakKeyDictionary[Any, dict[tuple[str, tuple[tuple[str, Any], ...]], Any]] = (
+    weakref.WeakKeyDictionary())
+
+
 def set_scheduler(pipe: Any, key: str, overrides: dict[str, Any] | None = None) -> Any:
     """Swap the pipeline's scheduler for `key`, keeping the model's own noise schedule settings."""
     base = _MODEL_SCHEDULER_CONFIGS.get(pipe)
     if base is None:
         base = _MODEL_SCHEDULER_CONFIGS[pipe] = model_scheduler_config(pipe.scheduler)
-    pipe.scheduler = make_scheduler(key, base, overrides)
+    check_available(get_scheduler_spec(key))  # also for a cached one: its dependency may be gone
+    built = _BUILT_SCHEDULERS.setdefault(pipe, {})
+    cache_key = (key, tuple(sorted((overrides or {}).items())))
+    if cache_key not in built:
+        built[cache_key] = make_scheduler(key, base, overrides)
+    pipe.scheduler = built[cache_key]
     return pipe.scheduler
 
 
