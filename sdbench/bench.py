@@ -37,7 +37,13 @@ class Bench:
         if runner_config is None:
             runner_config = RunnerConfig() if self.device.startswith("cuda") else RunnerConfig.for_cpu()
         self.runner = Runner(runner_config, self.gpu)
-        self.cache = PipelineCache(max_pipelines=max_pipelines)
+        budget = None
+        if self.device.startswith("cuda"):
+            import torch
+
+            # Weights of warm pipelines may fill 60 % of the card; the rest is for activations.
+            budget = int(0.6 * torch.cuda.get_device_properties(torch.device(self.device)).total_memory)
+        self.cache = PipelineCache(max_pipelines=max_pipelines, vram_budget_bytes=budget)
         self._applied: dict[PipelineKey, Applied] = {}
         self._environment: dict[str, Any] | None = None
 

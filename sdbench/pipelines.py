@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import gc
 import logging
 import time
@@ -193,17 +194,42 @@ class PipelineKey:
     profile: str = "eager"
 
 
-class PipelineCache:
-    """Warm pipelines, keyed by what forces a rebuild; least recently used evicted past `max_pipelines`.
+def pipeline_weight_bytes(model: str, dtype: str) -> int:
+    """Bytes the model's weights take in `dtype` (counted on the meta device: nothing is allocated)."""
+    return _parameter_count(model) * torch.tensor([], dtype=torch_dtype(dtype)).element_size()
 
+
+@functools.lru_cache(maxsize=32)
+def _parameter_count(model: str) -> int:
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    spec = get_model(model)
+    with torch.device("meta"):
+        modules = [UNet2DConditionModel.from_config(dict(spec.unet)), AutoencoderKL.from_config(dict(spec.vae))]
+        modules += [_text_encoder(dict(te.config), te.with_projection) for te in spec.text_encoders if te is not None]
+    return sum(p.numel() for m in modules for p in m.parameters())
+
+
+class PipelineCache:
+    """Warm pipelines, keyed by what forces a rebuild; least recently used evicted first.
+
+    A pipeline is evicted only to make room: past `max_pipelines`, or, with a `vram_budget_bytes`, when
+    the weights of the pipeline about to be built would push the cached weights past the budget.
     Memory is freed only on eviction, so consecutive cases on the same model never reload it.
     """
 
-    def __init__(self, max_pipelines: int = 2) -> None:
+    def __init__(self, max_pipelines: int = 2, vram_budget_bytes: int | None = None) -> None:
         self.max_pipelines = max_pipelines
+        self.vram_budget_bytes = vram_budget_bytes
         self._items: OrderedDict[PipelineKey, BuiltPipeline] = OrderedDict()
+        self._bytes: dict[PipelineKey, int] = {}
         self.builds = 0
         self.hits = 0
+        self.evictions = 0
+
+    @property
+    def cached_bytes(self) -> int:
+        return sum(self._bytes.values())
 
     def get(self, key: PipelineKey, builder: Any) -> BuiltPipeline:
         """Return the warm pipeline for `key`, building it with `builder()` when absent."""
@@ -211,15 +237,20 @@ class PipelineCache:
             self._items.move_to_end(key)
             self.hits += 1
             return self._items[key]
-        while len(self._items) >= self.max_pipelines:
+        need = pipeline_weight_bytes(key.model, key.dtype)
+        while self._items and (len(self._items) >= self.max_pipelines or (
+                self.vram_budget_bytes is not None and self.cached_bytes + need > self.vram_budget_bytes)):
             self.evict_oldest()
         built = builder()
         self.builds += 1
         self._items[key] = built
+        self._bytes[key] = need
         return built
 
     def evict_oldest(self) -> None:
-        _, built = self._items.popitem(last=False)
+        key, built = self._items.popitem(last=False)
+        self._bytes.pop(key, None)
+        self.evictions += 1
         del built
         gc.collect()
         if torch.cuda.is_available():
