@@ -237,7 +237,7 @@ class PipelineCache:
             self._items.move_to_end(key)
             self.hits += 1
             return self._items[key]
-        need = pipeline_weight_bytes(key.model, key.dtype)
+        need = pipeline_weight_bytes(key.model, key.dtype) if self.vram_budget_bytes is not None else 0
         while self._items and (len(self._items) >= self.max_pipelines or (
                 self.vram_budget_bytes is not None and self.cached_bytes + need > self.vram_budget_bytes)):
             self.evict_oldest()

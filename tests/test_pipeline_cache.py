@@ -27,6 +27,7 @@ def test_a_budget_for_one_pipeline_evicts_the_older_one() -> None:
     cache.get(_key("tiny-sd"), _builder("a"))
     cache.get(_key("tiny-sd", "channels-last"), _builder("b"))
     assert len(cache) == 1 and cache.evictions == 1 and cache.cached_bytes == one
+    assert cache.get(_key("tiny-sd", "channels-last"), _builder("c")).model == "b"  # the newer one stayed
 
 
 def test_within_budget_nothing_is_evicted_and_a_hit_builds_nothing() -> None:
