@@ -328,11 +328,13 @@ def cmd_generate(args: argparse.Namespace) -> int:
                 rec["images_saved"] = [str(p) for p in _save_images(bench, case, args.num_images, out_dir, rec)]
             records.append(rec)
         print(summary_table(records))
+        meta = {"command": "generate", "argv": list(args.argv), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                "environment": bench.environment}
         if not args.no_save_images:
-            print(f"images and their configurations: {out_dir}")
+            # The images' folder always gets the metrics too, so a run's output stands on its own.
+            export_metrics(records, out_dir / "metrics.json", meta)
+            print(f"images, their configurations and metrics.json: {out_dir}")
         if args.export_metrics:
-            meta = {"command": "generate", "argv": sys.argv[1:], "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                    "environment": bench.environment}
             path = export_metrics(records, args.export_metrics, meta)
             print(f"metrics: {path}")
     finally:

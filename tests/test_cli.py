@@ -179,7 +179,8 @@ def test_height_and_width(tmp_path: Path) -> None:
 
 def test_num_images(tmp_path: Path) -> None:
     _, (rec,), out = generate(tmp_path, "--num-images", "3")
-    assert len(pngs(out)) == 3 and len(list(out.glob("*.json"))) == 3
+    assert len(pngs(out)) == 3 and len([p for p in out.glob("*.json") if p.name != "metrics.json"]) == 3
+    assert (out / "metrics.json").is_file()  # the run's records beside its images
     assert len(rec["images_saved"]) == 3
     # image i of a one-image batch uses seed + i: the images differ
     assert len({pixels(p) for p in pngs(out)}) == 3
