@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from sdbench.errors import ConfigError
+from sdbench.records import json_safe
 from sdbench.stats import is_significant_change
 
 SETTING_FIELDS: tuple[str, ...] = ("sm_clock_mhz", "mem_clock_mhz", "power_limit_w")
@@ -146,7 +147,7 @@ class PointStats:
         return value
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
+        return json_safe(asdict(self))
 
 
 @dataclass
@@ -168,7 +169,7 @@ class DefaultBaseline:
     drift_verdict: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain({**asdict(self), "stats": self.stats.to_dict()})
+        return json_safe({**asdict(self), "stats": self.stats.to_dict()})
 
 
 @dataclass
@@ -227,7 +228,7 @@ class Optimum:
         return head + ("; " + ", ".join(against) if against else "") + sim
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(asdict(self))
+        return json_safe(asdict(self))
 
 
 _OBJECTIVE_NAMES = {"energy": "minimum energy", "net_energy": "minimum net energy (idle subtracted)",
@@ -281,7 +282,7 @@ class SweepAnalysis:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready summary (without the raw records)."""
-        return _plain({
+        return json_safe({
             "simulated": self.simulated,
             "workload": self.workload,
             "workload_label": self.workload_label,
@@ -460,17 +461,6 @@ def _label(settings: Mapping[str, float | None], is_default: bool) -> str:
     return ", ".join(parts) if parts else "unset"
 
 
-def _plain(value: Any) -> Any:
-    """JSON-ready: tuples to lists, NaN/inf to None, numpy scalars to Python."""
-    if isinstance(value, Mapping):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 # --- the bootstrap ---------------------------------------------------------------------------------

@@ -51,6 +51,7 @@ from sdbench.analysis import (
     record_settings,
 )
 from sdbench.errors import ConfigError, SdbenchError
+from sdbench.records import json_safe
 
 #: Columns of the feature table, in order. ``sm_clock_mhz`` (and ``mem_clock_mhz``) is the effective
 #: clock used for fitting: the telemetry mean when recorded, else the requested setting.
@@ -515,7 +516,7 @@ class PowerModelResult:
         """Write coefficients, hyper-parameters and validation errors as JSON."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(_json_safe(self.to_dict()), indent=2) + "\n", encoding="utf-8")
+        path.write_text(json.dumps(json_safe(self.to_dict()), indent=2) + "\n", encoding="utf-8")
         return path
 
     def error(self, model: str, target: str) -> HeldOutError | None:
@@ -555,16 +556,6 @@ class PowerModelResult:
         return "\n".join(out)
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def _errors(pred: np.ndarray, truth: np.ndarray) -> tuple[float, float]:

@@ -16,20 +16,27 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 SCHEMA_VERSION = 1
 
 Record = dict[str, Any]
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: NaN/inf become None (JSON has no NaN), tuples become lists."""
+def json_safe(value: Any) -> Any:
+    """JSON-ready: NaN/inf become None (JSON has no NaN), tuples become lists, numpy scalars Python ones."""
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
         return None
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
     return value
+
+
+_clean = json_safe
 
 
 def to_json(record: Mapping[str, Any], **kwargs: Any) -> str:

@@ -46,7 +46,7 @@ from sdbench.analysis import (
     provenance_lines,
 )
 from sdbench.errors import ConfigError, SdbenchError
-from sdbench.records import read_records
+from sdbench.records import json_safe, read_records
 
 PHASES: tuple[str, ...] = ("text_encode", "denoise", "vae_decode", "other")
 _PHASE_COLOURS = {"text_encode": "tab:blue", "denoise": "tab:green", "vae_decode": "tab:orange", "other": "tab:grey"}
@@ -486,7 +486,7 @@ def generate_report(
            "workloads": [a.to_dict() for a in analyses],
            "powermodel": result.powermodel.to_dict() if result.powermodel is not None else None,
            "notes": result.notes}
-    result.analysis_json.write_text(json.dumps(_json_safe(doc), indent=2) + "\n", encoding="utf-8")
+    result.analysis_json.write_text(json.dumps(json_safe(doc), indent=2) + "\n", encoding="utf-8")
     result.markdown.write_text(render_markdown(result, sources), encoding="utf-8")
     result.html.write_text(render_html(result, sources), encoding="utf-8")
     return result
@@ -516,18 +516,6 @@ def _power_model(records: list[dict[str, Any]], meta: Mapping[str, Any], out: Pa
     result.powermodel_json = pm.save_json(out / "powermodel.json")
 
 
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, Path):
-        return str(value)
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
 
 
 def render_markdown(result: ReportResult, sources: Sequence[Path]) -> str:
