@@ -33,6 +33,7 @@ from sdbench.measure.energy import (
     NvmlCounterMeter,
     PowerTimelineMeter,
     RaplMeter,
+    TimelineIntegral,
     detect_counter_period_s,
     measure_idle_power_w,
     select_energy_meter,
@@ -189,7 +190,6 @@ class Measurement:
     telemetry: dict[str, Any]
     pipeline_info: dict[str, Any]
     work: dict[str, float]
-    timeline: list[tuple[float, float]]
     cpu_energy_source: str | None = None
 
     def to_record(self, matmul_ceiling_tflops: float | None = None) -> dict[str, Any]:
@@ -386,12 +386,13 @@ class Runner:
                 s = telemetry.summary_for_window(w.t0_s, w.t1_s)
                 w.throttled = getattr(s, "throttled", None)
                 w.telemetry = _telemetry_dict(s)
-        if timeline is not None:
-            for w in windows:
-                w.timeline_energy_j = timeline.energy_between_j(w.t0_s, w.t1_s)
         step_e, phase_e = (None, None)
-        if timeline is not None and breakdowns:
-            step_e, phase_e = _attribute_energy(timeline, breakdowns)
+        if timeline is not None:
+            integral = timeline.integral()
+            for w in windows:
+                w.timeline_energy_j = integral.between_j(w.t0_s, w.t1_s)
+            if breakdowns:
+                step_e, phase_e = _attribute_energy(integral, breakdowns)
 
         memory = _memory(device, gpu)
         work: dict[str, float] = {}
@@ -424,7 +425,6 @@ class Runner:
             telemetry=_telemetry_dict(tel_summary) if tel_summary is not None else {"telemetry": "disabled"},
             pipeline_info=pipeline_info,
             work=work,
-            timeline=list(timeline.timeline()) if timeline is not None else [],
             cpu_energy_source="rapl" if any(w.cpu_energy_j is not None for w in windows) else None,
         )
 
@@ -547,7 +547,7 @@ def _unet_evaluations(scheduler: Any, case: Case) -> int:
     return case.steps * case.unet_evaluations_per_step
 
 
-def _attribute_energy(timeline: Any, bds: list[CallBreakdown]) -> tuple[list[float], dict[str, float]]:
+def _attribute_energy(integral: TimelineIntegral, bds: list[CallBreakdown]) -> tuple[list[float], dict[str, float]]:
     """Mean energy per step and per phase, from the power timeline over each call's marks."""
     n_steps = min(len(b.step_s) for b in bds)
     step_e = np.zeros(n_steps)
@@ -555,9 +555,9 @@ def _attribute_energy(timeline: Any, bds: list[CallBreakdown]) -> tuple[list[flo
     for b in bds:
         base = b.start_wall_s
         for i, (a, z) in enumerate(b.step_bounds_s[:n_steps]):
-            step_e[i] += timeline.energy_between_j(base + a, base + z)
+            step_e[i] += integral.between_j(base + a, base + z)
         for name, (a, z) in b.phase_bounds_s.items():
-            phase_e[name] = phase_e.get(name, 0.0) + timeline.energy_between_j(base + a, base + z)
+            phase_e[name] = phase_e.get(name, 0.0) + integral.between_j(base + a, base + z)
     n = len(bds)
     return [float(x / n) for x in step_e], {k: v / n for k, v in phase_e.items()}
 

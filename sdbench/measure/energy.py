@@ -71,42 +71,50 @@ def trapezoid_energy_j(samples: Sequence[tuple[float, float]]) -> float:
     return total_j
 
 
-def _cumulative_j(samples: Sequence[tuple[float, float]]) -> list[float]:
-    cum = [0.0]
-    for (t_a, p_a), (t_b, p_b) in zip(samples, samples[1:]):
-        if t_b < t_a:
-            raise ConfigError("samples", f"t={t_b} after t={t_a}", reason="timestamps must be non-decreasing")
-        cum.append(cum[-1] + 0.5 * (p_a + p_b) * (t_b - t_a))
-    return cum
-
-
-def _integral_to(samples: Sequence[tuple[float, float]], times: Sequence[float], cum: Sequence[float], x: float) -> float:
-    """Integral of the linearly interpolated power from the first sample to ``x`` (clamped)."""
-    x = min(max(x, times[0]), times[-1])
-    i = bisect.bisect_right(times, x) - 1
-    if i >= len(times) - 1:
-        return cum[-1]
-    (t_i, p_i), (t_next, p_next) = samples[i], samples[i + 1]
-    # bisect_right guarantees t_i <= x < t_next, so the span is positive.
-    dt = x - t_i
-    p_x = p_i + (p_next - p_i) * dt / (t_next - t_i)
-    return cum[i] + 0.5 * (p_i + p_x) * dt
-
-
-def energy_between_j(samples: Sequence[tuple[float, float]], t0_s: float, t1_s: float) -> float:
-    """Energy in joules between ``t0_s`` and ``t1_s`` from ``(t_s, power_w)`` samples.
+class TimelineIntegral:
+    """The running integral of ``(t_s, power_w)`` samples, built once, queried for any sub-window.
 
     Power is interpolated linearly between samples, so adjacent windows add up exactly to the
     window that spans them, and the window from first to last sample equals
-    :func:`trapezoid_energy_j`. Parts of the window outside the sampled span count as zero.
+    :func:`trapezoid_energy_j`. Parts of a window outside the sampled span count as zero.
+    Per-step and per-phase attribution asks hundreds of windows of one timeline: one pass, then
+    a bisection per query.
     """
-    if t1_s < t0_s:
-        raise ConfigError("t1_s", t1_s, reason=f"window ends before it starts (t0_s={t0_s})")
-    if len(samples) < 2:
-        return 0.0
-    cum = _cumulative_j(samples)
-    times = [t for t, _ in samples]
-    return _integral_to(samples, times, cum, t1_s) - _integral_to(samples, times, cum, t0_s)
+
+    def __init__(self, samples: Sequence[tuple[float, float]]) -> None:
+        self.samples = list(samples)
+        self.times = [t for t, _ in self.samples]
+        self.cum = [0.0]
+        for (t_a, p_a), (t_b, p_b) in zip(self.samples, self.samples[1:]):
+            if t_b < t_a:
+                raise ConfigError("samples", f"t={t_b} after t={t_a}", reason="timestamps must be non-decreasing")
+            self.cum.append(self.cum[-1] + 0.5 * (p_a + p_b) * (t_b - t_a))
+
+    def _to(self, x: float) -> float:
+        """Integral from the first sample to ``x`` (clamped to the sampled span)."""
+        times = self.times
+        x = min(max(x, times[0]), times[-1])
+        i = bisect.bisect_right(times, x) - 1
+        if i >= len(times) - 1:
+            return self.cum[-1]
+        (t_i, p_i), (t_next, p_next) = self.samples[i], self.samples[i + 1]
+        # bisect_right guarantees t_i <= x < t_next, so the span is positive.
+        dt = x - t_i
+        p_x = p_i + (p_next - p_i) * dt / (t_next - t_i)
+        return self.cum[i] + 0.5 * (p_i + p_x) * dt
+
+    def between_j(self, t0_s: float, t1_s: float) -> float:
+        """Energy in joules between two perf_counter times."""
+        if t1_s < t0_s:
+            raise ConfigError("t1_s", t1_s, reason=f"window ends before it starts (t0_s={t0_s})")
+        if len(self.samples) < 2:
+            return 0.0
+        return self._to(t1_s) - self._to(t0_s)
+
+
+def energy_between_j(samples: Sequence[tuple[float, float]], t0_s: float, t1_s: float) -> float:
+    """Energy in joules between ``t0_s`` and ``t1_s`` from ``(t_s, power_w)`` samples (see TimelineIntegral)."""
+    return TimelineIntegral(samples).between_j(t0_s, t1_s)
 
 
 def net_energy_j(gross_j: float, idle_power_w: float, duration_s: float) -> float:
@@ -382,6 +390,10 @@ class PowerTimelineMeter(EnergyMeter):
     def energy_between_j(self, t0_s: float, t1_s: float) -> float:
         """Energy in joules between two perf_counter times within the sampled window."""
         return energy_between_j(self.timeline(), t0_s, t1_s)
+
+    def integral(self) -> TimelineIntegral:
+        """The samples so far as one integral (many sub-window queries, one pass over the samples)."""
+        return TimelineIntegral(self.timeline())
 
     @property
     def achieved_rate_hz(self) -> float | None:
