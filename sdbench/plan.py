@@ -261,23 +261,12 @@ def cmd_plan_make(args: Any) -> int:
 
 
 def cmd_plan_run(args: Any) -> int:
-    from sdbench.workers import check_no_gpu_settings
+    """One shard, exactly as a pinned worker runs it (clock points refused, pinning checked and recorded)."""
+    from sdbench.workers import run_shard
 
-    plan = Plan.load(args.plan)
-    check_no_gpu_settings(plan)  # clock points need `sdbench sweep`, which locks and verifies them
     index, count = parse_shard(args.shard)
-    points = plan.shard(index, count)
-    out = shard_results_path(args.output_dir, index, count)
-    if args.device:
-        plan.device = args.device
-
-    def progress(n: int, total: int, point: PlanPoint) -> None:
-        print(f"  [{n + 1}/{total}] {point.point_id}", flush=True)
-
-    records = execute(plan, points, out, resume=not args.no_resume, progress=progress)
-    failed = [r for r in records if r.get("point_status") != "ok"]
-    print(f"shard {index}/{count}: {len(records)} point(s) measured, {len(failed)} failed -> {out}")
-    return 1 if failed else 0
+    return run_shard(args.plan, index, count, args.output_dir, device=args.device, resume=not args.no_resume,
+                     echo=lambda line: print(line, flush=True))
 
 
 def cmd_plan_merge(args: Any) -> int:
