@@ -46,6 +46,7 @@ import numpy as np
 
 from sdbench.analysis import (
     SETTING_FIELDS,
+    _num,
     is_default_record,
     record_is_simulated,
     record_settings,
@@ -75,14 +76,6 @@ _FP_KINDS: tuple[str, ...] = ("tensor", "fp16", "fp32", "fp64")
 
 
 # --- the feature table -----------------------------------------------------------------------------
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or value is None:
-        return None
-    if isinstance(value, (int, float)) and math.isfinite(float(value)):
-        return float(value)
-    return None
-
-
 def _metric(rec: Mapping[str, Any], name: str) -> float | None:
     """Mean of the per-round samples (as the analysis uses), else the summary value."""
     samples = rec.get(f"{name}_samples")

@@ -429,14 +429,14 @@ def sd_keep(request: pytest.FixtureRequest, benchmark: Any) -> Callable[[dict[st
 
 def keep_and_report(benchmark: Any, state: SessionState, record: dict[str, Any]) -> None:
     """Replay the record's per-round times into pytest-benchmark and attach the record as extra_info."""
-    from sdbench.records import _clean
+    from sdbench.records import json_safe
 
     samples = record.get("time_per_image_s_samples") or []
     if samples:
         REPLAY_TIMER.load(samples)
         benchmark.pedantic(lambda: None, rounds=len(samples), iterations=1, warmup_rounds=0)
     # extra_info must be mutated in place (a replaced dict is silently lost).
-    benchmark.extra_info.update(_clean(record))
+    benchmark.extra_info.update(json_safe(record))
     state.keep(record)
 
 

@@ -36,11 +36,9 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-_clean = json_safe
-
 
 def to_json(record: Mapping[str, Any], **kwargs: Any) -> str:
-    return json.dumps(_clean(record), sort_keys=False, **kwargs)
+    return json.dumps(json_safe(record), sort_keys=False, **kwargs)
 
 
 class ResultsWriter:
@@ -93,7 +91,7 @@ def write_csv(records: list[Mapping[str, Any]], path: str | os.PathLike[str]) ->
         writer = csv.DictWriter(fh, fieldnames=cols, extrasaction="ignore")
         writer.writeheader()
         for rec in records:
-            writer.writerow({k: _clean(rec.get(k)) for k in cols})
+            writer.writerow({k: json_safe(rec.get(k)) for k in cols})
     return path
 
 
