@@ -9,6 +9,7 @@ returns them), and `extra_info` holds the rest of the record.
 from __future__ import annotations
 
 import collections
+import functools
 import itertools
 import os
 import platform
@@ -123,8 +124,9 @@ def storage_slug(device: str) -> str:
     return f"{name}-{uuid}/{ident['clock_setting']}" if uuid else f"{name}/{ident['clock_setting']}"
 
 
+@functools.lru_cache(maxsize=8)
 def gpu_identity(device: str) -> dict[str, Any]:
-    """GPU name, UUID, driver and clock/power settings of `device` (read-only NVML)."""
+    """GPU name, UUID, driver and clock/power settings of `device` (read-only NVML; asked once per device)."""
     from sdbench.bench import open_gpu_for
     from sdbench.environment import software_versions
 
@@ -445,7 +447,7 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     sd: SdConfig | None = getattr(config, "_sdbench", None)
     if sd is None:
         return
-    machine_info["sdbench"] = gpu_identity(sd.device)
+    machine_info["sdbench"] = dict(gpu_identity(sd.device))
 
 
 def pytest_benchmark_compare_machine_info(config: pytest.Config, benchmarksession: Any, machine_info: dict[str, Any],
