@@ -105,13 +105,6 @@ def reference_case(case: Case) -> Case:
                       sm_clock_mhz=None, mem_clock_mhz=None, power_limit_w=None, tags=())
 
 
-def _call_kwargs(case: Case, device: str) -> dict[str, Any]:
-    """The pipeline arguments of `case`, exactly as the Runner makes its calls."""
-    from sdbench.runner import pipeline_call_kwargs
-
-    return pipeline_call_kwargs(case, device)
-
-
 def initial_noise(pipe: Any, case: Case, generator: torch.Generator) -> torch.Tensor:
     """The text-to-image starting noise of `case`, drawn in fp32 and cast to the case's dtype.
 
@@ -146,7 +139,9 @@ def pipeline_outputs(pipe: Any, case: Case,
     set_scheduler(pipe, case.scheduler, overrides)
     device = case.compute_device
     generator = torch.Generator(device=device).manual_seed(case.seed)
-    kwargs = _call_kwargs(case, device)
+    from sdbench.runner import pipeline_call_kwargs
+
+    kwargs = pipeline_call_kwargs(case, device)
     if not case.spec.img2img:
         kwargs["latents"] = initial_noise(pipe, case, generator)
     last_latents: list[torch.Tensor] = []
