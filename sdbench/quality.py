@@ -101,7 +101,7 @@ def reference_case(case: Case) -> Case:
     Clock and power-limit settings and tags are dropped: they change time and energy, not the output,
     so every clock point of a DVFS sweep shares one reference.
     """
-    return case.with_(dtype="fp32", profile="eager", attention="sdpa", offload="none",
+    return case.with_(dtype="fp32", profile="eager", knobs="", attention="sdpa", offload="none",
                       sm_clock_mhz=None, mem_clock_mhz=None, power_limit_w=None, tags=())
 
 
