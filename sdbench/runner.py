@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -66,6 +67,11 @@ class RunnerConfig:
     min_window_periods: int = 20
     max_calls_per_window: int = 200
     align_to_counter: bool = True  # start windows on a counter update, read the end on the next one
+    # Unmeasured calls just before each window of several (short) calls, so the window starts on a
+    # loaded GPU: NVML's power reading trails the load by ~0.25 s, and a window that starts from idle
+    # reads low on the power timeline. At least `preroll_s` of calls; `preroll_calls` fixes the number.
+    preroll_s: float = 0.5
+    preroll_calls: int | None = None
     count_flops: bool = True
     matmul_ceiling_tflops: float | None = None
 
@@ -191,6 +197,7 @@ class Measurement:
     pipeline_info: dict[str, Any]
     work: dict[str, float]
     cpu_energy_source: str | None = None
+    preroll_calls: int = 0  # unmeasured calls before each window (see RunnerConfig.preroll_s)
 
     def to_record(self, matmul_ceiling_tflops: float | None = None) -> dict[str, Any]:
         return build_record(self, matmul_ceiling_tflops)
@@ -338,6 +345,7 @@ class Runner:
                 resolution_s = 1.0 / max(cfg.timeline_hz, 1.0)
             n_calls = iterations_per_window(last_call_s, resolution_s, min_periods=cfg.min_window_periods,
                                             max_iterations=cfg.max_calls_per_window)
+            preroll = preroll_calls(cfg, n_calls, last_call_s)
 
             fallback_reason = getattr(meter, "fallback_reason", None)
             timeline = None
@@ -365,7 +373,7 @@ class Runner:
                 while True:
                     say(f"round {len(windows) + 1} ({n_calls} call(s) per window)")
                     win, bds = self._window(case, call, marks_box, n_calls, meter, source_name, rapl, cuda,
-                                            timeline, idle_w)
+                                            timeline, idle_w, preroll)
                     windows.append(win)
                     breakdowns.extend(bds)
                     per_image_t = [w.duration_s / w.images for w in windows]
@@ -426,14 +434,20 @@ class Runner:
             pipeline_info=pipeline_info,
             work=work,
             cpu_energy_source="rapl" if any(w.cpu_energy_j is not None for w in windows) else None,
+            preroll_calls=preroll,
         )
 
     def _window(self, case: Case, call: Callable[[], Any], marks_box: list[Marks | None], n_calls: int,
                 meter: Any, source_name: str, rapl: Any, cuda: bool, timeline: Any,
-                idle_w: float | None) -> tuple[Window, list[CallBreakdown]]:
+                idle_w: float | None, preroll: int = 0) -> tuple[Window, list[CallBreakdown]]:
         device = case.compute_device
         gpu = self.gpu
         marks: list[Marks] = []
+        if preroll:
+            with gpu.workload() if gpu is not None else contextlib.nullcontext():
+                for _ in range(preroll):
+                    call()
+                _sync(device)
         _sync(device)
         aligned = source_name == "counter" and self.config.align_to_counter and bool(self.counter_period_s())
         if aligned:
@@ -467,14 +481,26 @@ class Runner:
         energy = reading.energy_j if reading.available else None
         tail_j = 0.0
         if energy is not None and t_read > t1:
-            if timeline is not None:
-                tail_j = timeline.energy_between_j(t1, t_read)
-            elif idle_w is not None:
+            # After the synchronised end the GPU idles: its true tail power is the idle power. The
+            # timeline would over-state it, since NVML's reading lags the load (serves only without idle).
+            if idle_w is not None:
                 tail_j = idle_w * (t_read - t1)
+            elif timeline is not None:
+                tail_j = timeline.energy_between_j(t1, t_read)
             energy -= tail_j
         bds = [breakdown(m, t0) for m in marks]
         return Window(n_calls, n_calls * case.batch_size, t1 - t0, t0, t1, energy,
                       cpu_energy_j=cpu.energy_j if cpu.available else None, energy_tail_j=tail_j), bds
+
+
+def preroll_calls(cfg: RunnerConfig, n_calls: int, call_s: float) -> int:
+    """Unmeasured calls before each window: none before a window of one (long) call, else enough to span
+    `preroll_s` (or `preroll_calls` when set)."""
+    if cfg.preroll_calls is not None:
+        return cfg.preroll_calls
+    if n_calls <= 1 or cfg.preroll_s <= 0:
+        return 0
+    return max(1, math.ceil(cfg.preroll_s / max(call_s, 1e-6)))
 
 
 class TimelineSlice:
@@ -627,6 +653,7 @@ def build_record(m: Measurement, matmul_ceiling_tflops: float | None = None) -> 
     rec["time_per_call_s"] = t_stats.median * case.batch_size
     rec["rounds"] = len(m.windows)
     rec["calls_per_window"] = m.calls_per_window
+    rec["preroll_calls_per_window"] = m.preroll_calls
     rec["images_measured"] = sum(w.images for w in m.windows)
     rec["stop_reason"] = m.stop_reason
     rec["warmup_s"] = m.warmup_s

@@ -399,3 +399,24 @@ def test_open_device_kinds() -> None:
 
 def test_gpu_unavailable_is_a_device_unavailable_error() -> None:
     assert issubclass(GpuUnavailable, DeviceUnavailableError)
+
+
+def test_power_report_lag_trails_the_load() -> None:
+    """A real H100's instantaneous power trails the load by ~0.25 s; the simulation can do the same."""
+    gpu = SimulatedGpu(power_report_lag_s=0.4)
+    idle_w = gpu.power_instant_w()
+    with gpu.workload():
+        time.sleep(0.05)
+        assert gpu.power_instant_w() == pytest.approx(idle_w)  # the load started < lag ago: still reads idle
+        time.sleep(0.6)
+        busy_w = gpu.power_instant_w()
+        assert busy_w > idle_w  # the load started > lag ago
+    time.sleep(0.05)
+    assert gpu.power_instant_w() == pytest.approx(busy_w)  # ended < lag ago: still reads busy
+    time.sleep(0.6)
+    assert gpu.power_instant_w() == pytest.approx(idle_w)
+
+
+def test_negative_power_report_lag_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="power_report_lag_s"):
+        SimulatedGpu(power_report_lag_s=-0.1)

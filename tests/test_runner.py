@@ -9,6 +9,7 @@ short (6 counter periods) so the module runs in a few seconds.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -332,3 +333,48 @@ def test_image_to_image_call_kwargs() -> None:
     # Seeded: the same case gives the same input image, another seed another one.
     assert torch.equal(image, pipeline_call_kwargs(case, "cpu")["image"])
     assert not torch.equal(image, pipeline_call_kwargs(case.with_(seed=1), "cpu")["image"])
+
+
+# --- pre-roll: windows start on a loaded GPU -----------------------------------------------------------------
+def count_calls(pipe: Any) -> Callable[[], int]:
+    original = pipe.encode_prompt
+    calls = [0]
+
+    def encode_prompt(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return original(*args, **kwargs)
+
+    pipe.encode_prompt = encode_prompt
+    return lambda: calls[0]
+
+
+@functools.cache
+def lagged_run(preroll_calls: int | None) -> Run:
+    cfg = RunnerConfig.for_cpu(min_rounds=3, max_rounds=3, idle_s=0.3, min_window_periods=20,
+                               preroll_calls=preroll_calls)
+    bench = Bench("simulated", runner_config=cfg, gpu=SimulatedGpu(power_report_lag_s=0.3))
+    try:
+        return measure(bench, before=count_calls, prewarm=True)
+    finally:
+        bench.close()
+
+
+def test_preroll_runs_unmeasured_calls_before_each_window_of_short_calls(cpu_run: Run) -> None:
+    assert cpu_run.record["preroll_calls_per_window"] == 0  # one call per window: no pre-roll
+    run = lagged_run(None)
+    windows = run.measurement.windows
+    pre = run.record["preroll_calls_per_window"]
+    assert pre >= 1 and (pre - 1) * run.record["first_call_s"] < RunnerConfig().preroll_s  # ~preroll_s of calls
+    assert run.pipeline_calls == run.record["warmup_calls"] + sum(w.calls + pre for w in windows)
+    assert len(run.measurement.breakdowns) == sum(w.calls for w in windows)  # pre-roll calls are not measured
+
+
+def test_preroll_brings_a_lagging_power_timeline_into_line_with_the_counter() -> None:
+    """NVML's power reading trails the load; a window that starts from idle reads low on the timeline."""
+    without = lagged_run(0).record["counter_timeline_agreement_rel"]
+    with_preroll = lagged_run(None).record["counter_timeline_agreement_rel"]
+    print(f"agreement without pre-roll {without:+.3f}, with {with_preroll:+.3f}")
+    assert without < -0.03  # the lag's deficit: ~0.3 s of (busy - idle) power missing at the window's start
+    assert abs(with_preroll) < abs(without)
+    # What is left: the wait for the counter's next update between the pre-roll and the window (< 0.1 s idle).
+    assert abs(with_preroll) < 0.05

@@ -49,7 +49,8 @@ Energy: ``E(t)`` is integrated exactly over piecewise-constant segments (every s
 closes a segment; with thermal throttling enabled, segments are at most ``min(50 ms, tau/20)``).
 The counter reports ``E0 + floor(1000 * E(t_q))`` mJ at ``t_q``, the last multiple of
 ``energy_update_period_s`` since construction, like NVML's 100 ms counter on an H100.
-``power_instant_w`` is ``P`` now; ``power_average_w`` is ``(E(t) - E(t - 1 s)) / 1 s``.
+``power_instant_w`` is ``P`` now (or ``P(t - power_report_lag_s)``: a real H100's reading trails the
+load by ~0.25 s); ``power_average_w`` is ``(E(t) - E(t - 1 s)) / 1 s``.
 """
 
 from __future__ import annotations
@@ -177,6 +178,7 @@ class SimulatedGpu(GpuDevice):
         energy_update_period_s: float = 0.1,
         initial_energy_mj: int = 0,
         power_average_window_s: float = 1.0,
+        power_report_lag_s: float = 0.0,
         ambient_c: float = 30.0,
         thermal_resistance_c_per_w: float = 0.07,
         thermal_time_constant_s: float = 10.0,
@@ -210,6 +212,8 @@ class SimulatedGpu(GpuDevice):
                 default_power_limit_w,
                 allowed=f"{min_power_limit_w}..{max_power_limit_w} W",
             )
+        if power_report_lag_s < 0:
+            raise ConfigError("power_report_lag_s", power_report_lag_s, reason="must be >= 0")
         if energy_update_period_s <= 0:
             raise ConfigError("energy_update_period_s", energy_update_period_s, reason="must be positive")
         if thermal_time_constant_s <= 0:
@@ -247,6 +251,7 @@ class SimulatedGpu(GpuDevice):
         self.energy_update_period_s = float(energy_update_period_s)
         self._initial_energy_mj = int(initial_energy_mj)
         self._avg_window_s = float(power_average_window_s)
+        self._lag_s = float(power_report_lag_s)
         self._ambient_c = float(ambient_c)
         self._r_c_per_w = float(thermal_resistance_c_per_w)
         self._tau_s = float(thermal_time_constant_s)
@@ -393,7 +398,7 @@ class SimulatedGpu(GpuDevice):
             self._counter_mj = self._initial_energy_mj + math.floor(self._energy_at(last_tick) * 1000.0)
             self._counter_t = last_tick
         self._integrate_to(now)
-        horizon = now - 2.0 * self._avg_window_s
+        horizon = now - 2.0 * max(self._avg_window_s, self._lag_s)
         while len(self._history) > 2 and self._history[1][0] <= horizon:
             self._history.popleft()
 
@@ -453,7 +458,25 @@ class SimulatedGpu(GpuDevice):
             return self._counter_mj
 
     def power_instant_w(self) -> float:
-        return self._now_point("power_instant_w").power_w
+        if not self._lag_s:
+            return self._now_point("power_instant_w").power_w
+        with self._lock:
+            self._check("power_instant_w")
+            now = time.perf_counter()
+            self._advance(now)
+            return self._power_at(now - self._lag_s)
+
+    def _power_at(self, t: float) -> float:
+        """The (piecewise-constant) power at time ``t`` within the kept history; idle before it."""
+        hist = self._history
+        prev_t, prev_e = hist[0]
+        if t < prev_t:
+            return self._p_idle_w
+        for t_i, e_i in hist:
+            if t_i > t and t_i > prev_t:
+                return (e_i - prev_e) / (t_i - prev_t)
+            prev_t, prev_e = t_i, e_i
+        return self._operating_point().power_w
 
     def power_average_w(self) -> float:
         """Trailing average over ``power_average_window_s`` (shorter right after construction)."""
