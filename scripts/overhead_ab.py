@@ -5,7 +5,11 @@ Variants run interleaved (ABCDE ABCDE ...) on one warm pipeline, so drift and no
   timeline    the same, with the NVML power timeline sampling in its thread (100 Hz)
   telemetry   the same, with the telemetry sampler in its thread (20 Hz)
   marks       the same, with sdbench's per-step callback and phase hooks recording CUDA events
-  runner      one Runner window per call (everything on: counter, timeline, telemetry, marks)
+  runner_nomarks  one Runner measurement (warm-up, pre-roll, one window) with per-step/phase marks off
+  runner      the same with everything on: counter, timeline, telemetry, marks
+Each repetition's times are divided by that repetition's plain time, so the reported overheads are
+paired ratios with a 95 % CI. `--profile reduce-overhead` compiles the UNet under CUDA graphs, whose
+calls are steady enough (+-0.4 %) to resolve a 1 % overhead; eager batch-1 calls vary by +-20 %.
 Also times single NVML queries. Writes JSON to --out and prints a table.
 """
 
@@ -23,6 +27,7 @@ from sdbench.bench import Bench
 from sdbench.measure.energy import PowerTimelineMeter
 from sdbench.measure.telemetry import TelemetrySampler
 from sdbench.runner import RunnerConfig
+from sdbench.stats import summarize
 
 
 def nvml_latency_us(gpu, calls: int = 300) -> dict[str, float]:
@@ -43,11 +48,16 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--reps", type=int, default=8)
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--profile", default="eager")
+    ap.add_argument("--knobs", default="")
     ap.add_argument("--out", default="overhead_ab.json")
     args = ap.parse_args()
     cfg = RunnerConfig(min_rounds=1, max_rounds=1, idle_s=0.0, warmup_min_s=0.0, warmup_calls=1)
+    cfg_nomarks = RunnerConfig(min_rounds=1, max_rounds=1, idle_s=0.0, warmup_min_s=0.0, warmup_calls=1,
+                               per_step=False, per_phase=False)
     bench = Bench("cuda:0", runner_config=cfg)
-    case = bench.case(args.model, steps=args.steps, scheduler="euler", weights="synthetic", batch_size=args.batch)
+    case = bench.case(args.model, steps=args.steps, scheduler="euler", weights="synthetic", batch_size=args.batch,
+                      profile=args.profile, knobs=args.knobs)
     built, applied = bench.pipeline(case)
     pipe = built.pipe
     runner = bench.runner
@@ -59,7 +69,8 @@ def main() -> None:
         g = torch.Generator("cuda").manual_seed(0)
         torch.cuda.synchronize()
         t0 = time.perf_counter()
-        pipe(generator=g, **kwargs)
+        with torch.inference_mode(), applied.call_context():
+            pipe(generator=g, **kwargs)
         torch.cuda.synchronize()
         return time.perf_counter() - t0
 
@@ -95,20 +106,24 @@ def main() -> None:
         origin.record()
         marks_box[0] = Marks(True, origin)
         t0 = time.perf_counter()
-        with runner._phase_hooks(pipe, marks_box):
+        with runner._phase_hooks(pipe, marks_box), torch.inference_mode(), applied.call_context():
             pipe(generator=g, callback_on_step_end=on_step, **kwargs)
         torch.cuda.synchronize()
         marks_box[0] = None
         return time.perf_counter() - t0
 
-    def runner_window() -> float:
-        rec = bench.measure(case)
-        return rec["time_per_call_s"]
+    def runner_with(config: RunnerConfig):
+        def measure() -> float:
+            runner.config = config
+            return bench.measure(case)["time_per_call_s"]
+        return measure
 
     variants = {"plain": plain, "timeline": with_timeline, "telemetry": with_telemetry, "marks": with_marks,
-                "runner": runner_window}
-    for fn in variants.values():  # warm every path once
+                "runner_nomarks": runner_with(cfg_nomarks), "runner": runner_with(cfg)}
+    t_warm = time.perf_counter()
+    for fn in variants.values():  # warm every path once (compiles a compiled profile)
         fn()
+    print(f"warm-up of every variant: {time.perf_counter() - t_warm:.1f} s", flush=True)
     times: dict[str, list[float]] = {k: [] for k in variants}
     names = list(variants)
     for rep in range(args.reps):
@@ -118,14 +133,24 @@ def main() -> None:
         for name in names[rep % len(names):] + names[:rep % len(names)]:
             times[name].append(variants[name]())
     base = statistics.median(times["plain"])
-    summary = {k: {"median_s": statistics.median(v), "rel_to_plain": statistics.median(v) / base - 1,
-                   "min_s": min(v), "max_s": max(v)} for k, v in times.items()}
+    summary = {}
+    for k, v in times.items():
+        ratios = [t / p - 1 for t, p in zip(v, times["plain"])]
+        st = summarize(ratios) if len(ratios) > 1 else None
+        summary[k] = {"median_s": statistics.median(v), "rel_to_plain": statistics.median(v) / base - 1,
+                      "paired_rel_mean": st.mean if st else None,
+                      "paired_rel_ci95": [st.ci95_low, st.ci95_high] if st else None,
+                      "cv": statistics.pstdev(v) / statistics.mean(v), "min_s": min(v), "max_s": max(v)}
     print(json.dumps({"nvml_latency_us": lat}), flush=True)
+    print(f"{args.model} {args.profile} b{args.batch} {args.steps} steps, {args.reps} reps", flush=True)
     for k, v in summary.items():
-        print(f"{k:10s} median {v['median_s']:.4f} s  ({100 * v['rel_to_plain']:+.2f}% vs plain)  "
-              f"min {v['min_s']:.4f}  max {v['max_s']:.4f}", flush=True)
+        ci = v["paired_rel_ci95"]
+        ci_txt = f"paired {100 * v['paired_rel_mean']:+.2f}% [{100 * ci[0]:+.2f}, {100 * ci[1]:+.2f}]" if ci else ""
+        print(f"{k:15s} median {v['median_s']:.4f} s ({100 * v['rel_to_plain']:+.2f}% vs plain) {ci_txt}  "
+              f"CV {100 * v['cv']:.2f}%  min {v['min_s']:.4f}  max {v['max_s']:.4f}", flush=True)
     with open(args.out, "w") as fh:
-        json.dump({"model": args.model, "steps": args.steps, "batch": args.batch, "gpu": torch.cuda.get_device_name(0),
+        json.dump({"model": args.model, "steps": args.steps, "batch": args.batch, "profile": args.profile,
+                   "knobs": args.knobs, "gpu": torch.cuda.get_device_name(0),
                    "nvml_latency_us": lat, "times_s": times, "summary": summary}, fh, indent=1)
     bench.close()
 

@@ -62,8 +62,15 @@ def main() -> None:
         case = bench.case(args.model, steps=args.steps, scheduler="euler", weights="synthetic", profile=profile,
                           batch_size=args.batch, attention=attention or "sdpa", knobs=",".join(knob_items))
         t0 = time.perf_counter()
-        rec = bench.measure(case)
-        img = image_of(bench, case)
+        try:
+            rec = bench.measure(case)
+            img = image_of(bench, case)
+        except Exception as exc:  # one failing profile must not lose the others
+            results["profiles"][entry] = {"error": f"{type(exc).__name__}: {exc}"[:2000]}
+            print(json.dumps({entry: results["profiles"][entry]}), flush=True)
+            bench.close()
+            torch.cuda.empty_cache()
+            continue
         if reference is None:
             reference = img
         keep = ("images_per_s", "time_per_image_s_median", "time_per_image_s_ci95_halfwidth_rel",
@@ -71,7 +78,8 @@ def main() -> None:
                 "power_w", "idle_power_w", "warmup_s", "warmup_energy_j", "first_call_s", "step_time_median_s",
                 "phase_text_encode_s", "phase_denoise_s", "phase_vae_decode_s", "phase_other_s", "fraction_of_flop_floor",
                 "achieved_tflops", "mfu", "memory_peak_allocated_bytes", "stop_reason", "rounds",
-                "telemetry_sm_clock_mhz_mean", "telemetry_throttle_reasons", "attention_processor", "optimization_notes")
+                "telemetry_sm_clock_mhz_mean", "telemetry_throttle_reasons", "attention_processor", "optimization_notes",
+                "counter_timeline_agreement_rel", "power_w", "calls_per_window", "preroll_calls_per_window")
         row = {k: rec.get(k) for k in keep}
         row["wall_incl_build_and_compile_s"] = time.perf_counter() - t0
         row["psnr_vs_eager_db"] = psnr_db(img, reference)
@@ -86,6 +94,9 @@ def main() -> None:
     results["total_s"] = time.perf_counter() - t_start
     print("\nprofile            images/s   J/image  net J/img  warm-up s  floor%  PSNR vs eager")
     for p, r in results["profiles"].items():
+        if "error" in r:
+            print(f"{p:18s} failed: {r['error'][:200]}", flush=True)
+            continue
         floor = r["fraction_of_flop_floor"]
         print(f"{p:18s} {r['images_per_s']:8.3f} {r['energy_per_image_j_median'] or float('nan'):9.1f} "
               f"{r['net_energy_per_image_j_median'] or float('nan'):9.1f} {r['warmup_s']:9.1f} "

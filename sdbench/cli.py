@@ -88,10 +88,10 @@ def add_case_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dtype", choices=["fp32", "fp16", "bf16"], default=None,
                    help="weights and activations (default: fp16 on a GPU, fp32 on the CPU)")
     g.add_argument("--profile", default="eager",
-                   help="optimisation profile: eager, channels-last, compile, reduce-overhead, max (see docs/optimisation.md)")
+                   help="optimisation profile: eager, channels-last, compile, reduce-overhead, max, fp8 (see docs/optimisation.md)")
     g.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
                    help="override one knob of the profile (repeatable): channels_last, fuse_qkv, compile_unet, compile_vae, "
-                        "compile_text, fullgraph, vae_upcast, vae_slicing, vae_tiling, inductor_tuning, cudnn_benchmark")
+                        "compile_text, fullgraph, vae_upcast, vae_slicing, vae_tiling, inductor_tuning, cudnn_benchmark, fp8_unet")
     g.add_argument("--compile-mode", default=None, metavar="MODE",
                    help="torch.compile the UNet in this mode (default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs, none)")
     g.add_argument("--channels-last", action="store_true", help="channels_last memory format for UNet and VAE")

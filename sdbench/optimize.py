@@ -36,6 +36,7 @@ class Knobs:
     vae_tiling: bool = False
     inductor_tuning: bool = False  # coordinate-descent tuning, 1x1 convs as matmuls (diffusers' SDXL recipe)
     cudnn_benchmark: bool = False
+    fp8_unet: bool = False  # e4m3 matmuls in the UNet's transformer blocks (compute capability 8.9+)
 
     def changed(self) -> dict[str, Any]:
         """Only the knobs that differ from eager (for ids and records)."""
@@ -54,6 +55,10 @@ PROFILES: Mapping[str, Knobs] = MappingProxyType(
         # The fastest correct combination known to sdbench: BENCHMARKS.md shows what each part buys.
         "max": Knobs(channels_last=True, fuse_qkv=True, compile_unet="reduce-overhead", compile_vae="default",
                      compile_text="default", vae_upcast=False),
+        # `max` with the UNet's transformer-block matmuls in fp8 (e4m3): changes the output beyond fp16
+        # rounding, so its fidelity is reported beside its speed.
+        "fp8": Knobs(channels_last=True, fuse_qkv=True, compile_unet="reduce-overhead", compile_vae="default",
+                     compile_text="default", vae_upcast=False, fp8_unet=True),
     }
 )
 
@@ -198,8 +203,12 @@ def compile_cache_dir() -> Path:
     return Path(USER_INDUCTOR_CACHE_DIR or cache_root() / "inductor")
 
 
-def _enable_compile_cache() -> Path:
+def _enable_compile_cache(attention: str = "sdpa") -> Path:
     path = compile_cache_dir()
+    if attention in _SDPA_BACKENDS:
+        # A pinned SDPA backend is chosen while tracing, outside what the caches key on: keep its
+        # compiled graphs apart, or a graph traced with another backend could be reused.
+        path = path / f"sdpa-{attention}"
     path.mkdir(parents=True, exist_ok=True)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
     import torch._functorch.config as functorch_config
@@ -223,6 +232,14 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
         pipe.enable_xformers_memory_efficient_attention()
     if k.fuse_qkv:
         pipe.fuse_qkv_projections()
+    if k.fp8_unet:
+        from sdbench import fp8
+
+        cc = compute_capability(device)
+        if cc is not None and cc < fp8.MIN_CAPABILITY:
+            raise ConfigError("fp8_unet", "on", "off", reason=f"fp8 matmuls need compute capability "
+                              f"{fp8.MIN_CAPABILITY[0]}.{fp8.MIN_CAPABILITY[1]}+, this GPU has {cc[0]}.{cc[1]}")
+        notes.append(f"fp8 (e4m3, per-tensor scales) in {fp8.convert_unet(pipe.unet)} UNet linears")
     if k.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
@@ -241,7 +258,7 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
     elif offload == "sequential":
         pipe.enable_sequential_cpu_offload(device=device)
     if k.compile_unet or k.compile_vae or k.compile_text:
-        notes.append(f"compile cache: {_enable_compile_cache()}")
+        notes.append(f"compile cache: {_enable_compile_cache(attention)}")
         if k.inductor_tuning:
             import torch._inductor.config as inductor_config
 
@@ -257,10 +274,46 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
     if k.compile_text:
         for name in ("text_encoder", "text_encoder_2"):
             enc = getattr(pipe, name, None)
-            if enc is not None:
+            if enc is None:
+                continue
+            if k.compile_text in _CUDA_GRAPH_MODES:
+                _compile_graph_safe(enc, k.compile_text, k.fullgraph)
+            else:
                 enc.compile(mode=k.compile_text, fullgraph=k.fullgraph)
     processor = _attention_processor_name(pipe)
     return Applied(profile, attention, processor, offload, asdict(k), attention_context(attention), notes)
+
+
+_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+
+
+def _compile_graph_safe(encoder: Any, mode: str, fullgraph: bool) -> None:
+    """Compile a text encoder under CUDA graphs so that its outputs survive its next call.
+
+    A CUDA-graph replay overwrites the previous replay's outputs, and SDXL keeps the first encoder's
+    hidden states while the second (and the negative prompt) run: each call starts a new graph step
+    and hands back copies (a few hundred kilobytes per prompt).
+    """
+    compiled = torch.compile(encoder.forward, mode=mode, fullgraph=fullgraph)
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        torch.compiler.cudagraph_mark_step_begin()
+        return _cloned(compiled(*args, **kwargs))
+
+    forward.graph_safe = True  # type: ignore[attr-defined]
+    encoder.forward = forward
+
+
+def _cloned(out: Any) -> Any:
+    """Copies of every tensor in a (nested) model output; ModelOutput is a dict and keeps its type."""
+    if isinstance(out, torch.Tensor):
+        return out.clone()
+    if isinstance(out, (tuple, list)):
+        return type(out)(_cloned(o) for o in out)
+    if isinstance(out, dict):
+        for key in list(out.keys()):
+            out[key] = _cloned(out[key])
+    return out
 
 
 def _attention_processor_name(pipe: Any) -> str:

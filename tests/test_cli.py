@@ -476,3 +476,13 @@ def test_any_argument_vector_runs_or_exits_2(case: tuple[list[str], bool]) -> No
     else:
         assert not full_size
         assert "tiny-sd" in res.out  # the summary table names the case that ran
+
+
+def test_generate_help_lists_every_profile_and_knob() -> None:
+    from dataclasses import fields
+
+    from sdbench.optimize import PROFILES, Knobs
+
+    res = invoke(["generate", "--help"])
+    text = " ".join(res.out.split())
+    assert all(p in text for p in PROFILES) and all(f.name in text for f in fields(Knobs))

@@ -294,3 +294,99 @@ def test_measured_record_states_the_applied_knobs() -> None:
     expected = asdict(Knobs(channels_last=True, vae_slicing=True))
     assert {k[len("knob_"):]: v for k, v in rec.items() if k.startswith("knob_")} == expected
     assert rec["attention_processor"] == "AttnProcessor2_0"
+
+
+# --- fp8 (e4m3) UNet linears ----------------------------------------------------------------------------------
+def test_fp8_quantize_round_trips_within_e4m3_precision() -> None:
+    from sdbench.fp8 import E4M3, quantize
+
+    t = torch.randn(64, 48, generator=torch.Generator().manual_seed(0)) * 3
+    q, scale = quantize(t)
+    assert q.dtype == E4M3 and scale.dtype == torch.float32 and scale.ndim == 0
+    assert float(q.float().abs().max()) == pytest.approx(448.0)  # the largest value maps to e4m3's max
+    err = (q.float() * scale - t).abs()
+    assert float((err / t.abs().clamp(min=float(scale) * 16)).max()) < 2 ** -3  # 3 mantissa bits
+
+
+@given(st.floats(min_value=1e-3, max_value=1e3), st.integers(min_value=0, max_value=2**16))
+@settings(max_examples=30, deadline=None)
+def test_fp8_quantize_scales_to_the_tensor_amax(magnitude: float, seed: int) -> None:
+    from sdbench.fp8 import E4M3_MAX, quantize
+
+    t = torch.randn(8, 16, generator=torch.Generator().manual_seed(seed)) * magnitude
+    _, scale = quantize(t)
+    assert float(scale) == pytest.approx(float(t.abs().max()) / E4M3_MAX, rel=1e-6)
+
+
+def test_fp8_linear_matches_the_linear_it_replaces() -> None:
+    from sdbench.fp8 import Fp8Linear
+
+    g = torch.Generator().manual_seed(1)
+    lin = torch.nn.Linear(64, 32)
+    x = torch.randn(2, 10, 64, generator=g)
+    with torch.no_grad():
+        ref = lin(x)
+        out = Fp8Linear(lin)(x)
+    assert out.shape == ref.shape and out.dtype == ref.dtype
+    rel = float((out - ref).norm() / ref.norm())
+    assert 0 < rel < 0.1  # fp8 changes the numbers, by a few percent at most
+
+
+def test_fp8_knob_converts_the_transformer_linears_and_the_pipeline_still_runs() -> None:
+    from sdbench.fp8 import Fp8Linear
+
+    pipe = fresh()
+    applied = apply_knobs(pipe, "fuse_qkv=on,fp8_unet=on")
+    converted = {n for n, m in pipe.unet.named_modules() if isinstance(m, Fp8Linear)}
+    assert converted and all(".transformer_blocks." in n or n.endswith(("proj_in", "proj_out")) for n in converted)
+    assert any(n.endswith("attn1.to_qkv") for n in converted)  # fused before conversion
+    assert not any(n.endswith(("attn2.to_kv", "attn2.to_k", "attn2.to_v")) for n in converted)  # text tokens
+    assert not any(isinstance(m, Fp8Linear) for m in pipe.text_encoder.modules())
+    assert applied.knobs["fp8_unet"] is True and f"in {len(converted)} UNet linears" in applied.as_dict()["optimization_notes"]
+    img = pipe(prompt="a cat", num_inference_steps=2, height=64, width=64, output_type="pt",
+               generator=torch.Generator().manual_seed(0)).images
+    assert torch.isfinite(img).all()
+
+
+def test_fp8_profile_is_max_plus_fp8() -> None:
+    assert PROFILES["fp8"] == PROFILES["max"].__class__(**{**asdict(PROFILES["max"]), "fp8_unet": True})
+
+
+def test_fp8_is_refused_below_compute_capability_8_9(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sdbench.optimize.compute_capability", lambda device: (8, 0))
+    with pytest.raises(ConfigError, match=r"fp8_unet.*8\.9\+.*8\.0"):
+        apply(fresh(), profile="eager", attention="sdpa", offload="none", device="cuda:0", knobs="fp8_unet=on")
+
+
+# --- text encoders under CUDA graphs ----------------------------------------------------------------------------
+def test_text_encoders_under_cuda_graphs_return_copies(isolated_compile: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A CUDA-graph replay overwrites the previous outputs: each call starts a graph step and copies them."""
+    pipe = fresh("tiny-sdxl")
+    apply_knobs(pipe, "compile_text=reduce-overhead")
+    for enc in (pipe.text_encoder, pipe.text_encoder_2):
+        assert getattr(enc.forward, "graph_safe", False)
+    steps: list[int] = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: steps.append(1))
+    ids = torch.zeros(1, 77, dtype=torch.long)
+    shared = torch.zeros(3)
+    # Stand in for the compiled graph (compiling on the CPU is slow): it returns the same buffers every call.
+    enc = pipe.text_encoder
+    from sdbench import optimize
+
+    def fake_compiled(*_a: Any, **_k: Any) -> Any:
+        from transformers.modeling_outputs import BaseModelOutputWithPooling
+        return BaseModelOutputWithPooling(last_hidden_state=shared, hidden_states=(shared, shared))
+
+    monkeypatch.setattr(optimize.torch, "compile", lambda fn, **_k: fake_compiled)
+    optimize._compile_graph_safe(enc, "reduce-overhead", False)
+    out = enc(ids)
+    assert steps == [1]
+    assert out.last_hidden_state is not shared and torch.equal(out.last_hidden_state, shared)
+    assert all(h is not shared for h in out.hidden_states) and type(out).__name__ == "BaseModelOutputWithPooling"
+    shared += 1  # the next replay overwrites the graph's buffers ...
+    assert float(out.last_hidden_state.sum()) == 0.0  # ... and the copy handed out is untouched
+
+
+def test_pinned_sdpa_backend_compiles_into_its_own_cache(isolated_compile: Path) -> None:
+    applied = apply_knobs(fresh(), "compile_vae=default", attention="math")
+    assert f"compile cache: {isolated_compile / 'inductor' / 'sdpa-math'}" in applied.notes
