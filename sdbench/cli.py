@@ -91,7 +91,7 @@ def add_case_arguments(p: argparse.ArgumentParser) -> None:
                    help="optimisation profile: eager, channels-last, compile, reduce-overhead, max, fp8 (see docs/optimisation.md)")
     g.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
                    help="override one knob of the profile (repeatable): channels_last, fuse_qkv, compile_unet, compile_vae, "
-                        "compile_text, fullgraph, vae_upcast, vae_slicing, vae_tiling, inductor_tuning, cudnn_benchmark, fp8_unet")
+                        "compile_text, fullgraph, vae_upcast, vae_slicing, vae_tiling, inductor_tuning, cudnn_benchmark, fp8_unet, fp8_rowwise")
     g.add_argument("--compile-mode", default=None, metavar="MODE",
                    help="torch.compile the UNet in this mode (default, reduce-overhead, max-autotune, max-autotune-no-cudagraphs, none)")
     g.add_argument("--channels-last", action="store_true", help="channels_last memory format for UNet and VAE")

@@ -1,9 +1,12 @@
 """FP8 (e4m3) matmuls for the UNet's transformer blocks, through `torch._scaled_mm`.
 
-Weights are quantised once, per tensor; activations per tensor, dynamically at every call (under
-torch.compile the amax and the cast fuse into the neighbouring kernels). The product accumulates
-in fp32 on the tensor cores ("fast accumulation", as inference recipes use) and comes out in the
-pipeline's dtype with the bias added. Only linears that see the image tokens are converted: the
+Weights are quantised once, activations dynamically at every call (under torch.compile the amax
+and the cast fuse into the neighbouring kernels), with one of two scalings:
+- per tensor (default): one scale per operand; the product comes out in the pipeline's dtype;
+- row-wise: one scale per activation row (token) and per weight row (output channel): the amax is a
+  reduction along each row, which fuses into the producer of the row; cuBLAS/CUTLASS returns bf16
+  here, cast back to the pipeline's dtype.
+The product accumulates on the tensor cores with "fast accumulation", as inference recipes use. Only linears that see the image tokens are converted: the
 cross-attention keys and values (77 text tokens), the time embedding and anything not a multiple
 of 16 wide stay in the pipeline's dtype, where fp8 buys nothing or cannot run.
 
@@ -25,9 +28,11 @@ _SKIP_SUFFIXES = ("attn2.to_k", "attn2.to_v", "attn2.to_kv")
 MIN_CAPABILITY = (8, 9)
 
 
-def quantize(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-tensor e4m3 quantisation: (values, fp32 scale) with t ~= values * scale."""
-    scale = torch.clamp(t.abs().amax().float(), min=_EPS) / E4M3_MAX
+def quantize(t: torch.Tensor, rowwise: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """e4m3 quantisation of a 2-D tensor: (values, fp32 scale) with t ~= values * scale; the scale is a
+    scalar, or with `rowwise` one per row (shape (rows, 1))."""
+    amax = t.abs().amax(dim=-1, keepdim=True) if rowwise else t.abs().amax()
+    scale = torch.clamp(amax.float(), min=_EPS) / E4M3_MAX
     q = (t.float() / scale).clamp(-E4M3_MAX, E4M3_MAX).to(E4M3)
     return q, scale
 
@@ -35,31 +40,34 @@ def quantize(t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 class Fp8Linear(torch.nn.Module):
     """A drop-in for nn.Linear holding e4m3 weights; computes in fp8 and returns the input's dtype."""
 
-    def __init__(self, linear: torch.nn.Linear) -> None:
+    def __init__(self, linear: torch.nn.Linear, rowwise: bool = False) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        w_q, w_scale = quantize(linear.weight.detach())
+        self.rowwise = rowwise
+        w_q, w_scale = quantize(linear.weight.detach(), rowwise)
         # _scaled_mm wants its second operand column-major: keep (out, in) row-major and pass its transpose.
         self.register_buffer("weight_q", w_q.contiguous())
-        self.register_buffer("weight_scale", w_scale)
+        self.register_buffer("weight_scale", w_scale.reshape(1, -1) if rowwise else w_scale)
         self.bias = None if linear.bias is None else torch.nn.Parameter(linear.bias.detach(), requires_grad=False)
 
     @property
     def weight(self) -> torch.Tensor:
         """The dequantised weight (for inspection; the forward pass never builds it)."""
-        return self.weight_q.float() * self.weight_scale
+        return self.weight_q.float() * self.weight_scale.reshape(-1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1])
-        x_q, x_scale = quantize(x2)
-        bias = None if self.bias is None else self.bias.to(x.dtype)
+        x_q, x_scale = quantize(x2, self.rowwise)
+        out_dtype = torch.bfloat16 if self.rowwise else x.dtype  # row-wise kernels write bf16
+        bias = None if self.bias is None else self.bias.to(out_dtype)
         y = torch._scaled_mm(x_q, self.weight_q.t(), scale_a=x_scale, scale_b=self.weight_scale, bias=bias,
-                             out_dtype=x.dtype, use_fast_accum=True)
-        return y.reshape(*shape[:-1], self.out_features)
+                             out_dtype=out_dtype, use_fast_accum=True)
+        return y.to(x.dtype).reshape(*shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, e4m3"
+        scaling = "row-wise" if self.rowwise else "per-tensor"
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, e4m3 {scaling}"
 
 
 def convertible(name: str, module: torch.nn.Module) -> bool:
@@ -68,11 +76,11 @@ def convertible(name: str, module: torch.nn.Module) -> bool:
             and module.in_features % 16 == 0 and module.out_features % 16 == 0)
 
 
-def convert_unet(unet: torch.nn.Module) -> int:
+def convert_unet(unet: torch.nn.Module, rowwise: bool = False) -> int:
     """Replace the UNet's transformer-block linears with Fp8Linear, in place; returns how many."""
     targets = [(name, m) for name, m in unet.named_modules() if convertible(name, m)]
     for name, linear in targets:
         parent_name, _, child = name.rpartition(".")
         parent: Any = unet.get_submodule(parent_name) if parent_name else unet
-        setattr(parent, child, Fp8Linear(linear))
+        setattr(parent, child, Fp8Linear(linear, rowwise))
     return len(targets)

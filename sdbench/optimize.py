@@ -37,6 +37,7 @@ class Knobs:
     inductor_tuning: bool = False  # coordinate-descent tuning, 1x1 convs as matmuls (diffusers' SDXL recipe)
     cudnn_benchmark: bool = False
     fp8_unet: bool = False  # e4m3 matmuls in the UNet's transformer blocks (compute capability 8.9+)
+    fp8_rowwise: bool = False  # with fp8_unet: one scale per token and per output channel, not per tensor
 
     def changed(self) -> dict[str, Any]:
         """Only the knobs that differ from eager (for ids and records)."""
@@ -54,11 +55,11 @@ PROFILES: Mapping[str, Knobs] = MappingProxyType(
         "reduce-overhead": Knobs(channels_last=True, fuse_qkv=True, compile_unet="reduce-overhead", compile_vae="default"),
         # The fastest correct combination known to sdbench: BENCHMARKS.md shows what each part buys.
         "max": Knobs(channels_last=True, fuse_qkv=True, compile_unet="reduce-overhead", compile_vae="default",
-                     compile_text="default", vae_upcast=False),
+                     compile_text="reduce-overhead", vae_upcast=False),
         # `max` with the UNet's transformer-block matmuls in fp8 (e4m3): changes the output beyond fp16
         # rounding, so its fidelity is reported beside its speed.
         "fp8": Knobs(channels_last=True, fuse_qkv=True, compile_unet="reduce-overhead", compile_vae="default",
-                     compile_text="default", vae_upcast=False, fp8_unet=True),
+                     compile_text="reduce-overhead", vae_upcast=False, fp8_unet=True),
     }
 )
 
@@ -239,7 +240,8 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
         if cc is not None and cc < fp8.MIN_CAPABILITY:
             raise ConfigError("fp8_unet", "on", "off", reason=f"fp8 matmuls need compute capability "
                               f"{fp8.MIN_CAPABILITY[0]}.{fp8.MIN_CAPABILITY[1]}+, this GPU has {cc[0]}.{cc[1]}")
-        notes.append(f"fp8 (e4m3, per-tensor scales) in {fp8.convert_unet(pipe.unet)} UNet linears")
+        scaling = "row-wise" if k.fp8_rowwise else "per-tensor"
+        notes.append(f"fp8 (e4m3, {scaling} scales) in {fp8.convert_unet(pipe.unet, k.fp8_rowwise)} UNet linears")
     if k.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)
@@ -259,6 +261,7 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
         pipe.enable_sequential_cpu_offload(device=device)
     if k.compile_unet or k.compile_vae or k.compile_text:
         notes.append(f"compile cache: {_enable_compile_cache(attention)}")
+        _forget_graphs_of_other_attention(attention, notes)
         if k.inductor_tuning:
             import torch._inductor.config as inductor_config
 
@@ -285,6 +288,17 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
 
 
 _CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+_compiled_with_attention: list[str] = []  # the SDPA setting of this process's compiled graphs
+
+
+def _forget_graphs_of_other_attention(attention: str, notes: list[str]) -> None:
+    """Dynamo reuses a compiled graph for another module instance of the same shapes (parameters are
+    inputs, not guards), and the SDPA backend was fixed when that graph was traced: a pipeline pinned
+    to another backend would silently run the old one. Drop this process's graphs when it changes."""
+    if _compiled_with_attention and _compiled_with_attention[-1] != attention:
+        torch._dynamo.reset()
+        notes.append(f"compiled graphs of attention={_compiled_with_attention[-1]} dropped (recompiled for {attention})")
+    _compiled_with_attention[:] = [attention]
 
 
 def _compile_graph_safe(encoder: Any, mode: str, fullgraph: bool) -> None:

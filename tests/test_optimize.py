@@ -316,9 +316,14 @@ def test_fp8_quantize_scales_to_the_tensor_amax(magnitude: float, seed: int) -> 
     t = torch.randn(8, 16, generator=torch.Generator().manual_seed(seed)) * magnitude
     _, scale = quantize(t)
     assert float(scale) == pytest.approx(float(t.abs().max()) / E4M3_MAX, rel=1e-6)
+    q, rows = quantize(t, rowwise=True)
+    assert rows.shape == (8, 1)
+    assert torch.allclose(rows.squeeze(1), t.abs().amax(dim=1) / E4M3_MAX, rtol=1e-6)
+    assert torch.allclose(q.float().abs().amax(dim=1), torch.full((8,), E4M3_MAX))  # every row uses the range
 
 
-def test_fp8_linear_matches_the_linear_it_replaces() -> None:
+@pytest.mark.parametrize("rowwise", [False, True])
+def test_fp8_linear_matches_the_linear_it_replaces(rowwise: bool) -> None:
     from sdbench.fp8 import Fp8Linear
 
     g = torch.Generator().manual_seed(1)
@@ -326,7 +331,9 @@ def test_fp8_linear_matches_the_linear_it_replaces() -> None:
     x = torch.randn(2, 10, 64, generator=g)
     with torch.no_grad():
         ref = lin(x)
-        out = Fp8Linear(lin)(x)
+        fp8_lin = Fp8Linear(lin, rowwise=rowwise)
+        out = fp8_lin(x)
+        assert float((fp8_lin.weight - lin.weight).abs().max()) < 0.1 * float(lin.weight.abs().max())
     assert out.shape == ref.shape and out.dtype == ref.dtype
     rel = float((out - ref).norm() / ref.norm())
     assert 0 < rel < 0.1  # fp8 changes the numbers, by a few percent at most
@@ -349,7 +356,20 @@ def test_fp8_knob_converts_the_transformer_linears_and_the_pipeline_still_runs()
 
 
 def test_fp8_profile_is_max_plus_fp8() -> None:
-    assert PROFILES["fp8"] == PROFILES["max"].__class__(**{**asdict(PROFILES["max"]), "fp8_unet": True})
+    assert PROFILES["fp8"] == Knobs(**{**asdict(PROFILES["max"]), "fp8_unet": True})
+
+
+def test_fp8_rowwise_knob_scales_each_token_and_channel() -> None:
+    from sdbench.fp8 import Fp8Linear
+
+    pipe = fresh()
+    applied = apply_knobs(pipe, "fp8_unet=on,fp8_rowwise=on")
+    layers = [m for m in pipe.unet.modules() if isinstance(m, Fp8Linear)]
+    assert layers and all(m.rowwise and m.weight_scale.shape == (1, m.out_features) for m in layers)
+    assert "row-wise scales" in applied.as_dict()["optimization_notes"]
+    img = pipe(prompt="a cat", num_inference_steps=2, height=64, width=64, output_type="pt",
+               generator=torch.Generator().manual_seed(0)).images
+    assert torch.isfinite(img).all()
 
 
 def test_fp8_is_refused_below_compute_capability_8_9(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -390,3 +410,18 @@ def test_text_encoders_under_cuda_graphs_return_copies(isolated_compile: Path, m
 def test_pinned_sdpa_backend_compiles_into_its_own_cache(isolated_compile: Path) -> None:
     applied = apply_knobs(fresh(), "compile_vae=default", attention="math")
     assert f"compile cache: {isolated_compile / 'inductor' / 'sdpa-math'}" in applied.notes
+
+
+def test_changing_the_pinned_sdpa_backend_drops_compiled_graphs(isolated_compile: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dynamo would reuse a graph traced under another SDPA backend for a new pipeline of the same shapes."""
+    resets: list[int] = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1))
+    apply_knobs(fresh(), "compile_vae=default", attention="math")
+    n = len(resets)
+    apply_knobs(fresh(), "compile_vae=default", attention="math")
+    assert len(resets) == n  # same backend: graphs kept
+    applied = apply_knobs(fresh(), "compile_vae=default", attention="sdpa")
+    assert len(resets) == n + 1 and any("attention=math dropped" in note for note in applied.notes)
+    apply_knobs(fresh())  # nothing compiled: nothing dropped
+    assert len(resets) == n + 1
