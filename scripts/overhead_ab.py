@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=1)
     ap.add_argument("--profile", default="eager")
     ap.add_argument("--knobs", default="")
+    ap.add_argument("--variants", default="plain,timeline,telemetry,marks,runner_nomarks,runner",
+                    help="which variants to interleave (plain is always included)")
     ap.add_argument("--out", default="overhead_ab.json")
     args = ap.parse_args()
     cfg = RunnerConfig(min_rounds=1, max_rounds=1, idle_s=0.0, warmup_min_s=0.0, warmup_calls=1)
@@ -118,8 +120,10 @@ def main() -> None:
             return bench.measure(case)["time_per_call_s"]
         return measure
 
-    variants = {"plain": plain, "timeline": with_timeline, "telemetry": with_telemetry, "marks": with_marks,
-                "runner_nomarks": runner_with(cfg_nomarks), "runner": runner_with(cfg)}
+    every = {"plain": plain, "timeline": with_timeline, "telemetry": with_telemetry, "marks": with_marks,
+             "runner_nomarks": runner_with(cfg_nomarks), "runner": runner_with(cfg)}
+    wanted = {"plain", *args.variants.split(",")}
+    variants = {k: fn for k, fn in every.items() if k in wanted}
     t_warm = time.perf_counter()
     for fn in variants.values():  # warm every path once (compiles a compiled profile)
         fn()
@@ -127,6 +131,7 @@ def main() -> None:
     times: dict[str, list[float]] = {k: [] for k in variants}
     names = list(variants)
     for rep in range(args.reps):
+        print(f"rep {rep + 1}/{args.reps}", flush=True)
         # Rotate the order each repetition: whichever variant runs first after the gc pause meets a
         # GPU whose clocks dropped while idle, so a fixed order biases the first variant.
         gc.collect()

@@ -200,6 +200,7 @@ class Measurement:
     work: dict[str, float]
     cpu_energy_source: str | None = None
     preroll_calls: int = 0  # unmeasured calls before each window (see RunnerConfig.preroll_s)
+    calibration_call_s: float | None = None  # the warm-up call the window was sized on (the last)
 
     def to_record(self, matmul_ceiling_tflops: float | None = None) -> dict[str, Any]:
         return build_record(self, matmul_ceiling_tflops)
@@ -325,7 +326,10 @@ class Runner:
             n_warm = 0
             first_call_s = 0.0
             last_call_s = 0.0
-            while n_warm < max(1, cfg.warmup_calls) or time.perf_counter() - t_w0 < cfg.warmup_min_s:
+            # With a GPU energy source the last warm-up call calibrates the window: never the first call,
+            # which carries lazy initialisation (CUDA context, cuBLAS handles, compilation).
+            min_warm = max(1, cfg.warmup_calls, 2 if gpu is not None else 1)
+            while n_warm < min_warm or time.perf_counter() - t_w0 < cfg.warmup_min_s:
                 t_c = time.perf_counter()
                 ctx = gpu.workload() if gpu is not None else contextlib.nullcontext()
                 with ctx:
@@ -439,6 +443,7 @@ class Runner:
             work=work,
             cpu_energy_source="rapl" if any(w.cpu_energy_j is not None for w in windows) else None,
             preroll_calls=preroll,
+            calibration_call_s=last_call_s,
         )
 
     def _window(self, case: Case, call: Callable[[], Any], marks_box: list[Marks | None], n_calls: int,
@@ -673,6 +678,7 @@ def build_record(m: Measurement, matmul_ceiling_tflops: float | None = None) -> 
     rec["rounds"] = len(m.windows)
     rec["calls_per_window"] = m.calls_per_window
     rec["preroll_calls_per_window"] = m.preroll_calls
+    rec["calibration_call_s"] = m.calibration_call_s
     rec["images_measured"] = sum(w.images for w in m.windows)
     rec["stop_reason"] = m.stop_reason
     rec["warmup_s"] = m.warmup_s
