@@ -137,6 +137,7 @@ def main() -> None:
         gc.collect()
         for name in names[rep % len(names):] + names[:rep % len(names)]:
             times[name].append(variants[name]())
+        print(json.dumps({k: round(v[-1], 5) for k, v in times.items()}), flush=True)
     base = statistics.median(times["plain"])
     summary = {}
     for k, v in times.items():
