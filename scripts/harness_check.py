@@ -40,6 +40,8 @@ def main() -> None:
     ap.add_argument("--sdxl-steps", type=int, default=30)
     ap.add_argument("--plain-calls", type=int, default=7)
     ap.add_argument("--skip-overhead", action="store_true", help="only the energy checks (2 and 3)")
+    ap.add_argument("--repro-models", default="sd-turbo,sd-v1.5")
+    ap.add_argument("--repro-profile", default="eager", help="profile of the sub-second cases (max: CUDA graphs)")
     args = ap.parse_args()
     results: dict = {"gpu": torch.cuda.get_device_name(0)}
     results["matmul_fp16_tflops"] = measure_matmul_ceiling_tflops("cuda:0", torch.float16)
@@ -49,7 +51,7 @@ def main() -> None:
     records: dict = {}
     if not args.skip_overhead:
         records = overhead_check(args, results)
-    repro_check(results, records)
+    repro_check(results, records, args.repro_models.split(","), args.repro_profile)
     with open(args.out, "w") as fh:
         json.dump({"results": results, "records": records}, fh, indent=1, default=str)
 
@@ -102,16 +104,16 @@ def overhead_check(args: argparse.Namespace, results: dict) -> dict:
     return {"sdxl_marks_off": rec_off, "sdxl_marks_on": rec_on}
 
 
-def repro_check(results: dict, records: dict) -> None:
+def repro_check(results: dict, records: dict, models: list[str], profile: str) -> None:
     """2. Energy reproducibility on sub-second cases, and 3. counter vs timeline on their windows."""
     bench = Bench("cuda:0", runner_config=RunnerConfig(min_rounds=10, max_rounds=10, idle_s=2.0))
-    for model in ("sd-turbo", "sd-v1.5"):
+    for model in models:
         kw = {"steps": 1} if model == "sd-turbo" else {"steps": 4}
-        case = bench.case(model, weights="synthetic", **kw)
+        case = bench.case(model, weights="synthetic", profile=profile, **kw)
         rec = bench.measure(case)
         records[model] = rec
         results[f"repro_{model}"] = {k: rec.get(k) for k in (
-            "time_per_image_s_median", "time_per_call_s", "calls_per_window", "energy_per_image_j_median",
+            "time_per_image_s_median", "time_per_image_s_cv", "time_per_call_s", "warmup_s", "calls_per_window", "energy_per_image_j_median",
             "energy_per_image_j_cv", "net_energy_per_image_j_median", "net_energy_per_image_j_cv",
             "counter_timeline_agreement_rel", "rounds", "energy_resolution_s", "idle_power_w", "power_w",
             "preroll_calls_per_window", "phase_text_encode_energy_j", "phase_denoise_energy_j",
