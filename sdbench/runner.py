@@ -200,7 +200,7 @@ class Measurement:
     work: dict[str, float]
     cpu_energy_source: str | None = None
     preroll_calls: int = 0  # unmeasured calls before each window (see RunnerConfig.preroll_s)
-    calibration_call_s: float | None = None  # the warm-up call the window was sized on (the last)
+    calibration_call_s: float | None = None  # what the window was sized on: median of the last 3 warm-up calls
 
     def to_record(self, matmul_ceiling_tflops: float | None = None) -> dict[str, Any]:
         return build_record(self, matmul_ceiling_tflops)
@@ -325,7 +325,7 @@ class Runner:
             t_w0 = time.perf_counter()
             n_warm = 0
             first_call_s = 0.0
-            last_call_s = 0.0
+            warm_calls_s: list[float] = []
             # With a GPU energy source the last warm-up call calibrates the window: never the first call,
             # which carries lazy initialisation (CUDA context, cuBLAS handles, compilation).
             min_warm = max(1, cfg.warmup_calls, 2 if gpu is not None else 1)
@@ -335,9 +335,9 @@ class Runner:
                 with ctx:
                     call()
                     _sync(device)
-                last_call_s = time.perf_counter() - t_c
+                warm_calls_s.append(time.perf_counter() - t_c)
                 if n_warm == 0:
-                    first_call_s = last_call_s
+                    first_call_s = warm_calls_s[0]
                 n_warm += 1
             warmup_s = time.perf_counter() - t_w0
             warm_reading = warm_meter.stop() if warm_meter is not None else None
@@ -349,9 +349,12 @@ class Runner:
                 resolution_s = self.counter_period_s()
             elif source_name == "timeline":
                 resolution_s = 1.0 / max(cfg.timeline_hz, 1.0)
-            n_calls = iterations_per_window(last_call_s, resolution_s, min_periods=cfg.min_window_periods,
+            # Sized on the median of the last three warm-up calls after the first (one slow call, a gc
+            # pause or a CUDA-graph re-record, would otherwise shrink every window).
+            calibration_s = float(np.median(warm_calls_s[1:][-3:] or warm_calls_s))
+            n_calls = iterations_per_window(calibration_s, resolution_s, min_periods=cfg.min_window_periods,
                                             max_iterations=cfg.max_calls_per_window)
-            preroll = preroll_calls(cfg, n_calls, last_call_s)
+            preroll = preroll_calls(cfg, n_calls, calibration_s)
 
             fallback_reason = getattr(meter, "fallback_reason", None)
             timeline = None
@@ -443,7 +446,7 @@ class Runner:
             work=work,
             cpu_energy_source="rapl" if any(w.cpu_energy_j is not None for w in windows) else None,
             preroll_calls=preroll,
-            calibration_call_s=last_call_s,
+            calibration_call_s=calibration_s,
         )
 
     def _window(self, case: Case, call: Callable[[], Any], marks_box: list[Marks | None], n_calls: int,
