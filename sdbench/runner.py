@@ -354,9 +354,7 @@ class Runner:
                 resolution_s = self.counter_period_s()
             elif source_name == "timeline":
                 resolution_s = 1.0 / max(cfg.timeline_hz, 1.0)
-            # Sized on the median of the last three warm-up calls after the first (one slow call, a gc
-            # pause or a CUDA-graph re-record, would otherwise shrink every window).
-            calibration_s = float(np.median(warm_calls_s[1:][-3:] or warm_calls_s))
+            calibration_s = calibration_call_s(warm_calls_s)
             n_calls = iterations_per_window(calibration_s, resolution_s, min_periods=cfg.min_window_periods,
                                             max_iterations=cfg.max_calls_per_window)
             preroll = preroll_calls(cfg, n_calls, calibration_s)
@@ -509,6 +507,16 @@ class Runner:
         return Window(n_calls, n_calls * case.batch_size, t1 - t0, t0, t1, energy,
                       cpu_energy_j=cpu.energy_j if cpu.available else None, energy_tail_j=tail_j,
                       t_read_s=t_read), bds
+
+
+def calibration_call_s(warm_calls_s: list[float]) -> float:
+    """The call time a window is sized on: the median of the last three warm-up calls after the first
+    (one slow call, a gc pause or a CUDA-graph recording, would otherwise shrink every window); with
+    fewer, the last call (the calls right after a compile are the slow ones)."""
+    after_first = warm_calls_s[1:]
+    if len(after_first) >= 3:
+        return float(np.median(after_first[-3:]))
+    return warm_calls_s[-1]
 
 
 def preroll_calls(cfg: RunnerConfig, n_calls: int, call_s: float) -> int:
