@@ -14,9 +14,15 @@ from typing import Any
 
 import torch
 
-from sdbench.errors import ConfigError
+from sdbench.errors import ConfigError, SdbenchError
 from sdbench.models import ModelSpec, get_model
-from sdbench.schedulers import check_available, get_scheduler_spec, make_scheduler, model_scheduler_config
+from sdbench.schedulers import (
+    SCHEDULERS,
+    check_available,
+    get_scheduler_spec,
+    make_scheduler,
+    model_scheduler_config,
+)
 from sdbench.weights import WeightSource, fill_synthetic_, hub_file, resolve_auto, resolve_hub_snapshot
 
 log = logging.getLogger(__name__)
@@ -116,6 +122,7 @@ class BuiltPipeline:
     dtype: str
     device: str
     build_s: float
+    scheduler_prebuild_s: float = 0.0  # the pipeline cache builds every scheduler with the pipeline
 
 
 def build_pipeline(model: str | ModelSpec, *, weights: str | WeightSource = "auto", dtype: str = "fp16",
@@ -183,6 +190,25 @@ def set_scheduler(pipe: Any, key: str, overrides: dict[str, Any] | None = None) 
     return pipe.scheduler
 
 
+def prebuild_schedulers(pipe: Any) -> list[str]:
+    """Build every available scheduler for `pipe` now, so that each later change is a lookup.
+
+    A first swap would otherwise pay the scheduler's constructor (KDPM2: ~80 ms, it precomputes sigmas
+    for all 1,000 training steps) inside a sweep over schedulers. Returns the keys built; keys whose
+    optional dependency is missing are left for set_scheduler to refuse with its reason.
+    """
+    current = pipe.scheduler
+    built = []
+    for key in SCHEDULERS:
+        try:
+            set_scheduler(pipe, key)
+        except SdbenchError:
+            continue
+        built.append(key)
+    pipe.scheduler = current
+    return built
+
+
 @dataclass(frozen=True)
 class PipelineKey:
     """What forces a rebuild. A scheduler change does not: it is a swap."""
@@ -218,8 +244,9 @@ class PipelineCache:
     Memory is freed only on eviction, so consecutive cases on the same model never reload it.
     """
 
-    def __init__(self, max_pipelines: int = 2, vram_budget_bytes: int | None = None) -> None:
+    def __init__(self, max_pipelines: int = 2, vram_budget_bytes: int | None = None, prebuild: bool = True) -> None:
         self.max_pipelines = max_pipelines
+        self.prebuild = prebuild  # build every scheduler with the pipeline: every change is then a swap
         self.vram_budget_bytes = vram_budget_bytes
         self._items: OrderedDict[PipelineKey, BuiltPipeline] = OrderedDict()
         self._bytes: dict[PipelineKey, int] = {}
@@ -242,6 +269,10 @@ class PipelineCache:
                 self.vram_budget_bytes is not None and self.cached_bytes + need > self.vram_budget_bytes)):
             self.evict_oldest()
         built = builder()
+        if self.prebuild:
+            t0 = time.perf_counter()
+            prebuild_schedulers(built.pipe)
+            built.scheduler_prebuild_s = time.perf_counter() - t0
         self.builds += 1
         self._items[key] = built
         self._bytes[key] = need

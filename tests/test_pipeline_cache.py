@@ -23,7 +23,7 @@ def test_weight_bytes_follow_the_dtype() -> None:
 
 def test_a_budget_for_one_pipeline_evicts_the_older_one() -> None:
     one = pipeline_weight_bytes("tiny-sd", "fp32")
-    cache = PipelineCache(max_pipelines=10, vram_budget_bytes=int(1.5 * one))
+    cache = PipelineCache(max_pipelines=10, vram_budget_bytes=int(1.5 * one), prebuild=False)
     cache.get(_key("tiny-sd"), _builder("a"))
     cache.get(_key("tiny-sd", "channels-last"), _builder("b"))
     assert len(cache) == 1 and cache.evictions == 1 and cache.cached_bytes == one
@@ -31,7 +31,7 @@ def test_a_budget_for_one_pipeline_evicts_the_older_one() -> None:
 
 
 def test_within_budget_nothing_is_evicted_and_a_hit_builds_nothing() -> None:
-    cache = PipelineCache(max_pipelines=10, vram_budget_bytes=10 * pipeline_weight_bytes("tiny-sd", "fp32"))
+    cache = PipelineCache(max_pipelines=10, vram_budget_bytes=10 * pipeline_weight_bytes("tiny-sd", "fp32"), prebuild=False)
     first = cache.get(_key("tiny-sd"), _builder("a"))
     cache.get(_key("tiny-sdxl"), _builder("b"))
     assert cache.get(_key("tiny-sd"), _builder("c")) is first
@@ -39,7 +39,39 @@ def test_within_budget_nothing_is_evicted_and_a_hit_builds_nothing() -> None:
 
 
 def test_without_a_budget_the_count_limit_applies() -> None:
-    cache = PipelineCache(max_pipelines=1)
+    cache = PipelineCache(max_pipelines=1, prebuild=False)
     cache.get(_key("tiny-sd"), _builder("a"))
     cache.get(_key("tiny-sdxl"), _builder("b"))
     assert len(cache) == 1 and cache.evictions == 1
+
+
+def test_a_cached_pipeline_comes_with_every_scheduler_built(monkeypatch: Any) -> None:
+    """Every later scheduler change is a lookup: no constructor runs (KDPM2's takes ~80 ms)."""
+    import sdbench.pipelines as pipelines
+    from sdbench.schedulers import SCHEDULERS, check_available, get_scheduler_spec
+
+    made: list[Any] = []
+
+    def builder() -> BuiltPipeline:
+        made.append(pipelines.build_pipeline("tiny-sd", weights="synthetic", dtype="fp32"))
+        made.append(made[0].pipe.scheduler)
+        return made[0]
+
+    cache = PipelineCache(max_pipelines=1)
+    built = cache.get(_key("tiny-sd"), builder)
+    assert built.pipe.scheduler is made[1]  # the model's own scheduler is still in place
+    assert built.scheduler_prebuild_s > 0
+
+    def no_constructor(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("a scheduler was built on a swap")
+
+    monkeypatch.setattr(pipelines, "make_scheduler", no_constructor)
+    available = []
+    for key in SCHEDULERS:
+        try:
+            check_available(get_scheduler_spec(key))
+        except Exception:
+            continue
+        available.append(key)
+        assert type(pipelines.set_scheduler(built.pipe, key)).__name__ == get_scheduler_spec(key).class_name
+    assert len(available) >= 10
