@@ -326,8 +326,8 @@ class Runner:
             n_warm = 0
             first_call_s = 0.0
             warm_calls_s: list[float] = []
-            # With a GPU energy source the last warm-up call calibrates the window: never the first call,
-            # which carries lazy initialisation (CUDA context, cuBLAS handles, compilation).
+            # With a GPU energy source the warm-up calls size the window (calibration_call_s), never the
+            # first alone, which carries lazy initialisation (CUDA context, cuBLAS handles, compilation).
             min_warm = max(1, cfg.warmup_calls, 2 if gpu is not None else 1)
             # warmup_min_s counts after the first call: a compiling first call says nothing of steady clocks,
             # and the calls right after it still record CUDA graphs.
