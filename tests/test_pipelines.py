@@ -146,7 +146,7 @@ def _key(model: str, **kw: str) -> PipelineKey:
 
 
 def test_cache_returns_the_warm_pipeline() -> None:
-    cache = PipelineCache(max_pipelines=2)
+    cache = PipelineCache(max_pipelines=2, prebuild=False)
     b = _Builder()
     first = cache.get(_key("tiny-sd"), b("tiny-sd"))
     again = cache.get(_key("tiny-sd"), b("tiny-sd"))
@@ -155,7 +155,7 @@ def test_cache_returns_the_warm_pipeline() -> None:
 
 
 def test_cache_rebuilds_on_anything_in_the_key() -> None:
-    cache = PipelineCache(max_pipelines=8)
+    cache = PipelineCache(max_pipelines=8, prebuild=False)
     b = _Builder()
     for key in (_key("tiny-sd"), _key("tiny-sd", dtype="bf16"), _key("tiny-sd", weights="hub"),
                 _key("tiny-sd", profile="compile"), _key("tiny-sd2")):
@@ -164,7 +164,7 @@ def test_cache_rebuilds_on_anything_in_the_key() -> None:
 
 
 def test_cache_evicts_the_least_recently_used() -> None:
-    cache = PipelineCache(max_pipelines=2)
+    cache = PipelineCache(max_pipelines=2, prebuild=False)
     b = _Builder()
     cache.get(_key("a"), b("a"))
     cache.get(_key("b"), b("b"))
