@@ -62,7 +62,7 @@ class Bench:
 
     def pipeline(self, case: Case) -> tuple[BuiltPipeline, Applied]:
         """The warm pipeline for `case`: rebuilt only when model, weights, dtype, device or profile change."""
-        check_supported(case.dtype, case.attention, case.offload, case.compute_device)
+        check_supported(case.dtype, case.attention, case.offload, case.compute_device, case.profile, case.knobs)
         key = PipelineKey(case.model, case.weights, case.dtype, case.compute_device,
                           f"{case.profile}/{case.knobs}/{case.attention}/{case.offload}")
 

@@ -25,7 +25,6 @@ E4M3_MAX = float(torch.finfo(E4M3).max)  # 448
 _EPS = 1e-12
 # Linears that read the text tokens (M = 77 per prompt): too small to gain from fp8.
 _SKIP_SUFFIXES = ("attn2.to_k", "attn2.to_v", "attn2.to_kv")
-MIN_CAPABILITY = (8, 9)
 
 
 def quantize(t: torch.Tensor, rowwise: bool = False) -> tuple[torch.Tensor, torch.Tensor]:

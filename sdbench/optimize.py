@@ -19,6 +19,8 @@ import torch
 from sdbench.errors import ConfigError, SdbenchError
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
+_FP8_MIN_CAPABILITY = (8, 9)  # e4m3 tensor cores: Ada and Hopper
 
 
 @dataclass(frozen=True)
@@ -125,8 +127,18 @@ def compute_capability(device: str) -> tuple[int, int] | None:
     return torch.cuda.get_device_capability(torch.device(device))
 
 
-def check_supported(dtype: str, attention: str, offload: str, device: str) -> None:
-    """Refuse, with a clear error, a knob the device cannot run (V100: no bf16, no flash attention)."""
+def check_supported(dtype: str, attention: str, offload: str, device: str, profile: str = "eager",
+                    knobs: str = "") -> None:
+    """Refuse, with a clear error and before anything is built, a knob the device cannot run (V100: no
+    bf16, no flash attention; fp8 below compute capability 8.9) or a combination that cannot work."""
+    k = resolve_knobs(profile, knobs)
+    graphs = [name for name in ("compile_unet", "compile_vae", "compile_text") if getattr(k, name) in _CUDA_GRAPH_MODES]
+    if offload != "none" and graphs:
+        raise ConfigError("offload", offload, "none", reason=f"{', '.join(graphs)} use CUDA graphs (profile {profile!r}), "
+                          "which need the weights at fixed GPU addresses; offload moves them. Use a profile "
+                          "without CUDA graphs (eager, channels-last, compile) or --offload none")
+    if k.fp8_unet:
+        _check_fp8(device)
     cc = compute_capability(device)
     on_gpu = cc is not None
     if dtype == "bf16" and on_gpu and cc < (8, 0):
@@ -138,6 +150,13 @@ def check_supported(dtype: str, attention: str, offload: str, device: str) -> No
         raise ConfigError("attention", attention, "sdpa, math, sliced", reason="memory-efficient SDPA needs a CUDA GPU")
     if offload != "none" and not on_gpu:
         raise ConfigError("offload", offload, "none", reason="CPU offload moves weights between a GPU and the CPU")
+
+
+def _check_fp8(device: str) -> None:
+    cc = compute_capability(device)
+    if cc is not None and cc < _FP8_MIN_CAPABILITY:
+        raise ConfigError("fp8_unet", "on", "off", reason=f"fp8 matmuls need compute capability "
+                          f"{_FP8_MIN_CAPABILITY[0]}.{_FP8_MIN_CAPABILITY[1]}+, this GPU has {cc[0]}.{cc[1]}")
 
 
 def xformers_status() -> tuple[bool, str]:
@@ -236,10 +255,7 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
     if k.fp8_unet:
         from sdbench import fp8
 
-        cc = compute_capability(device)
-        if cc is not None and cc < fp8.MIN_CAPABILITY:
-            raise ConfigError("fp8_unet", "on", "off", reason=f"fp8 matmuls need compute capability "
-                              f"{fp8.MIN_CAPABILITY[0]}.{fp8.MIN_CAPABILITY[1]}+, this GPU has {cc[0]}.{cc[1]}")
+        _check_fp8(device)
         scaling = "row-wise" if k.fp8_rowwise else "per-tensor"
         notes.append(f"fp8 (e4m3, {scaling} scales) in {fp8.convert_unet(pipe.unet, k.fp8_rowwise)} UNet linears")
     if k.channels_last:
@@ -287,7 +303,6 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
     return Applied(profile, attention, processor, offload, asdict(k), attention_context(attention), notes)
 
 
-_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 _compiled_with_attention: list[str] = []  # the SDPA setting of this process's compiled graphs
 
 

@@ -425,3 +425,25 @@ def test_changing_the_pinned_sdpa_backend_drops_compiled_graphs(isolated_compile
     assert len(resets) == n + 1 and any("attention=math dropped" in note for note in applied.notes)
     apply_knobs(fresh())  # nothing compiled: nothing dropped
     assert len(resets) == n + 1
+
+
+def test_offload_with_cuda_graphs_is_refused_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CUDA graphs need weights at fixed GPU addresses; CPU offload moves them."""
+    from sdbench.optimize import check_supported
+
+    monkeypatch.setattr("sdbench.optimize.compute_capability", lambda device: (9, 0))
+    with pytest.raises(ConfigError, match=r"offload.*compile_unet, compile_text use CUDA graphs.*'max'"):
+        check_supported("fp16", "sdpa", "model", "cuda:0", "max")
+    with pytest.raises(ConfigError, match="compile_vae use CUDA graphs"):
+        check_supported("fp16", "sdpa", "sequential", "cuda:0", "eager", "compile_vae=reduce-overhead")
+    check_supported("fp16", "sdpa", "model", "cuda:0", "compile")  # compiled without graphs: allowed
+    check_supported("fp16", "sdpa", "none", "cuda:0", "max")
+
+
+def test_fp8_is_refused_before_building_on_an_a100(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdbench.optimize import check_supported
+
+    monkeypatch.setattr("sdbench.optimize.compute_capability", lambda device: (8, 0))
+    with pytest.raises(ConfigError, match=r"fp8_unet.*8\.9\+"):
+        check_supported("fp16", "sdpa", "none", "cuda:0", "fp8")
+    check_supported("fp16", "sdpa", "none", "cuda:0", "max")
