@@ -76,21 +76,19 @@ def main() -> None:
         torch.cuda.synchronize()
         return time.perf_counter() - t0
 
-    def with_timeline() -> float:
-        m = PowerTimelineMeter(bench.gpu, rate_hz=100)
-        m.start()
-        try:
-            return plain()
-        finally:
-            m.stop()
+    def sampling(make_sampler):
+        """A plain call with a sampler thread running beside it."""
+        def run() -> float:
+            sampler = make_sampler()
+            sampler.start()
+            try:
+                return plain()
+            finally:
+                sampler.stop()
+        return run
 
-    def with_telemetry() -> float:
-        s = TelemetrySampler(bench.gpu, rate_hz=20)
-        s.start()
-        try:
-            return plain()
-        finally:
-            s.stop()
+    with_timeline = sampling(lambda: PowerTimelineMeter(bench.gpu, rate_hz=100))
+    with_telemetry = sampling(lambda: TelemetrySampler(bench.gpu, rate_hz=20))
 
     marks_box = [None]
     from sdbench.runner import Marks
