@@ -1,4 +1,5 @@
-"""Shared fixtures: tiny pipelines built once per session, and an isolated, offline Hugging Face cache."""
+"""Shared fixtures: tiny pipelines built once per session, an isolated, offline Hugging Face cache, and one
+torch thread for modules of tiny models."""
 
 from __future__ import annotations
 
@@ -8,6 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models on a shared 2-core machine: a second thread costs more than it saves (OpenMP's waits
+    for a descheduled thread can make a module 10-20x slower). Modules opt in with
+    `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

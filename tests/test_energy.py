@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from testsupport import fast_gpu
 
 from sdbench.errors import ConfigError
 from sdbench.gpu import SimulatedGpu
@@ -30,11 +31,6 @@ from sdbench.measure.energy import (
 
 IDLE_W = 70.0
 FULL_W = 650.0
-
-
-def fast_gpu(**kwargs: object) -> SimulatedGpu:
-    kwargs.setdefault("energy_update_period_s", 0.01)
-    return SimulatedGpu(**kwargs)  # type: ignore[arg-type]
 
 
 # ---- arithmetic (hypothesis) ---------------------------------------------------------------------

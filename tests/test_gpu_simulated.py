@@ -7,6 +7,7 @@ import threading
 import time
 
 import pytest
+from testsupport import fast_gpu
 
 from sdbench.errors import ConfigError, DeviceUnavailableError
 from sdbench.gpu import (
@@ -21,14 +22,7 @@ from sdbench.gpu import (
     open_device,
 )
 
-FAST_PERIOD_S = 0.01
 IDLE_W = 70.0
-
-
-def fast_gpu(**kwargs: object) -> SimulatedGpu:
-    """A simulated H100 whose energy counter updates every 10 ms (keeps tests short)."""
-    kwargs.setdefault("energy_update_period_s", FAST_PERIOD_S)
-    return SimulatedGpu(**kwargs)  # type: ignore[arg-type]
 
 
 def busy_clock_mhz(gpu: SimulatedGpu) -> int:

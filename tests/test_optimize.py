@@ -9,7 +9,6 @@ applying changes the pipeline in place.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
@@ -41,12 +40,7 @@ KNOB_NAMES = [f.name for f in fields(Knobs)]
 MODE_KNOBS = ("compile_unet", "compile_vae", "compile_text")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def fresh(model: str = "tiny-sd") -> Any:

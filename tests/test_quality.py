@@ -49,14 +49,7 @@ from sdbench.runner import RunnerConfig
 STEPS = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread() -> Iterator[None]:
-    """Tiny tensors and tiny models: a second thread costs more than it saves, and on a shared 2-core
-    machine OpenMP's waits for a descheduled thread make this module 10-20x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # --- metrics ---------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
+from testsupport import tiny_plan
 
 from sdbench.case import Case
 from sdbench.cli import main
@@ -40,17 +41,6 @@ from sdbench.slurm import (
     submit,
     write_script,
 )
-
-FAST_RUNNER = {"warmup_min_s": 0.0, "min_rounds": 1, "max_rounds": 2, "idle_s": 0.0, "count_flops": False}
-
-
-def tiny_plan(path: Path, n_points: int) -> Plan:
-    """`n_points` tiny-sd cases at 64 px, 2 steps, on the CPU, with the fastest runner settings."""
-    cases = [Case.create("tiny-sd", device="cpu", dtype="fp32", height=64, width=64, steps=2, seed=s)
-             for s in range(n_points)]
-    plan = Plan.from_cases(cases, runner=FAST_RUNNER, device="cpu")
-    plan.save(path)
-    return plan
 
 
 def sbatch_lines(script: str) -> list[str]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pynvml as real_pynvml
 import pytest
+from testsupport import FAST_RUNNER, tiny_plan
 
 from sdbench.case import Case
 from sdbench.errors import ConfigError, SdbenchError
@@ -38,7 +39,6 @@ from sdbench.workers import (
     worker_env,
 )
 
-FAST_RUNNER = {"warmup_min_s": 0.0, "min_rounds": 1, "max_rounds": 2, "idle_s": 0.0, "count_flops": False}
 UUIDS = ["GPU-aaaa0000-1111-2222-3333-444444444444", "GPU-bbbb0000-1111-2222-3333-444444444444",
          "GPU-cccc0000-1111-2222-3333-444444444444"]
 
@@ -81,13 +81,6 @@ def hang_hook_env(tmp_path: Path, key: str, value: str, after: int = 1) -> tuple
             "SDBENCH_TEST_HANG_FLAG": str(flag), "SDBENCH_TEST_HANG_AFTER": str(after)}, flag
 
 
-def tiny_plan(path: Path, n_points: int) -> Plan:
-    """`n_points` tiny-sd cases at 64 px, 2 steps, on the CPU, measured with the fastest runner settings."""
-    cases = [Case.create("tiny-sd", device="cpu", dtype="fp32", height=64, width=64, steps=2, seed=s)
-             for s in range(n_points)]
-    plan = Plan.from_cases(cases, runner=FAST_RUNNER, device="cpu")
-    plan.save(path)
-    return plan
 
 
 # --- a fake NVML: enough of pynvml for UUID lookups, with the real binding's errors and constants ---------
