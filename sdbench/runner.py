@@ -69,9 +69,8 @@ class RunnerConfig:
     align_to_counter: bool = True  # start windows on a counter update, read the end on the next one
     # Unmeasured calls just before each window of several (short) calls, so the window starts on a
     # loaded GPU: NVML's power reading trails the load by ~0.25 s, and a window that starts from idle
-    # reads low on the power timeline. At least `preroll_s` of calls; `preroll_calls` fixes the number.
+    # reads low on the power timeline. At least `preroll_s` of calls; 0 disables.
     preroll_s: float = 0.5
-    preroll_calls: int | None = None
     count_flops: bool = True
     matmul_ceiling_tflops: float | None = None
 
@@ -165,8 +164,8 @@ class Window:
     timeline_energy_j: float | None = None
     cpu_energy_j: float | None = None
     energy_tail_j: float = 0.0  # counter energy after the window's end, taken off (see _window)
-    t_read_s: float | None = None  # when the counter was read at the end (>= t1_s when aligned)
-    counter_span_timeline_j: float | None = None  # the timeline over the counter's own span, t0 -> t_read
+    t_read_s: float = 0.0  # when the energy was read at the end (the next counter update when aligned, else t1_s)
+    counter_span_timeline_j: float | None = None  # the timeline over the meter's own span, t0 -> t_read
     throttled: bool | None = None
     telemetry: dict[str, Any] = field(default_factory=dict)
 
@@ -411,8 +410,7 @@ class Runner:
             integral = timeline.integral()
             for w in windows:
                 w.timeline_energy_j = integral.between_j(w.t0_s, w.t1_s)
-                if w.t_read_s is not None:
-                    w.counter_span_timeline_j = integral.between_j(w.t0_s, w.t_read_s)
+                w.counter_span_timeline_j = integral.between_j(w.t0_s, w.t_read_s)
             if breakdowns:
                 step_e, phase_e = _attribute_energy(integral, breakdowns)
 
@@ -462,8 +460,9 @@ class Runner:
             with gpu.workload() if gpu is not None else contextlib.nullcontext():
                 for _ in range(preroll):
                     call()
-                _sync(device)
-        _sync(device)
+                _sync(device)  # inside: a simulated GPU counts the pre-roll as load
+        else:
+            _sync(device)
         aligned = source_name == "counter" and self.config.align_to_counter and bool(self.counter_period_s())
         if aligned:
             _wait_for_counter_tick(gpu, self.counter_period_s())
@@ -521,9 +520,7 @@ def calibration_call_s(warm_calls_s: list[float]) -> float:
 
 def preroll_calls(cfg: RunnerConfig, n_calls: int, call_s: float) -> int:
     """Unmeasured calls before each window: none before a window of one (long) call, else enough to span
-    `preroll_s` (or `preroll_calls` when set)."""
-    if cfg.preroll_calls is not None:
-        return cfg.preroll_calls
+    `preroll_s`."""
     if n_calls <= 1 or cfg.preroll_s <= 0:
         return 0
     return max(1, math.ceil(cfg.preroll_s / max(call_s, 1e-6)))
@@ -640,7 +637,7 @@ def _telemetry_dict(summary: Any) -> dict[str, Any]:
     return dict(vars(summary))
 
 
-def _agreement(windows: list[Window], rec: dict[str, Any]) -> float:
+def _agreement(windows: list[Window]) -> float | None:
     """Timeline vs counter over the same span: the counter's own, from its first read to its last.
 
     Both instruments then see the same seconds, with no tail estimate in between. NVML's power reading
@@ -649,9 +646,7 @@ def _agreement(windows: list[Window], rec: dict[str, Any]) -> float:
     """
     ratios = [w.counter_span_timeline_j / (w.energy_j + w.energy_tail_j) - 1.0 for w in windows
               if w.counter_span_timeline_j is not None and w.energy_j is not None and w.energy_j + w.energy_tail_j > 0]
-    if len(ratios) == len(windows):
-        return float(np.median(ratios))
-    return rec["timeline_energy_per_image_j_median"] / rec["energy_per_image_j_median"] - 1.0
+    return float(np.median(ratios)) if ratios else None
 
 
 def pipeline_call_kwargs(case: Case, device: str) -> dict[str, Any]:
@@ -732,7 +727,7 @@ def build_record(m: Measurement, matmul_ceiling_tflops: float | None = None) -> 
     if all(x is not None for x in tl) and tl:
         rec["timeline_energy_per_image_j_median"] = float(np.median([e / w.images for e, w in zip(tl, m.windows)]))
         if rec.get("energy_per_image_j_median"):
-            rec["counter_timeline_agreement_rel"] = _agreement(m.windows, rec)
+            rec["counter_timeline_agreement_rel"] = _agreement(m.windows)
     cpu = [w.cpu_energy_j for w in m.windows]
     if m.cpu_energy_source and all(x is not None for x in cpu):
         rec["cpu_energy_per_image_j_median"] = float(np.median([e / w.images for e, w in zip(cpu, m.windows)]))

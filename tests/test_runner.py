@@ -345,9 +345,8 @@ def count_calls(pipe: Any) -> Callable[[], int]:
 
 
 @functools.cache
-def lagged_run(preroll_calls: int | None) -> Run:
-    cfg = RunnerConfig.for_cpu(min_rounds=3, max_rounds=3, idle_s=0.3, min_window_periods=20,
-                               preroll_calls=preroll_calls)
+def lagged_run(preroll_s: float) -> Run:
+    cfg = RunnerConfig.for_cpu(min_rounds=3, max_rounds=3, idle_s=0.3, min_window_periods=20, preroll_s=preroll_s)
     bench = Bench("simulated", runner_config=cfg, gpu=SimulatedGpu(power_report_lag_s=0.4))
     try:
         return measure(bench, before=count_calls, prewarm=True)
@@ -357,7 +356,7 @@ def lagged_run(preroll_calls: int | None) -> Run:
 
 def test_preroll_runs_unmeasured_calls_before_each_window_of_short_calls(cpu_run: Run) -> None:
     assert cpu_run.record["preroll_calls_per_window"] == 0  # one call per window: no pre-roll
-    run = lagged_run(None)
+    run = lagged_run(RunnerConfig().preroll_s)
     windows = run.measurement.windows
     pre = run.record["preroll_calls_per_window"]
     assert pre >= 1 and (pre - 1) * run.record["calibration_call_s"] < RunnerConfig().preroll_s  # ~preroll_s of calls
@@ -367,8 +366,8 @@ def test_preroll_runs_unmeasured_calls_before_each_window_of_short_calls(cpu_run
 
 def test_preroll_brings_a_lagging_power_timeline_into_line_with_the_counter() -> None:
     """NVML's power reading trails the load; a window that starts from idle reads low on the timeline."""
-    without = lagged_run(0).record["counter_timeline_agreement_rel"]
-    with_preroll = lagged_run(None).record["counter_timeline_agreement_rel"]
+    without = lagged_run(0.0).record["counter_timeline_agreement_rel"]
+    with_preroll = lagged_run(RunnerConfig().preroll_s).record["counter_timeline_agreement_rel"]
     print(f"agreement without pre-roll {without:+.3f}, with {with_preroll:+.3f}")
     assert without < -0.03  # the lag's deficit: ~0.4 s of (busy - idle) power missing at the window's start
     assert with_preroll > without + 0.02
