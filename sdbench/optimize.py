@@ -303,17 +303,18 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
     return Applied(profile, attention, processor, offload, asdict(k), attention_context(attention), notes)
 
 
-_compiled_with_attention: list[str] = []  # the SDPA setting of this process's compiled graphs
+_compiled_with_attention: str | None = None  # the SDPA setting of this process's compiled graphs
 
 
 def _forget_graphs_of_other_attention(attention: str, notes: list[str]) -> None:
     """Dynamo reuses a compiled graph for another module instance of the same shapes (parameters are
     inputs, not guards), and the SDPA backend was fixed when that graph was traced: a pipeline pinned
     to another backend would silently run the old one. Drop this process's graphs when it changes."""
-    if _compiled_with_attention and _compiled_with_attention[-1] != attention:
+    global _compiled_with_attention
+    if _compiled_with_attention is not None and _compiled_with_attention != attention:
         torch._dynamo.reset()
-        notes.append(f"compiled graphs of attention={_compiled_with_attention[-1]} dropped (recompiled for {attention})")
-    _compiled_with_attention[:] = [attention]
+        notes.append(f"compiled graphs of attention={_compiled_with_attention} dropped (recompiled for {attention})")
+    _compiled_with_attention = attention
 
 
 def _compile_graph_safe(encoder: Any, mode: str, fullgraph: bool) -> None:
