@@ -260,15 +260,6 @@ def cmd_plan_make(args: Any) -> int:
     return 0
 
 
-def cmd_plan_run(args: Any) -> int:
-    """One shard, exactly as a pinned worker runs it (clock points refused, pinning checked and recorded)."""
-    from sdbench.workers import run_shard
-
-    index, count = parse_shard(args.shard)
-    return run_shard(args.plan, index, count, args.output_dir, device=args.device, resume=not args.no_resume,
-                     echo=lambda line: print(line, flush=True))
-
-
 def cmd_plan_merge(args: Any) -> int:
     paths = sorted(Path(args.results_dir).glob("results-shard*.jsonl"))
     if not paths:
@@ -293,13 +284,9 @@ def build_parser(sub: Any) -> None:
     make.add_argument("--idle-seconds", type=float, default=None, help="idle-power baseline per point, s")
     make.add_argument("-o", "--output", required=True, help="plan file to write")
     make.set_defaults(func=cmd_plan_make)
-    run = psub.add_parser("run", help="measure one shard of a plan, appending records as points finish")
-    run.add_argument("plan")
-    run.add_argument("--shard", default="0/1", help="I/N: this worker's shard (default 0/1, the whole plan)")
-    run.add_argument("--output-dir", required=True)
-    run.add_argument("--device", default=None, help="override the plan's device (e.g. cuda:0 inside a pinned worker)")
-    run.add_argument("--no-resume", action="store_true", help="re-measure points already in the results file")
-    run.set_defaults(func=cmd_plan_run)
+    from sdbench.workers import add_shard_command
+
+    add_shard_command(psub, "run", "measure one shard of a plan, appending records as points finish")
     merge = psub.add_parser("merge", help="merge shard results into one file (one record per point)")
     merge.add_argument("results_dir")
     merge.add_argument("-o", "--output", required=True)

@@ -533,6 +533,17 @@ def cmd_workers_run(args: Any) -> int:
     return 0 if report.complete else 1
 
 
+def add_shard_command(sub: Any, name: str, help_text: str) -> None:
+    """`sdbench workers shard` and `sdbench plan run`: one shard of a plan, as a pinned worker runs it."""
+    p = sub.add_parser(name, help=help_text)
+    p.add_argument("plan")
+    p.add_argument("--shard", default="0/1", help="I/N (0-based): this worker's shard (default 0/1, the whole plan)")
+    p.add_argument("--output-dir", required=True)
+    p.add_argument("--device", default=None, help="override the plan's device (e.g. cuda:0 inside a pinned worker)")
+    p.add_argument("--no-resume", action="store_true", help="re-measure points already in the results file")
+    p.set_defaults(func=cmd_workers_shard)
+
+
 def cmd_workers_shard(args: Any) -> int:
     from sdbench.plan import parse_shard
 
@@ -568,13 +579,7 @@ def build_parser(sub: Any) -> None:
     run.add_argument("--shard-count", type=int, default=None, help="total shards (default: one per GPU)")
     run.add_argument("--no-merge", action="store_true", help="leave the shard files unmerged (another process merges)")
     run.set_defaults(func=cmd_workers_run)
-    shard = wsub.add_parser("shard", help="one pinned worker: verify pinning, then measure shard I/N")
-    shard.add_argument("plan")
-    shard.add_argument("--shard", default="0/1", help="I/N (0-based)")
-    shard.add_argument("--output-dir", required=True)
-    shard.add_argument("--device", default=None, help="override the plan's device (cuda:0 in a pinned worker)")
-    shard.add_argument("--no-resume", action="store_true")
-    shard.set_defaults(func=cmd_workers_shard)
+    add_shard_command(wsub, "shard", "one pinned worker: verify pinning, then measure shard I/N")
     verify = wsub.add_parser("verify", help="check that NVML and torch see the same GPU (by UUID); exit 3 if not")
     verify.add_argument("--device", default="auto")
     verify.set_defaults(func=cmd_workers_verify)
