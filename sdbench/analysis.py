@@ -338,23 +338,12 @@ class SweepAnalysis:
         for opt in self.optima.values():
             out.append(f"- {opt.statement()}")
         out.append("")
-        if self.excluded:
-            out.append(f"{h}# Excluded from the optima (clock not verified)")
-            out.append("")
-            for ex in self.excluded:
-                out.append(f"- {ex['label']}: {ex['reason']}")
-            out.append("")
-        if self.failed:
-            out.append(f"{h}# Failed points")
-            out.append("")
-            for fl in self.failed:
-                out.append(f"- {fl.get('point_id') or fl.get('label')}: {fl.get('error')}")
-            out.append("")
-        if self.notes:
-            out.append(f"{h}# Notes")
-            out.append("")
-            out.extend(f"- {n}" for n in self.notes)
-            out.append("")
+        for title, items in (
+                ("Excluded from the optima (clock not verified)", [f"{ex['label']}: {ex['reason']}" for ex in self.excluded]),
+                ("Failed points", [f"{fl.get('point_id') or fl.get('label')}: {fl.get('error')}" for fl in self.failed]),
+                ("Notes", list(self.notes))):
+            if items:
+                out += [f"{h}# {title}", "", *(f"- {item}" for item in items), ""]
         return "\n".join(out)
 
 
