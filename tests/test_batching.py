@@ -7,8 +7,6 @@ the real pipeline probe, the Runner path and the CLI run tiny-sd at 64 px with 1
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import math
 import weakref
@@ -21,6 +19,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from testsupport import invoke
 
 from sdbench import batching
 from sdbench.batching import (
@@ -41,7 +40,6 @@ from sdbench.batching import (
 )
 from sdbench.bench import Bench
 from sdbench.case import Case
-from sdbench.cli import main
 from sdbench.errors import ConfigError
 from sdbench.prompts import LONG_PROMPT
 from sdbench.runner import RunnerConfig
@@ -379,16 +377,6 @@ def test_sweep_with_a_memory_budget_probes_first_and_records_the_simulated_oom(b
     assert [(p.batch_size, p.status) for p in sweep.points] == [(1, "ok"), (2, "oom"), (4, "skipped")]
     assert sweep.points[0].peak_bytes == probe(1).peak_bytes  # the CPU peak comes from the probe
     assert sweep.points[1].oom_simulated and sweep.throughput.batch_size == 1
-
-
-def invoke(argv: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exc:  # argparse rejects a value by exiting (code 2)
-            code = exc.code if isinstance(exc.code, int) else 1
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_cli_sweep_on_the_cpu_prints_the_table_and_writes_json_and_png(tmp_path: Path) -> None:

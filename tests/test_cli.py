@@ -6,13 +6,10 @@ with one or two measured rounds and no idle baseline, so each takes well under a
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ import pytest
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from PIL import Image
+from testsupport import Result, invoke
 
 from sdbench.cli import main
 from sdbench.models import MODELS, TINY_MODELS
@@ -30,24 +28,6 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__ must accept conte
 
 FAST = ["--device", "cpu", "--max-rounds", "2", "--min-rounds", "1", "--idle-seconds", "0", "--warmup", "1", "--quiet"]
 REPO = Path(__file__).resolve().parents[1]
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-
-
-def invoke(argv: list[str]) -> Result:
-    """Run `main(argv)` and capture its output; argparse's own SystemExit counts as an exit code."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        try:
-            code = main(argv)
-        except SystemExit as exc:  # argparse rejects a value by exiting (code 2)
-            code = exc.code if isinstance(exc.code, int) else 1
-    return Result(code, out.getvalue(), err.getvalue())
 
 
 def generate(tmp: Path, *flags: str, model: str = "tiny-sd", steps: str = "2", name: str = "out") -> tuple[Result, list[dict[str, Any]], Path]:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 from pathlib import Path
+from typing import NamedTuple
 
 from sdbench.case import Case
+from sdbench.cli import main
 from sdbench.gpu import SimulatedGpu
 from sdbench.plan import Plan
 
@@ -26,3 +30,20 @@ def tiny_plan(path: Path, n_points: int) -> Plan:
     plan = Plan.from_cases(cases, runner=FAST_RUNNER, device="cpu")
     plan.save(path)
     return plan
+
+
+class Result(NamedTuple):
+    code: int
+    out: str
+    err: str
+
+
+def invoke(argv: list[str]) -> Result:
+    """Run `sdbench` in-process and capture its output; argparse's own SystemExit counts as an exit code."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse rejects a value by exiting (code 2)
+            code = exc.code if isinstance(exc.code, int) else 1
+    return Result(code, out.getvalue(), err.getvalue())
