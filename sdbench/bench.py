@@ -67,10 +67,17 @@ class Bench:
                           f"{case.profile}/{case.knobs}/{case.attention}/{case.offload}")
 
         def build() -> BuiltPipeline:
-            # Offloaded pipelines start on the CPU; the offload hooks move modules as they run.
-            target = "cpu" if case.offload != "none" else case.compute_device
-            built = build_pipeline(case.model, weights=case.weights, dtype=case.dtype, device=target,
+            built = build_pipeline(case.model, weights=case.weights, dtype=case.dtype, device=case.compute_device,
                                    seed=0, steps=case.steps)
+            if case.offload != "none":
+                # Offloaded pipelines start on the CPU; the offload hooks move modules as they run. They
+                # are built on the compute device first: synthetic weights are drawn on the device that
+                # holds them, so only this gives the same weights (and images) as without offload.
+                built.pipe.to("cpu")
+                if case.compute_device.startswith("cuda"):
+                    import torch
+
+                    torch.cuda.empty_cache()
             self._applied[key] = apply(built.pipe, profile=case.profile, attention=case.attention,
                                        offload=case.offload, device=case.compute_device, knobs=case.knobs)
             return built

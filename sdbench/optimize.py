@@ -290,15 +290,15 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
         pipe.unet.compile(mode=k.compile_unet, fullgraph=k.fullgraph)
     if k.compile_vae:
         pipe.vae.decode = torch.compile(pipe.vae.decode, mode=k.compile_vae, fullgraph=k.fullgraph)
-    if k.compile_text:
-        for name in ("text_encoder", "text_encoder_2"):
-            enc = getattr(pipe, name, None)
-            if enc is None:
-                continue
-            if k.compile_text in _CUDA_GRAPH_MODES:
-                _compile_graph_safe(enc, k.compile_text, k.fullgraph)
-            else:
-                enc.compile(mode=k.compile_text, fullgraph=k.fullgraph)
+    pinned = attention in _SDPA_BACKENDS
+    for name in ("text_encoder", "text_encoder_2"):
+        enc = getattr(pipe, name, None)
+        if enc is None or not (k.compile_text or pinned):
+            continue
+        _wrap_text_encoder(enc, k.compile_text, k.fullgraph, default_sdpa=pinned)
+    if pinned and any(getattr(pipe, n, None) is not None for n in ("text_encoder", "text_encoder_2")):
+        notes.append(f"SDPA pinned to {attention} in the UNet and VAE; the text encoders keep torch's default "
+                     "choice (their causal mask rules out flash)")
     processor = _attention_processor_name(pipe)
     return Applied(profile, attention, processor, offload, asdict(k), attention_context(attention), notes)
 
@@ -317,21 +317,36 @@ def _forget_graphs_of_other_attention(attention: str, notes: list[str]) -> None:
     _compiled_with_attention = attention
 
 
-def _compile_graph_safe(encoder: Any, mode: str, fullgraph: bool) -> None:
-    """Compile a text encoder under CUDA graphs so that its outputs survive its next call.
+def _wrap_text_encoder(encoder: Any, mode: str | None, fullgraph: bool, default_sdpa: bool) -> None:
+    """Compile a text encoder (mode None: leave it eager) and, with a pinned SDPA backend, run it with
+    torch's default backend choice: CLIP passes a causal mask, which flash attention cannot take.
 
-    A CUDA-graph replay overwrites the previous replay's outputs, and SDXL keeps the first encoder's
-    hidden states while the second (and the negative prompt) run: each call starts a new graph step
-    and hands back copies (a few hundred kilobytes per prompt).
+    The wrapper sits outside the compiled function, so the compiler traces the encoder under the
+    backends that will really run. Under CUDA graphs a replay overwrites the previous replay's
+    outputs, and SDXL keeps the first encoder's hidden states while the second (and the negative
+    prompt) run: each call then starts a new graph step and hands back copies (a few hundred
+    kilobytes per prompt).
     """
-    compiled = torch.compile(encoder.forward, mode=mode, fullgraph=fullgraph)
+    inner = encoder.forward if mode is None else torch.compile(encoder.forward, mode=mode, fullgraph=fullgraph)
+    graphs = mode in _CUDA_GRAPH_MODES
 
     def forward(*args: Any, **kwargs: Any) -> Any:
-        torch.compiler.cudagraph_mark_step_begin()
-        return _cloned(compiled(*args, **kwargs))
+        with _default_sdpa() if default_sdpa else contextlib.nullcontext():
+            if graphs:
+                torch.compiler.cudagraph_mark_step_begin()
+                return _cloned(inner(*args, **kwargs))
+            return inner(*args, **kwargs)
 
-    forward.graph_safe = True  # type: ignore[attr-defined]
+    forward.compiled_mode = mode  # type: ignore[attr-defined]
+    forward.graph_safe = graphs  # type: ignore[attr-defined]
+    forward.default_sdpa = default_sdpa  # type: ignore[attr-defined]
     encoder.forward = forward
+
+
+def _default_sdpa() -> contextlib.AbstractContextManager[Any]:
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([getattr(SDPBackend, b) for b in _SDPA_BACKENDS.values()])
 
 
 def _cloned(out: Any) -> Any:

@@ -126,15 +126,15 @@ def test_compile_knobs_compile_without_running(isolated_compile: Path) -> None:
     assert pipe.unet._compiled_call_impl is not None
     assert isinstance(pipe.unet, torch.nn.Module) and type(pipe.unet).__name__ == "UNet2DConditionModel"
     assert getattr(pipe.vae.decode, "_torchdynamo_orig_callable", None) == original_decode
-    assert pipe.text_encoder._compiled_call_impl is None  # compile_text is off in this profile
+    assert not hasattr(pipe.text_encoder.forward, "compiled_mode")  # compile_text is off in this profile
     assert applied.knobs["compile_unet"] == applied.knobs["compile_vae"] == "default"
 
 
 def test_compile_text_compiles_every_text_encoder(isolated_compile: Path) -> None:
     pipe = fresh("tiny-sdxl")
     apply_knobs(pipe, "compile_text=default")
-    assert pipe.text_encoder._compiled_call_impl is not None
-    assert pipe.text_encoder_2._compiled_call_impl is not None
+    for enc in (pipe.text_encoder, pipe.text_encoder_2):
+        assert enc.forward.compiled_mode == "default" and not enc.forward.graph_safe
     assert pipe.unet._compiled_call_impl is None
 
 
@@ -392,13 +392,46 @@ def test_text_encoders_under_cuda_graphs_return_copies(isolated_compile: Path, m
         return BaseModelOutputWithPooling(last_hidden_state=shared, hidden_states=(shared, shared))
 
     monkeypatch.setattr(optimize.torch, "compile", lambda fn, **_k: fake_compiled)
-    optimize._compile_graph_safe(enc, "reduce-overhead", False)
+    optimize._wrap_text_encoder(enc, "reduce-overhead", False, default_sdpa=False)
     out = enc(ids)
     assert steps == [1]
     assert out.last_hidden_state is not shared and torch.equal(out.last_hidden_state, shared)
     assert all(h is not shared for h in out.hidden_states) and type(out).__name__ == "BaseModelOutputWithPooling"
     shared += 1  # the next replay overwrites the graph's buffers ...
     assert float(out.last_hidden_state.sum()) == 0.0  # ... and the copy handed out is untouched
+
+
+def test_pinned_sdpa_backend_leaves_the_text_encoders_on_the_default_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """CLIP passes a causal mask that flash attention cannot take: pinning flash must not break the text
+    encoders, and the UNet must still run under the pinned backend."""
+    pipe = fresh("tiny-sdxl")
+    where = {"now": ""}
+    seen: dict[str, set[tuple[bool, bool]]] = {"text": set(), "unet": set()}
+    original = torch.nn.functional.scaled_dot_product_attention
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        seen[where["now"]].add((torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.math_sdp_enabled()))
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", recording)
+    for enc in (pipe.text_encoder, pipe.text_encoder_2):
+        enc.register_forward_pre_hook(lambda *_a: where.update(now="text"))
+    pipe.unet.register_forward_pre_hook(lambda *_a: where.update(now="unet"))
+    applied = apply_knobs(pipe, "", attention="math")
+    assert all(getattr(e.forward, "default_sdpa", False) for e in (pipe.text_encoder, pipe.text_encoder_2))
+    assert any("text encoders keep torch's default" in n for n in applied.notes)
+    with torch.inference_mode(), applied.call_context():
+        pipe(prompt="a cat", num_inference_steps=1, height=64, width=64, output_type="pt",
+             generator=torch.Generator().manual_seed(0))
+    assert seen["unet"] == {(False, True)}  # pinned: math only
+    assert seen["text"] == {(True, True)}  # torch's default: every backend allowed
+
+
+def test_unpinned_eager_text_encoders_are_left_alone() -> None:
+    pipe = fresh("tiny-sdxl")
+    forward = pipe.text_encoder.forward
+    apply_knobs(pipe, "")
+    assert pipe.text_encoder.forward == forward
 
 
 def test_pinned_sdpa_backend_compiles_into_its_own_cache(isolated_compile: Path) -> None:
@@ -441,3 +474,38 @@ def test_fp8_is_refused_before_building_on_an_a100(monkeypatch: pytest.MonkeyPat
     with pytest.raises(ConfigError, match=r"fp8_unet.*8\.9\+"):
         check_supported("fp16", "sdpa", "none", "cuda:0", "fp8")
     check_supported("fp16", "sdpa", "none", "cuda:0", "max")
+
+
+def test_an_offloaded_pipeline_gets_the_weights_of_the_plain_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Synthetic weights are drawn on the device that holds them: an offloaded pipeline is built on the
+    compute device (as without offload) and only then moved to the CPU for the offload hooks."""
+    import sdbench.bench as bench_mod
+    from sdbench.pipelines import BuiltPipeline
+
+    events: list[str] = []
+
+    class FakePipe:
+        def to(self, device: str) -> FakePipe:
+            events.append(f"to:{device}")
+            return self
+
+    def fake_build(model: str, **kw: Any) -> BuiltPipeline:
+        events.append(f"build:{kw['device']}")
+        return BuiltPipeline(FakePipe(), model, "synthetic", kw["dtype"], kw["device"], 0.0)
+
+    def fake_apply(pipe: Any, **kw: Any) -> Any:
+        events.append(f"apply:offload={kw['offload']}")
+        return "applied"
+
+    monkeypatch.setattr(bench_mod, "build_pipeline", fake_build)
+    monkeypatch.setattr(bench_mod, "apply", fake_apply)
+    monkeypatch.setattr(bench_mod, "check_supported", lambda *a, **k: None)
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: events.append("empty_cache"))
+    bench = Bench("cpu", runner_config=RunnerConfig.for_cpu(), gpu=None)
+    case = bench.case("tiny-sd", device="cuda:0", dtype="fp16", offload="model")
+    bench.cache.prebuild = False
+    bench.pipeline(case)
+    assert events == ["build:cuda:0", "to:cpu", "empty_cache", "apply:offload=model"]
+    events.clear()
+    bench.pipeline(bench.case("tiny-sd", device="cuda:0", dtype="fp16"))
+    assert events == ["build:cuda:0", "apply:offload=none"]
