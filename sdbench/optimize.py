@@ -290,15 +290,21 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
         pipe.unet.compile(mode=k.compile_unet, fullgraph=k.fullgraph)
     if k.compile_vae:
         pipe.vae.decode = torch.compile(pipe.vae.decode, mode=k.compile_vae, fullgraph=k.fullgraph)
-    pinned = attention in _SDPA_BACKENDS
-    for name in ("text_encoder", "text_encoder_2"):
-        enc = getattr(pipe, name, None)
-        if enc is None or not (k.compile_text or pinned):
-            continue
-        _wrap_text_encoder(enc, k.compile_text, k.fullgraph, default_sdpa=pinned)
-    if pinned and any(getattr(pipe, n, None) is not None for n in ("text_encoder", "text_encoder_2")):
-        notes.append(f"SDPA pinned to {attention} in the UNet and VAE; the text encoders keep torch's default "
-                     "choice (their causal mask rules out flash)")
+    if k.compile_text:
+        for name in ("text_encoder", "text_encoder_2"):
+            if getattr(pipe, name, None) is not None:
+                _compile_text_encoder(getattr(pipe, name), k.compile_text, k.fullgraph)
+    if attention in _SDPA_BACKENDS:
+        # The pin is for the UNet's attention. CLIP passes a causal mask, which flash cannot take, and
+        # the VAE's one attention layer has a single 512-wide head, beyond flash and cuDNN: both keep
+        # torch's own choice. The wrapper sits outside any compiled function, so graphs are traced
+        # under the backends that really run.
+        kept = [name for name in ("text_encoder", "text_encoder_2") if getattr(pipe, name, None) is not None]
+        for name in kept:
+            _run_with_default_sdpa(getattr(pipe, name), "forward")
+        for method in ("decode", "encode"):
+            _run_with_default_sdpa(pipe.vae, method)
+        notes.append(f"SDPA pinned to {attention} in the UNet; {', '.join(kept + ['vae'])} keep torch's default choice")
     processor = _attention_processor_name(pipe)
     return Applied(profile, attention, processor, offload, asdict(k), attention_context(attention), notes)
 
@@ -317,30 +323,38 @@ def _forget_graphs_of_other_attention(attention: str, notes: list[str]) -> None:
     _compiled_with_attention = attention
 
 
-def _wrap_text_encoder(encoder: Any, mode: str | None, fullgraph: bool, default_sdpa: bool) -> None:
-    """Compile a text encoder (mode None: leave it eager) and, with a pinned SDPA backend, run it with
-    torch's default backend choice: CLIP passes a causal mask, which flash attention cannot take.
+def _compile_text_encoder(encoder: Any, mode: str, fullgraph: bool) -> None:
+    """Compile a text encoder; under CUDA graphs, so that its outputs survive its next call.
 
-    The wrapper sits outside the compiled function, so the compiler traces the encoder under the
-    backends that will really run. Under CUDA graphs a replay overwrites the previous replay's
-    outputs, and SDXL keeps the first encoder's hidden states while the second (and the negative
-    prompt) run: each call then starts a new graph step and hands back copies (a few hundred
-    kilobytes per prompt).
+    A CUDA-graph replay overwrites the previous replay's outputs, and SDXL keeps the first encoder's
+    hidden states while the second (and the negative prompt) run: each call then starts a new graph
+    step and hands back copies (a few hundred kilobytes per prompt).
     """
-    inner = encoder.forward if mode is None else torch.compile(encoder.forward, mode=mode, fullgraph=fullgraph)
+    compiled = torch.compile(encoder.forward, mode=mode, fullgraph=fullgraph)
     graphs = mode in _CUDA_GRAPH_MODES
 
     def forward(*args: Any, **kwargs: Any) -> Any:
-        with _default_sdpa() if default_sdpa else contextlib.nullcontext():
-            if graphs:
-                torch.compiler.cudagraph_mark_step_begin()
-                return _cloned(inner(*args, **kwargs))
-            return inner(*args, **kwargs)
+        if not graphs:
+            return compiled(*args, **kwargs)
+        torch.compiler.cudagraph_mark_step_begin()
+        return _cloned(compiled(*args, **kwargs))
 
     forward.compiled_mode = mode  # type: ignore[attr-defined]
     forward.graph_safe = graphs  # type: ignore[attr-defined]
-    forward.default_sdpa = default_sdpa  # type: ignore[attr-defined]
     encoder.forward = forward
+
+
+def _run_with_default_sdpa(obj: Any, method: str) -> None:
+    """Run `obj.method` with every SDPA backend allowed (torch's own choice), whatever the call pins."""
+    inner = getattr(obj, method)
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        with _default_sdpa():
+            return inner(*args, **kwargs)
+
+    wrapped.default_sdpa = True  # type: ignore[attr-defined]
+    wrapped.__wrapped__ = inner  # type: ignore[attr-defined]
+    setattr(obj, method, wrapped)
 
 
 def _default_sdpa() -> contextlib.AbstractContextManager[Any]:

@@ -392,7 +392,7 @@ def test_text_encoders_under_cuda_graphs_return_copies(isolated_compile: Path, m
         return BaseModelOutputWithPooling(last_hidden_state=shared, hidden_states=(shared, shared))
 
     monkeypatch.setattr(optimize.torch, "compile", lambda fn, **_k: fake_compiled)
-    optimize._wrap_text_encoder(enc, "reduce-overhead", False, default_sdpa=False)
+    optimize._compile_text_encoder(enc, "reduce-overhead", False)
     out = enc(ids)
     assert steps == [1]
     assert out.last_hidden_state is not shared and torch.equal(out.last_hidden_state, shared)
@@ -402,11 +402,11 @@ def test_text_encoders_under_cuda_graphs_return_copies(isolated_compile: Path, m
 
 
 def test_pinned_sdpa_backend_leaves_the_text_encoders_on_the_default_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    """CLIP passes a causal mask that flash attention cannot take: pinning flash must not break the text
-    encoders, and the UNet must still run under the pinned backend."""
+    """CLIP passes a causal mask that flash attention cannot take, the VAE has a 512-wide head: pinning
+    flash must break neither, and the UNet must still run under the pinned backend."""
     pipe = fresh("tiny-sdxl")
     where = {"now": ""}
-    seen: dict[str, set[tuple[bool, bool]]] = {"text": set(), "unet": set()}
+    seen: dict[str, set[tuple[bool, bool]]] = {"text": set(), "unet": set(), "vae": set()}
     original = torch.nn.functional.scaled_dot_product_attention
 
     def recording(*args: Any, **kwargs: Any) -> Any:
@@ -417,14 +417,17 @@ def test_pinned_sdpa_backend_leaves_the_text_encoders_on_the_default_choice(monk
     for enc in (pipe.text_encoder, pipe.text_encoder_2):
         enc.register_forward_pre_hook(lambda *_a: where.update(now="text"))
     pipe.unet.register_forward_pre_hook(lambda *_a: where.update(now="unet"))
+    pipe.vae.decoder.register_forward_pre_hook(lambda *_a: where.update(now="vae"))
     applied = apply_knobs(pipe, "", attention="math")
     assert all(getattr(e.forward, "default_sdpa", False) for e in (pipe.text_encoder, pipe.text_encoder_2))
-    assert any("text encoders keep torch's default" in n for n in applied.notes)
+    assert pipe.vae.decode.default_sdpa and pipe.vae.encode.default_sdpa
+    assert "SDPA pinned to math in the UNet; text_encoder, text_encoder_2, vae keep torch's default choice" in applied.notes
     with torch.inference_mode(), applied.call_context():
         pipe(prompt="a cat", num_inference_steps=1, height=64, width=64, output_type="pt",
              generator=torch.Generator().manual_seed(0))
     assert seen["unet"] == {(False, True)}  # pinned: math only
     assert seen["text"] == {(True, True)}  # torch's default: every backend allowed
+    assert seen["vae"] == {(True, True)}  # the VAE decoder's mid-block attention too
 
 
 def test_unpinned_eager_text_encoders_are_left_alone() -> None:
