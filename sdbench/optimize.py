@@ -285,7 +285,9 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
             inductor_config.coordinate_descent_tuning = True
             inductor_config.coordinate_descent_check_all_directions = True
             inductor_config.epilogue_fusion = False
-    if k.compile_unet:
+    if k.compile_unet in _CUDA_GRAPH_MODES:
+        _compile_unet_graph_steps(pipe.unet, k.compile_unet, k.fullgraph)
+    elif k.compile_unet:
         # Module.compile keeps the module's type and attributes, which diffusers reads.
         pipe.unet.compile(mode=k.compile_unet, fullgraph=k.fullgraph)
     if k.compile_vae:
@@ -342,6 +344,25 @@ def _compile_text_encoder(encoder: Any, mode: str, fullgraph: bool) -> None:
     forward.compiled_mode = mode  # type: ignore[attr-defined]
     forward.graph_safe = graphs  # type: ignore[attr-defined]
     encoder.forward = forward
+
+
+def _compile_unet_graph_steps(unet: Any, mode: str, fullgraph: bool) -> None:
+    """Compile the UNet's forward under CUDA graphs, each call starting a new graph step.
+
+    CUDA-graph trees record a graph per path through the compiled functions of one step: after text
+    encoders under CUDA graphs, the first UNet call of a pipeline call would be recorded again as their
+    child (seconds of warm-up, and a second copy of the graph). Diffusers uses a UNet output before the
+    next UNet call, so every call can start a step of its own and replay the one recorded graph. The
+    module keeps its type and attributes, which diffusers reads.
+    """
+    compiled = torch.compile(unet.forward, mode=mode, fullgraph=fullgraph)
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        torch.compiler.cudagraph_mark_step_begin()
+        return compiled(*args, **kwargs)
+
+    forward.compiled_mode = mode  # type: ignore[attr-defined]
+    unet.forward = forward
 
 
 def _run_with_default_sdpa(obj: Any, method: str) -> None:

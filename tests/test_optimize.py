@@ -130,6 +130,33 @@ def test_compile_knobs_compile_without_running(isolated_compile: Path) -> None:
     assert applied.knobs["compile_unet"] == applied.knobs["compile_vae"] == "default"
 
 
+def test_a_unet_under_cuda_graphs_starts_a_graph_step_at_every_call(isolated_compile: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every UNet call replays the one recorded graph instead of being recorded again as a child of the
+    text encoders' graphs; the module stays a UNet2DConditionModel."""
+    from sdbench import optimize
+
+    calls: list[str] = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: calls.append("step"))
+
+    def fake_compile(fn: Any, **kw: Any) -> Any:
+        assert kw["mode"] == "reduce-overhead"
+
+        def compiled(*a: Any, **k: Any) -> Any:
+            calls.append("unet")
+            return fn(*a, **k)
+        return compiled
+
+    monkeypatch.setattr(optimize.torch, "compile", fake_compile)
+    pipe = fresh()
+    apply_knobs(pipe, "compile_unet=reduce-overhead")
+    assert type(pipe.unet).__name__ == "UNet2DConditionModel" and pipe.unet.forward.compiled_mode == "reduce-overhead"
+    pipe(prompt="a cat", num_inference_steps=2, height=64, width=64, output_type="pt",
+         generator=torch.Generator().manual_seed(0))
+    n = len(calls) // 2  # the tiny SD pipeline's PNDM makes three UNet calls for two steps
+    assert n >= 2 and calls == ["step", "unet"] * n  # each UNet call in a graph step of its own
+
+
 def test_compile_text_compiles_every_text_encoder(isolated_compile: Path) -> None:
     pipe = fresh("tiny-sdxl")
     apply_knobs(pipe, "compile_text=default")
