@@ -5,6 +5,8 @@ the FLOP floor (UNet + VAE + text FLOPs over the measured matmul ceiling), and o
 against the eager pipeline of the same dtype and seed (image PSNR and latent-free image error).
 
 Usage: python scripts/profile_ab.py --model sdxl --profiles eager,reduce-overhead,max --out DIR
+Entries: profile[@attention][+knob=value...], with dtype=... and offload=... as pseudo-knobs
+(e.g. eager@flash, eager+vae_tiling=on, eager+dtype=bf16, eager+offload=model).
 Run it twice with the same TORCHINDUCTOR_CACHE_DIR / SDBENCH_CACHE_DIR to see the cached warm-up.
 """
 
@@ -52,15 +54,19 @@ def main() -> None:
     results = {"gpu": torch.cuda.get_device_name(0), "matmul_fp16_tflops": ceiling, "profiles": {}}
     reference = None
     for entry in args.profiles.split(","):
-        # profile[@attention][+knob=value...], e.g. max@cudnn+compile_text=reduce-overhead
-        head, *knob_items = entry.split("+")
+        # profile[@attention][+knob=value...], e.g. max@cudnn+compile_text=reduce-overhead; the
+        # pseudo-knobs dtype=fp32|bf16 and offload=model|sequential set the case's dtype and offload
+        head, *items = entry.split("+")
         profile, _, attention = head.partition("@")
+        case_opts = {k: v for k, _, v in (i.partition("=") for i in items) if k in ("dtype", "offload")}
+        knob_items = [i for i in items if i.partition("=")[0] not in ("dtype", "offload")]
         warm = 1 if profile == "eager" else 3
         cfg = RunnerConfig(warmup_calls=warm, warmup_min_s=0.0, min_rounds=3, max_rounds=args.rounds,
                            idle_s=1.0, matmul_ceiling_tflops=ceiling)
         bench = Bench("cuda:0", runner_config=cfg, max_pipelines=1)
         case = bench.case(args.model, steps=args.steps, scheduler="euler", weights="synthetic", profile=profile,
-                          batch_size=args.batch, attention=attention or "sdpa", knobs=",".join(knob_items))
+                          batch_size=args.batch, attention=attention or "sdpa", knobs=",".join(knob_items),
+                          **case_opts)
         t0 = time.perf_counter()
         try:
             rec = bench.measure(case)
