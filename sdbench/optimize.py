@@ -271,10 +271,6 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
             notes.append("VAE decodes in the pipeline dtype (with real SDXL weights use an fp16-safe VAE such as the fp16-fix one)")
     if k.cudnn_benchmark:
         torch.backends.cudnn.benchmark = True
-    if offload == "model":
-        pipe.enable_model_cpu_offload(device=device)
-    elif offload == "sequential":
-        pipe.enable_sequential_cpu_offload(device=device)
     if k.compile_unet or k.compile_vae or k.compile_text:
         notes.append(f"compile cache: {_enable_compile_cache(attention)}")
         _forget_graphs_of_other_attention(attention, notes)
@@ -307,6 +303,12 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
         for method in ("decode", "encode"):
             _run_with_default_sdpa(pipe.vae, method)
         notes.append(f"SDPA pinned to {attention} in the UNet; {', '.join(kept + ['vae'])} keep torch's default choice")
+    # Offload last: accelerate's hooks keep the forward they found and put it back each time diffusers
+    # re-arms them after a call, so wrappers installed before them survive (ones installed after would not).
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    elif offload == "sequential":
+        pipe.enable_sequential_cpu_offload(device=device)
     processor = _attention_processor_name(pipe)
     return Applied(profile, attention, processor, offload, asdict(k), attention_context(attention), notes)
 

@@ -428,9 +428,12 @@ def test_text_encoders_under_cuda_graphs_return_copies(isolated_compile: Path, m
     assert float(out.last_hidden_state.sum()) == 0.0  # ... and the copy handed out is untouched
 
 
-def test_pinned_sdpa_backend_leaves_the_text_encoders_on_the_default_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("offload", ["none", "model"])
+def test_pinned_sdpa_backend_leaves_the_text_encoders_on_the_default_choice(monkeypatch: pytest.MonkeyPatch,
+                                                                             offload: str) -> None:
     """CLIP passes a causal mask that flash attention cannot take, the VAE has a 512-wide head: pinning
-    flash must break neither, and the UNet must still run under the pinned backend."""
+    flash must break neither, and the UNet must still run under the pinned backend, also from the second
+    call of an offloaded pipeline (diffusers re-arms accelerate's hooks after every call)."""
     pipe = fresh("tiny-sdxl")
     where = {"now": ""}
     seen: dict[str, set[tuple[bool, bool]]] = {"text": set(), "unet": set(), "vae": set()}
@@ -445,13 +448,13 @@ def test_pinned_sdpa_backend_leaves_the_text_encoders_on_the_default_choice(monk
         enc.register_forward_pre_hook(lambda *_a: where.update(now="text"))
     pipe.unet.register_forward_pre_hook(lambda *_a: where.update(now="unet"))
     pipe.vae.decoder.register_forward_pre_hook(lambda *_a: where.update(now="vae"))
-    applied = apply_knobs(pipe, "", attention="math")
-    assert all(getattr(e.forward, "default_sdpa", False) for e in (pipe.text_encoder, pipe.text_encoder_2))
+    applied = apply(pipe, profile="eager", attention="math", offload=offload, device="cpu")
     assert pipe.vae.decode.default_sdpa and pipe.vae.encode.default_sdpa
     assert "SDPA pinned to math in the UNet; text_encoder, text_encoder_2, vae keep torch's default choice" in applied.notes
-    with torch.inference_mode(), applied.call_context():
-        pipe(prompt="a cat", num_inference_steps=1, height=64, width=64, output_type="pt",
-             generator=torch.Generator().manual_seed(0))
+    for _ in range(2):
+        with torch.inference_mode(), applied.call_context():
+            pipe(prompt="a cat", num_inference_steps=1, height=64, width=64, output_type="pt",
+                 generator=torch.Generator().manual_seed(0))
     assert seen["unet"] == {(False, True)}  # pinned: math only
     assert seen["text"] == {(True, True)}  # torch's default: every backend allowed
     assert seen["vae"] == {(True, True)}  # the VAE decoder's mid-block attention too
