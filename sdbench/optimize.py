@@ -282,7 +282,7 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
             inductor_config.coordinate_descent_check_all_directions = True
             inductor_config.epilogue_fusion = False
     if k.compile_unet in _CUDA_GRAPH_MODES:
-        _compile_unet_graph_steps(pipe.unet, k.compile_unet, k.fullgraph)
+        _compile_forward(pipe.unet, k.compile_unet, k.fullgraph, copy_outputs=False)
     elif k.compile_unet:
         # Module.compile keeps the module's type and attributes, which diffusers reads.
         pipe.unet.compile(mode=k.compile_unet, fullgraph=k.fullgraph)
@@ -291,7 +291,7 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
     if k.compile_text:
         for name in ("text_encoder", "text_encoder_2"):
             if getattr(pipe, name, None) is not None:
-                _compile_text_encoder(getattr(pipe, name), k.compile_text, k.fullgraph)
+                _compile_forward(getattr(pipe, name), k.compile_text, k.fullgraph, copy_outputs=True)
     if attention in _SDPA_BACKENDS:
         # The pin is for the UNet's attention. CLIP passes a causal mask, which flash cannot take, and
         # the VAE's one attention layer has a single 512-wide head, beyond flash and cuDNN: both keep
@@ -327,44 +327,30 @@ def _forget_graphs_of_other_attention(attention: str, notes: list[str]) -> None:
     _compiled_with_attention = attention
 
 
-def _compile_text_encoder(encoder: Any, mode: str, fullgraph: bool) -> None:
-    """Compile a text encoder; under CUDA graphs, so that its outputs survive its next call.
+def _compile_forward(module: Any, mode: str, fullgraph: bool, copy_outputs: bool) -> None:
+    """Compile `module.forward` (the module keeps its type and attributes, which diffusers reads); under
+    CUDA graphs every call starts a graph step of its own, and hands back copies if `copy_outputs`.
 
-    A CUDA-graph replay overwrites the previous replay's outputs, and SDXL keeps the first encoder's
-    hidden states while the second (and the negative prompt) run: each call then starts a new graph
-    step and hands back copies (a few hundred kilobytes per prompt).
+    CUDA-graph trees record a graph per path through the compiled functions of one step, and a replay
+    overwrites the previous replay's outputs. The UNet: after text encoders under CUDA graphs, its first
+    call of a pipeline call would be recorded again as their child (seconds of warm-up, a second copy of
+    the graph); diffusers uses a UNet output before the next UNet call, so a step per call is safe. The
+    text encoders: SDXL keeps the first encoder's hidden states while the second (and the negative
+    prompt) run, so they hand back copies (a few hundred kilobytes per prompt).
     """
-    compiled = torch.compile(encoder.forward, mode=mode, fullgraph=fullgraph)
+    compiled = torch.compile(module.forward, mode=mode, fullgraph=fullgraph)
     graphs = mode in _CUDA_GRAPH_MODES
 
     def forward(*args: Any, **kwargs: Any) -> Any:
         if not graphs:
             return compiled(*args, **kwargs)
         torch.compiler.cudagraph_mark_step_begin()
-        return _cloned(compiled(*args, **kwargs))
+        out = compiled(*args, **kwargs)
+        return _cloned(out) if copy_outputs else out
 
     forward.compiled_mode = mode  # type: ignore[attr-defined]
     forward.graph_safe = graphs  # type: ignore[attr-defined]
-    encoder.forward = forward
-
-
-def _compile_unet_graph_steps(unet: Any, mode: str, fullgraph: bool) -> None:
-    """Compile the UNet's forward under CUDA graphs, each call starting a new graph step.
-
-    CUDA-graph trees record a graph per path through the compiled functions of one step: after text
-    encoders under CUDA graphs, the first UNet call of a pipeline call would be recorded again as their
-    child (seconds of warm-up, and a second copy of the graph). Diffusers uses a UNet output before the
-    next UNet call, so every call can start a step of its own and replay the one recorded graph. The
-    module keeps its type and attributes, which diffusers reads.
-    """
-    compiled = torch.compile(unet.forward, mode=mode, fullgraph=fullgraph)
-
-    def forward(*args: Any, **kwargs: Any) -> Any:
-        torch.compiler.cudagraph_mark_step_begin()
-        return compiled(*args, **kwargs)
-
-    forward.compiled_mode = mode  # type: ignore[attr-defined]
-    unet.forward = forward
+    module.forward = forward
 
 
 def _run_with_default_sdpa(obj: Any, method: str) -> None:

@@ -419,7 +419,7 @@ def test_text_encoders_under_cuda_graphs_return_copies(isolated_compile: Path, m
         return BaseModelOutputWithPooling(last_hidden_state=shared, hidden_states=(shared, shared))
 
     monkeypatch.setattr(optimize.torch, "compile", lambda fn, **_k: fake_compiled)
-    optimize._compile_text_encoder(enc, "reduce-overhead", False)
+    optimize._compile_forward(enc, "reduce-overhead", False, copy_outputs=True)
     out = enc(ids)
     assert steps == [1]
     assert out.last_hidden_state is not shared and torch.equal(out.last_hidden_state, shared)
