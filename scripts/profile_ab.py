@@ -25,12 +25,10 @@ from sdbench.runner import RunnerConfig
 
 
 def image_of(bench: Bench, case) -> torch.Tensor:
+    """The case's images from the Runner's own call function (same arguments and seed as measured)."""
     built, applied = bench.pipeline(case)
-    g = torch.Generator("cuda").manual_seed(case.seed)
-    with torch.inference_mode(), applied.call_context():
-        out = built.pipe(prompt=[case.prompt] * case.batch_size, num_inference_steps=case.steps,
-                         guidance_scale=case.guidance_scale, height=case.height, width=case.width,
-                         output_type="pt", generator=g).images
+    with torch.inference_mode():
+        out = bench.runner.make_call(case, built, applied, [None])()
     return out.float().cpu()
 
 

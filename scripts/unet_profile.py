@@ -16,6 +16,7 @@ import argparse
 import collections
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from sdbench.bench import Bench
-from sdbench.runner import RunnerConfig, pipeline_call_kwargs
+from sdbench.runner import RunnerConfig
 
 KINDS = ("attention", "convolution", "gemm", "triton", "other")
 
@@ -41,25 +42,24 @@ def kernel_kind(name: str) -> str:
     return "other"
 
 
-def call(built: Any, applied: Any, case: Any) -> float:
-    g = torch.Generator("cuda").manual_seed(case.seed)
+def timed(call: Callable[[], Any]) -> float:
+    """One synchronised pipeline call (the Runner's own call function), in seconds."""
     torch.cuda.synchronize()
     t0 = time.perf_counter()
-    with torch.inference_mode(), applied.call_context():
-        built.pipe(generator=g, **pipeline_call_kwargs(case, "cuda:0"))
+    with torch.inference_mode():
+        call()
     torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
-def kernel_table(built: Any, applied: Any, case: Any) -> dict[str, Any]:
+def kernel_table(call: Callable[[], Any]) -> dict[str, Any]:
     from torch.profiler import ProfilerActivity, profile
 
-    call(built, applied, case)
+    timed(call)
     with profile(activities=[ProfilerActivity.CUDA]) as prof:  # CPU tracing would slow the host side
-        wall = call(built, applied, case)
+        wall = timed(call)
     by_kind: dict[str, float] = collections.defaultdict(float)
     by_name: dict[str, float] = collections.defaultdict(float)
-    intervals = []
     kernels = []
     for evt in prof.events():
         if evt.device_type != torch.autograd.DeviceType.CUDA or evt.device_time <= 0:
@@ -70,23 +70,13 @@ def kernel_table(built: Any, applied: Any, case: Any) -> dict[str, Any]:
             kind = kernel_kind(evt.name)
         by_kind[kind] += evt.device_time / 1e3  # us -> ms
         by_name[evt.name] += evt.device_time / 1e3
-        intervals.append((evt.time_range.start, evt.time_range.end))
         kernels.append((evt.time_range.start, evt.time_range.end, evt.name))
-    intervals.sort()
     kernels.sort()
     gaps = gap_table(kernels)
-    busy, cur_s, cur_e = 0.0, None, None
-    for s, e in intervals:
-        if cur_e is None or s > cur_e:
-            if cur_e is not None:
-                busy += cur_e - cur_s
-            cur_s, cur_e = s, e
-        else:
-            cur_e = max(cur_e, e)
-    if cur_e is not None:
-        busy += cur_e - cur_s
+    span_us = max(e for _, e, _ in kernels) - kernels[0][0] if kernels else 0.0
+    busy_ms = span_us / 1e3 - sum(ms for _, ms in gaps["histogram_count_ms"].values())
     top = sorted(by_name.items(), key=lambda kv: -kv[1])[:25]
-    return {"call_wall_ms": wall * 1e3, "gpu_busy_ms": busy / 1e3, "kernel_ms_by_kind": dict(by_kind),
+    return {"call_wall_ms": wall * 1e3, "gpu_busy_ms": busy_ms, "kernel_ms_by_kind": dict(by_kind),
             "kernel_ms_total": sum(by_kind.values()), "top_kernels_ms": [[n[:140], round(t, 3)] for n, t in top],
             "gaps": gaps}
 
@@ -216,7 +206,8 @@ def main() -> None:
                               "knobs": args.knobs, "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
                               "cudnn": torch.backends.cudnn.version(), "build_s": time.perf_counter() - t0,
                               "notes": applied.notes}
-    result["warm_calls_s"] = [call(built, applied, case) for _ in range(args.warm_calls)]
+    call = bench.runner.make_call(case, built, applied, [None])
+    result["warm_calls_s"] = [timed(call) for _ in range(args.warm_calls)]
     result["dynamo_compile_times"] = torch._dynamo.utils.compile_times(repr="str", aggregate=True)
     if args.precompile_cache:
         t_save = time.perf_counter()
@@ -228,7 +219,7 @@ def main() -> None:
         print(f"precompile cache save: {result['precompile_saved_s']}", flush=True)
     print(json.dumps({k: result[k] for k in ("model", "profile", "build_s", "warm_calls_s")}), flush=True)
     print(result["dynamo_compile_times"], flush=True)
-    result["kernels"] = kernel_table(built, applied, case)
+    result["kernels"] = kernel_table(call)
     k = result["kernels"]
     steps = args.steps
     print(f"call {k['call_wall_ms']:.1f} ms, GPU busy {k['gpu_busy_ms']:.1f} ms, kernels {k['kernel_ms_total']:.1f} ms; "

@@ -362,7 +362,6 @@ def _run_with_default_sdpa(obj: Any, method: str) -> None:
             return inner(*args, **kwargs)
 
     wrapped.default_sdpa = True  # type: ignore[attr-defined]
-    wrapped.__wrapped__ = inner  # type: ignore[attr-defined]
     setattr(obj, method, wrapped)
 
 
