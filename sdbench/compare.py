@@ -7,9 +7,14 @@ paired by name (pytest-benchmark's ``fullname``, a record's ``case_id``) and com
 compared with old results (asv's rule).
 
 Per pair, three lower-is-better metrics are compared: time (s/image), energy (J/image) and power (W).
-A difference inside the noise is not a change (:func:`sdbench.stats.is_significant_change` on the
-per-round samples, or Welch's t-test from summary statistics when only those were saved).
-``fail_on`` thresholds turn a significant slow-down beyond N percent into exit code 1.
+Each row's change ``median(candidate) / median(baseline) - 1``, its interval and its verdict come from
+one computation (:func:`sdbench.stats.change_interval` on the per-round samples, or
+:func:`sdbench.stats.change_interval_from_summaries` when a side saved only summary statistics): the
+interval lies above -100 % and contains the change, "slower"/"higher" iff it lies above 0,
+"faster"/"lower" iff below, otherwise "unchanged (within noise)" (or "noise unknown" without an
+interval). A ``fail_on`` threshold of N percent makes a row a regression, and the exit code 1, iff its
+verdict is slower/higher AND its change is at least N percent. Each row records the method that made
+its interval (``ci_method``) in the JSON and CSV outputs.
 
 Results from different GPUs, or from one GPU under different clock / power-limit settings, are refused
 unless explicitly allowed: timings between two cards of the same model differ by tens of percent.
@@ -28,17 +33,21 @@ import json
 import math
 import os
 import re
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import scipy.stats
 
 from sdbench.errors import ConfigError, SdbenchError
-from sdbench.stats import is_significant_change, relative_change, summarize
+from sdbench.stats import (
+    ChangeEstimate,
+    SummaryMoments,
+    change_interval,
+    change_interval_from_summaries,
+    summarize,
+)
 
 # --- metrics ------------------------------------------------------------------------------------------------
 
@@ -399,75 +408,24 @@ def metric_summary(entry: Entry, metric: str) -> MetricSummary | None:
     return (with_noise or available or [None])[0]
 
 
-# --- significance from summary statistics -------------------------------------------------------------------
+# --- the change interval ----------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Significance:
-    verdict: str  # "faster", "slower", "unchanged (within noise)", "unchanged (noise unknown)"
-    significant: bool
-    p_value: float | None
-    reason: str
+def change_estimate(new: MetricSummary, old: MetricSummary, confidence: float, threshold_pct: float | None = None
+                    ) -> ChangeEstimate:
+    """The one computation behind a row's change, interval and verdict (:mod:`sdbench.stats`).
 
-
-def _t_halfwidth(stddev: float, n: int, confidence: float) -> float:
-    if stddev == 0.0:
-        return 0.0
-    return float(scipy.stats.t.ppf((1.0 + confidence) / 2.0, df=n - 1)) * stddev / math.sqrt(n)
-
-
-def _significance_from_summaries(new: MetricSummary, old: MetricSummary, confidence: float) -> Significance:
-    """The rule of :func:`is_significant_change` (threshold 0) for sides known only by mean/stddev/n/median."""
-    if new.n < 2 or old.n < 2:
-        return Significance(VERDICT_NOISE_UNKNOWN, False, None, "fewer than 2 samples on a side: noise unknown")
-    new_hw, old_hw = _t_halfwidth(new.stddev, new.n, confidence), _t_halfwidth(old.stddev, old.n, confidence)
-    overlap = new.mean - new_hw <= old.mean + old_hw and old.mean - old_hw <= new.mean + new_hw
-    if new.stddev == 0.0 and old.stddev == 0.0:
-        p_value = 1.0 if new.mean == old.mean else 0.0
-    else:
-        with warnings.catch_warnings():
-            # Precision-loss warnings for nearly identical summaries; the CI-overlap test guards as well.
-            warnings.filterwarnings("ignore", category=RuntimeWarning)
-            p_value = float(scipy.stats.ttest_ind_from_stats(new.mean, new.stddev, new.n, old.mean, old.stddev, old.n,
-                                                             equal_var=False).pvalue)
-    if not math.isfinite(p_value):
-        p_value = 1.0
-    if overlap or not p_value < 1.0 - confidence:
-        return Significance(VERDICT_UNCHANGED, False, p_value,
-                            "confidence intervals overlap" if overlap else "Welch t-test not significant")
-    median_delta, mean_delta = new.median - old.median, new.mean - old.mean
-    if median_delta == 0.0 or (median_delta > 0) != (mean_delta > 0):
-        return Significance(VERDICT_UNCHANGED, True, p_value, "median and mean disagree on the direction")
-    return Significance("slower" if median_delta > 0 else "faster", True, p_value, "significant change (summary statistics)")
-
-
-def _significance(new: MetricSummary, old: MetricSummary, confidence: float) -> Significance:
+    Per-round samples on both sides: :func:`sdbench.stats.change_interval`. Otherwise (a side known
+    only by summary statistics): :func:`sdbench.stats.change_interval_from_summaries`, which gives an
+    interval above -100 % containing the estimate, or none ("noise unknown"). ``threshold_pct`` (a
+    ``--fail-on`` percentage) sets ``ChangeEstimate.regression``: slower AND estimate >= threshold.
+    """
+    threshold_rel = 0.0 if threshold_pct is None else threshold_pct / 100.0
     if new.samples is not None and old.samples is not None:
-        ch = is_significant_change(new.samples, old.samples, threshold_rel=0.0, confidence=confidence)
-        if ch.verdict != "unchanged":
-            verdict = ch.verdict
-        elif ch.p_value is None:
-            verdict = VERDICT_NOISE_UNKNOWN
-        else:
-            verdict = VERDICT_UNCHANGED
-        return Significance(verdict, ch.significant, ch.p_value, ch.reason)
-    return _significance_from_summaries(new, old, confidence)
-
-
-def _change_ci_rel(new: MetricSummary, old: MetricSummary, confidence: float) -> tuple[float, float] | None:
-    """Welch interval of ``mean(new) - mean(old)``, relative to ``|mean(old)|``; None without noise estimates."""
-    if new.n < 2 or old.n < 2 or old.mean == 0.0:
-        return None
-    delta = new.mean - old.mean
-    va, vb = new.stddev**2 / new.n, old.stddev**2 / old.n
-    se = math.sqrt(va + vb)
-    if se == 0.0:
-        hw = 0.0
-    else:
-        df = (va + vb) ** 2 / ((va**2 / (new.n - 1) if va else 0.0) + (vb**2 / (old.n - 1) if vb else 0.0))
-        hw = float(scipy.stats.t.ppf((1.0 + confidence) / 2.0, df=df)) * se
-    scale = abs(old.mean)
-    return (delta - hw) / scale, (delta + hw) / scale
+        return change_interval(new.samples, old.samples, confidence=confidence, threshold_rel=threshold_rel)
+    return change_interval_from_summaries(SummaryMoments(new.median, new.mean, new.stddev, new.n),
+                                          SummaryMoments(old.median, old.mean, old.stddev, old.n),
+                                          confidence=confidence, threshold_rel=threshold_rel)
 
 
 # --- the comparison -----------------------------------------------------------------------------------------
@@ -497,6 +455,8 @@ class CompareRow:
     regression: bool = False
     fail_on_pct: float | None = None
     source: str = ""
+    ci_method: str = ""  # what made the change interval (sdbench.stats.CHANGE_METHODS); "" when not compared
+    ci_extended: bool = False  # the interval was widened to contain the estimate
 
 
 @dataclass
@@ -683,19 +643,24 @@ def _compare_metric(base: Entry, cand: Entry, metric: str, confidence: float, fa
         row.verdict = f"{metric} unavailable"
         row.reason = f"no {m.label} in the {'baseline' if old is None else 'candidate'}"
         return row
-    sig = _significance(new, old, confidence)
-    ci = _change_ci_rel(new, old, confidence)
+    threshold = fail_on_pct.get(metric)
+    ch = change_estimate(new, old, confidence, threshold)
     row.baseline_median, row.candidate_median = old.median, new.median
     row.baseline_n, row.candidate_n = old.n, new.n
-    row.rel_change = relative_change(new.median, old.median)
-    row.change_ci_low_rel, row.change_ci_high_rel = ci if ci else (None, None)
-    # "slower"/"faster" read wrongly for joules and watts: those say higher/lower.
-    shown = sig.verdict if metric == "time" else {"slower": "higher", "faster": "lower"}.get(sig.verdict, sig.verdict)
-    row.p_value, row.verdict, row.reason, row.compared = sig.p_value, shown, sig.reason, True
+    # Estimate, interval, verdict and regression all come from ch, so they cannot disagree.
+    row.rel_change = ch.estimate_rel
+    row.change_ci_low_rel, row.change_ci_high_rel = ch.low_rel, ch.high_rel
+    row.ci_method, row.ci_extended = ch.method, ch.extended
+    if not ch.noise_known:
+        shown = VERDICT_NOISE_UNKNOWN
+    elif ch.verdict == "unchanged":
+        shown = VERDICT_UNCHANGED
+    else:
+        # "slower"/"faster" read wrongly for joules and watts: those say higher/lower.
+        shown = ch.verdict if metric == "time" else {"slower": "higher", "faster": "lower"}[ch.verdict]
+    row.p_value, row.verdict, row.reason, row.compared = ch.p_value, shown, ch.reason, True
     row.source = old.source if old.source == new.source else f"{old.source} / {new.source}"
-    threshold = fail_on_pct.get(metric)
-    if threshold is not None and sig.verdict == "slower" and row.rel_change is not None:
-        row.regression = row.rel_change * 100.0 > threshold
+    row.regression = threshold is not None and ch.regression
     return row
 
 
@@ -775,6 +740,15 @@ def compare_results(files: Sequence[ResultsFile], fail_on: str | Mapping[str, fl
     if blind:
         result.notes.append(f"{len(blind)} gated comparison(s) have no noise estimate (fewer than 2 rounds on a side): "
                             "they cannot be judged and do not fail the run")
+    methods: dict[str, int] = {}
+    for r in result.rows:
+        if r.compared and r.ci_method:
+            methods[r.ci_method] = methods.get(r.ci_method, 0) + 1
+    if methods:
+        used = ", ".join(f"{k} ({v})" for k, v in methods.items())
+        extended = sum(r.ci_extended for r in result.rows)
+        result.notes.append(f"change intervals: {used}" + (f"; {extended} widened to contain their estimate" if extended else "")
+                            + " (see docs/statistics.md)")
     if any(r.verdict == "not compared (simulated vs measured)" for r in result.rows):
         result.notes.append("simulated and measured energy are never compared with each other")
     return result

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -19,12 +20,19 @@ from sdbench.cli import main
 from sdbench.compare import (
     METRICS,
     CompareResult,
+    CompareRow,
+    Entry,
+    ResultsFile,
     compare_files,
+    compare_results,
     format_fail_on,
     load_results,
     parse_fail_on,
+    write_csv,
+    write_json,
 )
 from sdbench.errors import ConfigError, SdbenchError
+from sdbench.stats import CHANGE_METHODS
 
 DATA = Path(__file__).parent / "data" / "compare"
 BASE = str(DATA / "baseline.json")
@@ -413,3 +421,123 @@ def test_parse_fail_on_junk_gives_config_error_only(text: str) -> None:
         return
     assert parsed and set(parsed) <= set(METRICS)
     assert all(math.isfinite(v) and v > 0 for v in parsed.values())
+
+
+# --- one computation: estimate, interval, verdict and regression ------------------------------------------
+
+_AGREES = {"slower": "above", "higher": "above", "faster": "below", "lower": "below",
+           "unchanged (within noise)": "straddles", "unchanged (noise unknown)": "none"}
+
+
+def check_row(row: CompareRow) -> None:
+    """The invariants every compared row keeps (the issue's bad rows broke each of them)."""
+    if not row.compared:
+        return
+    side = _AGREES[row.verdict]
+    low, high, rel = row.change_ci_low_rel, row.change_ci_high_rel, row.rel_change
+    if side == "none":
+        assert low is None and high is None and row.ci_method == "none"
+        assert not row.regression
+        return
+    assert low is not None and high is not None and rel is not None
+    assert -1.0 < low <= rel <= high  # above -100 %, holding its estimate
+    assert side == ("above" if low > 0 else "below" if high < 0 else "straddles")
+    assert row.ci_method in CHANGE_METHODS
+    threshold = row.fail_on_pct
+    assert row.regression == (threshold is not None and side == "above" and rel * 100.0 >= threshold)
+
+
+FIXTURES = ["baseline.json", "candidate_slower.json", "candidate_noisy.json", "candidate_energy.json",
+            "candidate_energy_unavailable.json", "candidate_stats_only.json", "candidate_changed_hash.json"]
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_every_fixture_row_agrees_with_its_interval(name: str) -> None:
+    for pair in ([BASE, fixture(name)], [fixture(name), BASE]):
+        result = compare_files(pair, fail_on="time:5%,energy:5%,power:5%")
+        for row in result.rows:
+            check_row(row)
+
+
+def test_ci_method_is_in_json_and_csv(tmp_path: Path) -> None:
+    result = compare_files([BASE, fixture("candidate_stats_only.json")], fail_on="time:5%")
+    out_json, out_csv = write_json(result, tmp_path / "c.json"), write_csv(result, tmp_path / "c.csv")
+    rows = json.loads(out_json.read_text())["rows"]
+    methods = {(r["case_id"], r["metric"]): r["ci_method"] for r in rows}
+    assert methods[(CASE_A, "time")] == "ratio-of-medians"  # stats.data: per-round samples on both sides
+    assert methods[(CASE_B, "time")] == "summary-log-welch"  # the candidate saved only a summary
+    assert all(r["ci_method"] in CHANGE_METHODS and isinstance(r["ci_extended"], bool) for r in rows)
+    header = out_csv.read_text().splitlines()[0].split(",")
+    assert "ci_method" in header and "ci_extended" in header
+    assert any(n.startswith("change intervals: ") for n in result.notes)
+
+
+def _records_file(name: str, cases: dict[str, dict[str, Any]]) -> ResultsFile:
+    entries = {case: Entry(name=case, case_id=case, case_hash="h", record={"case_id": case, **rec}, identity={},
+                           software={}) for case, rec in cases.items()}
+    return ResultsFile(Path(name), "records", entries)
+
+
+def _time_record(value: list[float] | tuple[float, float, float, int]) -> dict[str, Any]:
+    """Per-round samples (a list) or a summary (median, mean, stddev, n) of time per image."""
+    if isinstance(value, list):
+        return {"time_per_image_s_samples": value, "energy_status": "unavailable"}
+    median, mean, stddev, n = value
+    return {"time_per_image_s_median": median, "time_per_image_s_mean": mean, "time_per_image_s_stddev": stddev,
+            "time_per_image_s_n": n, "energy_status": "unavailable"}
+
+
+positive_s = st.floats(min_value=1e-3, max_value=1e3, allow_nan=False, allow_infinity=False)
+one_side = st.one_of(
+    st.lists(positive_s, min_size=1, max_size=12),
+    st.tuples(positive_s, positive_s, st.floats(min_value=0.0, max_value=1e3), st.integers(1, 30)),
+)
+
+
+@settings(deadline=None, max_examples=60)
+@given(one_side, one_side, st.floats(min_value=0.5, max_value=50.0))
+def test_rows_agree_with_their_intervals(base: Any, cand: Any, threshold_pct: float) -> None:
+    files = [_records_file("base.jsonl", {"c": _time_record(base)}), _records_file("cand.jsonl", {"c": _time_record(cand)})]
+    result = compare_results(files, fail_on={"time": threshold_pct}, metrics="time")
+    (row,) = [r for r in result.rows if r.metric == "time"]
+    check_row(row)
+    assert result.exit_code == int(row.regression)
+    # Swapping baseline and candidate mirrors the verdict.
+    (back,) = [r for r in compare_results(files[::-1], metrics="time").rows if r.metric == "time"]
+    mirror = {"slower": "faster", "faster": "slower"}
+    assert back.verdict == mirror.get(row.verdict, row.verdict)
+
+
+def test_summary_median_and_mean_disagreeing_is_unchanged_not_contradicted() -> None:
+    # Equal medians, a candidate mean 50 % higher (a few very slow rounds), tight stddevs: the summary's log
+    # moments alone would say "slower"; the interval is widened to hold the estimate, 0, so it says unchanged.
+    files = [_records_file("base.jsonl", {"c": _time_record((1.0, 1.0, 0.01, 10))}),
+             _records_file("cand.jsonl", {"c": _time_record((1.0, 1.5, 0.01, 10))})]
+    (row,) = compare_results(files, fail_on="time:5%", metrics="time").rows
+    check_row(row)
+    assert row.verdict == "unchanged (within noise)" and row.ci_extended and not row.regression
+    assert row.change_ci_low_rel == 0.0 == row.rel_change
+
+
+def test_regression_needs_slower_and_at_least_the_threshold() -> None:
+    # Constant rounds, 10 % slower: a zero-width interval at +10 %. 10 % is a regression at --fail-on
+    # time:10% (estimate >= threshold), not at 10.5 %.
+    files = [_records_file("base.jsonl", {"c": _time_record([1.0] * 6)}),
+             _records_file("cand.jsonl", {"c": _time_record([1.1] * 6)})]
+    (row,) = compare_results(files, fail_on="time:10%", metrics="time").rows
+    assert row.verdict == "slower" and row.ci_method == "zero-spread" and row.regression
+    assert compare_results(files, fail_on="time:10.5%").exit_code == 0
+    # Noisy enough that the interval straddles 0: never a regression, however large the estimate.
+    files = [_records_file("base.jsonl", {"c": _time_record([1.0, 0.5, 2.0, 1.0, 0.6, 1.8])}),
+             _records_file("cand.jsonl", {"c": _time_record([1.5, 0.6, 2.5, 1.4, 0.9, 2.2])})]
+    (row,) = compare_results(files, fail_on="time:5%", metrics="time").rows
+    assert row.rel_change > 0.05 and row.verdict == "unchanged (within noise)" and not row.regression
+
+
+def test_one_round_summary_has_no_interval() -> None:
+    files = [_records_file("base.jsonl", {"c": _time_record([1.0, 1.01, 0.99])}),
+             _records_file("cand.jsonl", {"c": _time_record((2.0, 2.0, 0.0, 1))})]
+    result = compare_results(files, fail_on="time:5%", metrics="time")
+    (row,) = result.rows
+    assert row.verdict == "unchanged (noise unknown)" and row.change_ci_low_rel is None and not row.regression
+    assert any("no noise estimate" in n for n in result.notes)
