@@ -12,8 +12,8 @@ study that shows they hold their level are in ``docs/statistics.md``; in short:
   not. Both live inside ``(0, inf)``. Samples that may be <= 0 (an idle-subtracted energy) use the same
   order-statistic interval on the raw scale, or Student's t of the raw values with few rounds.
 * :func:`change_interval` -- ``median(new) / median(old) - 1`` with an interval from the log ratio
-  (Welch's t on the logs, or, with heavy tails, the ratio of medians from both sides' order-statistic
-  intervals), so it lies above -100 % and contains its estimate; the verdict is read off the same
+  (the ratio of medians from both sides' order-statistic intervals, or Welch's t on the logs with
+  fewer rounds), so it lies above -100 % and contains its estimate; the verdict is read off the same
   interval ("slower" iff it lies above 0, "faster" iff below).
 * :class:`StopRule` -- stops when the record's own interval is tight enough, or early
   (``noise_limited``) when the spread seen says the target is out of reach within the caps.
