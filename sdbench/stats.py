@@ -609,10 +609,15 @@ def _check_threshold(threshold_rel: float) -> None:
         raise ConfigError("threshold_rel", threshold_rel, reason="a non-negative fraction")
 
 
+_ABOVE_MINUS_ONE = math.nextafter(-1.0, 0.0)
+
+
 def _expm1(x: float) -> float:
-    """``exp(x) - 1``, ``inf`` beyond float range (a bound from two rounds of wildly different size)."""
+    """``exp(x) - 1`` for a log ratio: ``inf`` beyond float range, and never -1 (a ratio is positive;
+    one below float resolution, from two rounds of wildly different size, is the float just above -1).
+    Monotone, so the order of estimate and bounds survives."""
     try:
-        return math.expm1(x)
+        return max(math.expm1(x), _ABOVE_MINUS_ONE)
     except OverflowError:
         return math.inf
 

@@ -720,3 +720,9 @@ def test_no_change_against_itself(a: list[float], threshold: float) -> None:
 def test_bad_threshold() -> None:
     with pytest.raises(ConfigError, match="threshold_rel"):
         change_interval([1.0, 2.0], [1.0, 2.0], threshold_rel=-0.1)
+
+
+def test_bound_below_float_resolution_stays_above_minus_100_percent() -> None:
+    # Two wildly different baseline rounds: the lower log bound is about -37, exp(-37) - 1 rounds to -1.
+    ch = change_interval([1.0, 1.0], [1.0, 236.0])
+    assert -1.0 < ch.low_rel <= ch.estimate_rel <= ch.high_rel
