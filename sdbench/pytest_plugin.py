@@ -100,10 +100,26 @@ def _resolve_device(value: str) -> str:
     return resolve_device(value)
 
 
+# The suites' markers, registered by the plugin itself: an installed sdbench runs its suites without the
+# checkout's pytest.ini, and under --strict-markers an unregistered marker is a collection error.
+SUITE_MARKERS = {
+    "speed": "the model x scheduler x resolution x batch matrix",
+    "energy_research": "energy per image with CI, idle-subtracted",
+    "memory_stress": "long prompts, high resolutions, growing batches",
+    "quality_test": "output fidelity against an fp32 reference",
+    "artistic_styles": "the seed's style prompts",
+    "multi_resolution": "one case at several resolutions",
+    "scheduler_comparison": "one case with every scheduler",
+    "dvfs": "clock points (simulated GPU unless clocks may be changed)",
+}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "sd_matrix(**axes): this benchmark's default case matrix "
                             "(models, schedulers, resolutions, batch_sizes, steps, dtypes, profiles, weights, prompts)")
+    for name, description in SUITE_MARKERS.items():
+        config.addinivalue_line("markers", f"{name}: sdbench benchmark suite - {description}")
     try:
         device = _resolve_device(config.getoption("--sd-device"))
     except ConfigError as exc:
