@@ -15,11 +15,29 @@ SUITES = ("speed", "energy_research", "memory_stress", "quality_test", "artistic
 
 
 def benchmarks_dir() -> Path:
-    """The suite folder: benchmarks/ beside the sdbench package (a source checkout or editable install)."""
-    candidate = Path(__file__).resolve().parent.parent / "benchmarks"
-    if not (candidate / "test_speed.py").is_file():
-        raise SdbenchError(f"the benchmark suites were not found at {candidate}; run sdbench from a source checkout")
-    return candidate
+    """The folder of the benchmark suites: the package ``sdbench.benchmarks``, located without importing it.
+
+    A wheel installs the checkout's top-level benchmarks/ as ``sdbench/benchmarks/`` (pyproject.toml maps
+    it); an editable install resolves the same name to the checkout's benchmarks/. A checkout used without
+    installing it (or an editable install made before the mapping) has no such package: then benchmarks/
+    beside the sdbench package.
+
+    Raises:
+        SdbenchError: no suites in either place.
+    """
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("sdbench.benchmarks")
+    except (ImportError, ValueError):
+        spec = None
+    found = [Path(p) for p in (spec.submodule_search_locations or [])] if spec is not None else []
+    candidates = [*found, Path(__file__).resolve().parent.parent / "benchmarks"]
+    for candidate in candidates:
+        if (candidate / "test_speed.py").is_file():
+            return candidate.resolve()
+    raise SdbenchError("the benchmark suites were not found (looked at the package sdbench.benchmarks and "
+                       f"{candidates[-1]}); reinstall sdbench (pip install sdbench, or pip install -e . in a checkout)")
 
 
 def pytest_args(*, suites: list[str] | None, device: str, models: str | None = None, schedulers: str | None = None,
@@ -40,10 +58,33 @@ def pytest_args(*, suites: list[str] | None, device: str, models: str | None = N
 
 
 def run_pytest(args: list[str]) -> int:
-    """Run pytest in a child process (a fresh interpreter, so CUDA state does not leak between runs)."""
-    cmd = [sys.executable, "-m", "pytest", *args]
+    """Run pytest on the suites in a child process (a fresh interpreter, so CUDA state does not leak).
+
+    The child runs in the caller's working directory, so pytest-benchmark's histories and every relative
+    output path land where the user ran sdbench, never beside the suites. In a checkout (the suites' parent
+    holds pytest.ini) pytest finds the checkout's pytest.ini and root conftest.py itself, as `pytest
+    benchmarks` does. Installed suites run with no configuration file (pytest would otherwise take the
+    first pytest.ini/pyproject.toml above site-packages, e.g. the user's project around a venv), rootdir
+    the package folder (node ids stay `benchmarks/test_*.py::...`, as in a checkout), no conftest.py from
+    above the suites, the cwd kept off sys.path and no bytecode or cache written into site-packages.
+    """
+    import os
+
+    suites = benchmarks_dir()
+    cmd = [sys.executable]
+    env = None
+    if not (suites.parent / "pytest.ini").is_file():
+        if sys.version_info >= (3, 11):
+            cmd.append("-P")  # a folder in the cwd named like a dependency (clip, torch, ...) must not shadow it
+        cmd += ["-m", "pytest", "-c", os.devnull, "--rootdir", str(suites.parent), "--confcutdir", str(suites),
+                "-p", "no:cacheprovider"]
+        # pytest's assertion rewriting would cache the suites' bytecode beside them, in site-packages.
+        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
+    else:
+        cmd += ["-m", "pytest"]
+    cmd += args
     print("sdbench: " + " ".join(cmd), file=sys.stderr, flush=True)
-    return subprocess.call(cmd, cwd=str(benchmarks_dir().parent))
+    return subprocess.call(cmd, env=env)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
