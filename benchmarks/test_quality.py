@@ -16,10 +16,17 @@ quality is not measured: fidelity is, CLIP scores of noise-like images mean noth
 
 Default matrix: on the CPU the tiny models in fp32 and bf16, eager; on a GPU fp16, bf16 (where the
 card has it) and fp32, eager and channels-last, batch 1. --sd-dtypes and --sd-profiles override.
+
+Images per case: `--sd-num-images N` (`sdbench generate --benchmark --benchmark-type quality_test
+--num-images N`) compares N images, one pipeline call per seed (seed, seed+1, ...; batch_size images
+each), each against the reference of its own seed. The record then holds the worst case over the
+images (lowest PSNR and SSIM, highest errors, flagged if any image is), the per-seed values
+(`fidelity_*_per_seed`), `quality_seeds` and `quality_num_images`.
 """
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any
 
@@ -50,9 +57,37 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.definition.add_marker(pytest.mark.sd_matrix(**quality_matrix(device)))
 
 
-def test_fidelity(sd_bench, sd_case, sd_measure):
+def quality_over_seeds(bench: Any, case: Any, num_images: int, clip_model_dir: str | None) -> dict[str, Any]:
+    """Quality fields of `num_images` images of `case` (one call per seed), the worst image summarising them."""
+    seeds = [case.seed + i for i in range(math.ceil(num_images / case.batch_size))]
+    per_seed = [quality_record(bench, case.with_(seed=s), clip_model_dir=clip_model_dir) for s in seeds]
+    fields = dict(per_seed[0])
+    fields["quality_seeds"] = seeds
+    fields["quality_num_images"] = len(seeds) * case.batch_size
+    if len(per_seed) == 1:
+        return fields
+    for key in ("fidelity_psnr_db", "fidelity_ssim", "fidelity_latent_rel_error", "fidelity_max_abs_error"):
+        fields[f"{key}_per_seed"] = [f[key] for f in per_seed]
+    psnrs = [f["fidelity_psnr_db"] for f in per_seed if f["fidelity_psnr_db"] is not None]
+    fields["fidelity_psnr_db"] = min(psnrs) if psnrs else None  # None only when every image is identical
+    fields["fidelity_ssim"] = min(f["fidelity_ssim"] for f in per_seed)
+    fields["fidelity_latent_rel_error"] = max(f["fidelity_latent_rel_error"] for f in per_seed)
+    fields["fidelity_max_abs_error"] = max(f["fidelity_max_abs_error"] for f in per_seed)
+    fields["fidelity_images_identical"] = all(f["fidelity_images_identical"] for f in per_seed)
+    fields["fidelity_finite"] = all(f["fidelity_finite"] for f in per_seed)
+    fields["fidelity_flag"] = any(f["fidelity_flag"] for f in per_seed)
+    worst = max(per_seed, key=lambda f: (not f["fidelity_finite"], f["fidelity_latent_rel_error"]))
+    fields["fidelity_note"] = f"worst of {len(seeds)} seeds: {worst['fidelity_note']}"
+    if "clip_scores" in fields:
+        scores = [score for f in per_seed for score in f["clip_scores"]]
+        fields["clip_scores"] = scores
+        fields["clip_score_mean"] = sum(scores) / len(scores)
+    return fields
+
+
+def test_fidelity(sd_bench, sd_case, sd_measure, request):
     clip_model_dir = os.environ.get(CLIP_MODEL_ENV) or None
-    fields = quality_record(sd_bench, sd_case, clip_model_dir=clip_model_dir)
+    fields = quality_over_seeds(sd_bench, sd_case, request.config.getoption("--sd-num-images"), clip_model_dir)
     record = sd_measure(sd_case, **fields)
     assert record["time_per_image_s_median"] > 0
     # Measured, not judged: a flag is a finding for the report; NaN or inf output is simply broken.
@@ -61,3 +96,4 @@ def test_fidelity(sd_bench, sd_case, sd_measure):
     if record["weights_source"] == "synthetic":
         assert record["quality_note"] == QUALITY_NOTE_SYNTHETIC
     assert record["clip_score_status"]
+    assert record["quality_num_images"] >= request.config.getoption("--sd-num-images")

@@ -74,11 +74,27 @@ def _add_output_options(group: Any) -> None:
                     help="keep pytest-benchmark histories in --benchmark-storage as given (no per-GPU/clock folder)")
 
 
+def _images_per_case(text: str) -> int:
+    """--sd-num-images: a whole number >= 1 (argparse reports the message as a usage error)."""
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"invalid num_images: {text!r}; allowed: a whole number >= 1")
+    return value
+
+
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("sdbench", "sdbench: Stable Diffusion benchmark matrix and measurement")
     _add_matrix_options(group)
     _add_measurement_options(group)
     _add_output_options(group)
+    group.addoption("--sd-num-images", type=_images_per_case, default=1, metavar="N",
+                    help="images (one seed each) the quality_test suite measures per case (default 1); "
+                         "`sdbench generate --benchmark --num-images N` sets it")
 
 
 # --- configuration --------------------------------------------------------------------------------
