@@ -95,6 +95,10 @@ class Bench:
         m = self.runner.run(case, built, applied, progress=progress)
         rec = m.to_record(self.runner.config.matmul_ceiling_tflops)
         rec.update(applied.as_dict())
+        # The pipeline's warnings about a cut prompt are silenced; the record says it instead.
+        from sdbench.tokenizer import prompt_token_fields
+
+        rec.update(prompt_token_fields(built.pipe, case.prompt))
         rec.update({f"env_{k}": v for k, v in self.environment.items()})
         return rec, m
 

@@ -28,7 +28,7 @@ import shutil
 import tempfile
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sdbench.errors import ConfigError, SdbenchError
 
@@ -260,3 +260,26 @@ def build_clip_tokenizer(pad_token: str = EOS_TOKEN, model_max_length: int = 77)
         source = str(bpe_path)
     _check_tokenizer(tokenizer, source)
     return tokenizer
+
+
+def prompt_token_fields(pipe: Any, prompt: str) -> dict[str, Any]:
+    """How long `prompt` is in the tokens of `pipe`'s own tokenizer, and whether CLIP's context cuts it.
+
+    Record fields: `prompt_tokens` (the count before truncation, start and end tokens included, as the
+    context counts them), `prompt_max_tokens` (the context, 77 for CLIP), `prompt_truncated` and
+    `prompt_tokens_dropped`. The text encoders see only the first `prompt_max_tokens`: the rest costs no
+    compute and changes no image. SDXL's two tokenizers share one vocabulary and context; the refiner
+    has only the second. Without a tokenizer the fields are None with `prompt_tokens_reason`.
+    """
+    from sdbench.pipelines import TOKEN_LENGTH_LOGGER, TOKEN_LENGTH_MESSAGE, drop_log_messages
+
+    tokenizer = getattr(pipe, "tokenizer", None) or getattr(pipe, "tokenizer_2", None)
+    if tokenizer is None:
+        return {"prompt_tokens": None, "prompt_max_tokens": None, "prompt_truncated": None,
+                "prompt_tokens_dropped": None, "prompt_tokens_reason": "the pipeline has no tokenizer"}
+    # Counting the whole prompt is what makes transformers warn about a sequence longer than the model's.
+    with drop_log_messages([TOKEN_LENGTH_LOGGER], TOKEN_LENGTH_MESSAGE):
+        n_tokens = len(tokenizer(prompt, truncation=False).input_ids)
+    max_tokens = int(tokenizer.model_max_length)
+    return {"prompt_tokens": n_tokens, "prompt_max_tokens": max_tokens, "prompt_truncated": n_tokens > max_tokens,
+            "prompt_tokens_dropped": max(0, n_tokens - max_tokens)}

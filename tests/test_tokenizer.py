@@ -341,3 +341,28 @@ def test_package_found_without_import() -> None:
     # Importing open_clip would pull torchvision; finding its folder must not import it.
     assert "open_clip" not in sys.modules
     assert sdtok._package_dirs("surely_not_an_installed_package_xyz") == []
+
+
+# --- prompt length as record fields -------------------------------------------------------------------
+
+
+def test_prompt_token_fields_count_before_truncation(tok, ref: RefSimpleTokenizer) -> None:
+    from types import SimpleNamespace
+
+    pipe = SimpleNamespace(tokenizer=tok, tokenizer_2=None)
+    long = sdtok.prompt_token_fields(pipe, LONG_PROMPT)
+    n = len(ref.encode(LONG_PROMPT)) + 2  # start and end tokens count against the context too
+    assert n > CONTEXT_LENGTH
+    assert long == {"prompt_tokens": n, "prompt_max_tokens": CONTEXT_LENGTH, "prompt_truncated": True,
+                    "prompt_tokens_dropped": n - CONTEXT_LENGTH}
+    short = sdtok.prompt_token_fields(pipe, "a photo of a cat")
+    assert short["prompt_tokens"] == len(ref.encode("a photo of a cat")) + 2 and short["prompt_truncated"] is False
+
+
+def test_prompt_token_fields_of_a_refiner_and_of_no_tokenizer(tok) -> None:
+    from types import SimpleNamespace
+
+    refiner = SimpleNamespace(tokenizer=None, tokenizer_2=tok)  # the refiner has only the second encoder
+    assert sdtok.prompt_token_fields(refiner, "a cat")["prompt_tokens"] == 4
+    none = sdtok.prompt_token_fields(SimpleNamespace(), "a cat")
+    assert none["prompt_tokens"] is None and none["prompt_truncated"] is None and none["prompt_tokens_reason"]
