@@ -8,10 +8,30 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sdbench.errors import SdbenchError
+from sdbench.errors import ConfigError, SdbenchError
 
 SUITES = ("speed", "energy_research", "memory_stress", "quality_test", "artistic_styles", "multi_resolution",
           "scheduler_comparison", "dvfs")
+# `generate --benchmark` without --benchmark-type: one bounded suite for the given model, not all of them.
+DEFAULT_SUITE = "speed"
+
+# The matrix axes a front door can set, each with the plugin option that carries it into pytest.
+PLUGIN_OPTIONS: dict[str, str] = {"models": "--sd-models", "schedulers": "--sd-schedulers",
+                                  "resolutions": "--sd-resolutions", "batch_sizes": "--sd-batch-sizes",
+                                  "steps": "--sd-steps", "dtypes": "--sd-dtypes", "profiles": "--sd-profiles",
+                                  "weights": "--sd-weights"}
+# The flag that sets each axis (and the device) on `sdbench bench` and on `sdbench generate --benchmark`.
+BENCH_FLAGS: dict[str, str] = {"models": "--models", "schedulers": "--schedulers", "resolutions": "--resolutions",
+                               "batch_sizes": "--batch-sizes", "steps": "--steps", "dtypes": "--dtypes",
+                               "profiles": "--profiles", "weights": "--weights", "device": "--device"}
+GENERATE_FLAGS: dict[str, str] = {"models": "--model-variant", "schedulers": "--scheduler", "resolutions": "--height",
+                                  "batch_sizes": "--batch-size", "steps": "--steps", "dtypes": "--dtype",
+                                  "profiles": "--profile", "weights": "--weights", "device": "--device"}
+# Which axis a field named in a Case's or the plugin's ConfigError belongs to.
+_FIELD_AXIS: dict[str, str] = {"model_variant": "models", "scheduler": "schedulers", "height": "resolutions",
+                               "width": "resolutions", "resolutions": "resolutions", "batch_size": "batch_sizes",
+                               "batch_sizes": "batch_sizes", "steps": "steps", "dtype": "dtypes", "profile": "profiles",
+                               "weights": "weights", "device": "device"}
 
 
 def benchmarks_dir() -> Path:
@@ -43,8 +63,9 @@ def benchmarks_dir() -> Path:
 def pytest_args(*, suites: list[str] | None, device: str, models: str | None = None, schedulers: str | None = None,
                 resolutions: str | None = None, batch_sizes: str | None = None, steps: str | None = None,
                 dtypes: str | None = None, profiles: str | None = None, weights: str | None = None,
-                export: str | None = None, results: str | None = None, extra: list[str] | None = None) -> list[str]:
-    """The pytest command line for the requested suites and matrix."""
+                export: str | None = None, results: str | None = None, num_images: int | None = None,
+                extra: list[str] | None = None) -> list[str]:
+    """The pytest command line for the requested suites and matrix (`num_images`: the quality suite's seeds)."""
     args = [str(benchmarks_dir()), "-p", "no:cacheprovider", "--sd-device", device]
     if suites:
         args += ["-m", " or ".join(suites)]
@@ -54,6 +75,8 @@ def pytest_args(*, suites: list[str] | None, device: str, models: str | None = N
                        ("--sd-results", results)):
         if value:
             args += [opt, value]
+    if num_images is not None:
+        args += ["--sd-num-images", str(num_images)]
     return args + list(extra or [])
 
 
@@ -94,9 +117,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
         extra = extra[1:]
     for s in suites or []:
         if s not in SUITES:
-            from sdbench.errors import ConfigError
-
             raise ConfigError("suite", s, SUITES)
+    check_matrix(args.device, {axis: getattr(args, axis) for axis in PLUGIN_OPTIONS}, BENCH_FLAGS)
     if args.gpus:
         return _bench_per_gpu(args, suites, extra)
     return run_pytest(pytest_args(suites=suites, device=args.device, models=args.models, schedulers=args.schedulers,
@@ -135,38 +157,80 @@ def _bench_per_gpu(args: argparse.Namespace, suites: list[str] | None, extra: li
     return code
 
 
-def run_suite_from_generate(args: argparse.Namespace) -> int:
-    """`sdbench generate --benchmark [--benchmark-type X]`: the suite, with the generate flags as the matrix."""
-    suites = [args.benchmark_type] if args.benchmark_type else None
+class _OptionsOnly:
+    """Just enough of a pytest config for the plugin's matrix: the session's device and the sd options."""
+
+    def __init__(self, device: str, options: dict[str, str | None]) -> None:
+        from sdbench.pytest_plugin import SdConfig
+
+        self._sdbench = SdConfig(device, {})
+        self._options = options
+
+    def getoption(self, name: str, default: Any = None) -> Any:
+        return self._options.get(name, default)
+
+
+def _flag_error(exc: ConfigError, flag: str) -> ConfigError:
+    return ConfigError(flag, exc.value, exc.allowed, exc.reason)
+
+
+def check_matrix(device: str, axes: dict[str, str | None], flags: dict[str, str]) -> str:
+    """Refuse a bad suite axis before pytest starts: one ConfigError naming the flag, the value and what is allowed.
+
+    `axes` holds the comma-separated values per matrix axis (None: the suite's default); `flags` names the
+    flag that set each axis. The cases are built exactly as the plugin will build them (its matrix, the
+    command line over the device's default), so a value pytest would refuse in every parametrisation is
+    refused here once. Returns the resolved device.
+    """
+    from sdbench.case import resolve_device
+    from sdbench.pytest_plugin import _matrix, build_cases
+
+    try:
+        resolved = resolve_device(device)
+    except ConfigError as exc:
+        raise _flag_error(exc, flags["device"]) from None
+    options = {PLUGIN_OPTIONS[axis]: value for axis, value in axes.items() if value}
+    try:
+        build_cases(_matrix(_OptionsOnly(resolved, options), {}), resolved)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        axis = _FIELD_AXIS.get(exc.field)
+        if axis is None or axis not in flags:
+            raise
+        raise _flag_error(exc, flags[axis]) from None
+    return resolved
+
+
+def run_suite_from_generate(args: argparse.Namespace, *, model: str, scheduler: str | None,
+                            notes: tuple[str, ...] = ()) -> int:
+    """`sdbench generate --benchmark [--benchmark-type X]`: one suite for `model`, the generate flags as its matrix.
+
+    Without --benchmark-type the bounded DEFAULT_SUITE runs (and says so); `sdbench bench` runs every
+    suite. `scheduler` None keeps each suite's own scheduler axis. --num-images is the quality suite's
+    number of images (seeds) per case. `notes` are printed once the flags are found valid.
+    """
+    suite = args.benchmark_type or DEFAULT_SUITE
     res = None
     if args.height or args.width:
         if args.height != args.width:
-            from sdbench.errors import ConfigError
-
             raise ConfigError("height", args.height, f"equal to --width ({args.width}) with --benchmark",
                               reason="the suite's resolution axis is square")
         res = str(args.height)
-    return run_pytest(pytest_args(suites=suites, device=args.device, models=args.model, schedulers=args.scheduler,
-                                  resolutions=res, batch_sizes=str(args.batch_size) if args.batch_size != 1 else None,
-                                  steps=str(args.steps) if args.steps else None, dtypes=args.dtype,
-                                  profiles=args.profile if args.profile != "eager" else None,
-                                  weights=args.weights if args.weights != "auto" else None,
-                                  export=args.export_metrics))
-
-
-def build_parser(sub: Any) -> None:
-    p = sub.add_parser("bench", help="run the pytest-benchmark suites (the main job)",
-                       description="Run the benchmark suites in benchmarks/ through pytest-benchmark. With no GPU the "
-                                   "embedded default runs (tiny models at 64x64 on the CPU). Arguments after -- go to pytest "
-                                   "(e.g. -- --benchmark-save=baseline --benchmark-compare).")
-    p.add_argument("--suite", action="append", choices=list(SUITES), help="a suite to run (repeatable; default: all)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, simulated")
-    for name in ("models", "schedulers", "resolutions", "batch-sizes", "steps", "dtypes", "profiles", "weights"):
-        p.add_argument(f"--{name}", default=None, help=f"comma-separated {name.replace('-', ' ')} (the suite's default if unset)")
-    p.add_argument("--export-metrics", default=None, metavar="FILE", help="write every record as one JSON document")
-    p.add_argument("--results", default=None, metavar="FILE", help="append every record to this JSON Lines file")
-    p.add_argument("--gpus", default=None, metavar="LIST",
-                   help="one pinned pytest per GPU (0,1,... | all | GPU-uuid,... | cpu,cpu), cases dealt round-robin; "
-                        "records merged into --results (default sdbench-bench-results.jsonl)")
-    p.add_argument("pytest_args", nargs=argparse.REMAINDER, help="after --: arguments for pytest")
-    p.set_defaults(func=cmd_bench)
+    axes = {"models": model, "schedulers": scheduler, "resolutions": res,
+            "batch_sizes": str(args.batch_size) if args.batch_size != 1 else None,
+            "steps": str(args.steps) if args.steps else None, "dtypes": args.dtype,
+            "profiles": args.profile if args.profile != "eager" else None,
+            "weights": args.weights if args.weights != "auto" else None}
+    check_matrix(args.device, axes, GENERATE_FLAGS)
+    for note in notes:
+        print(note, file=sys.stderr, flush=True)
+    if not args.benchmark_type:
+        others = ", ".join(s for s in SUITES if s != suite)
+        print(f"sdbench: --benchmark without --benchmark-type runs the {suite} suite for {model}; the other suites "
+              f"are {others} (choose one with --benchmark-type NAME, or run them all with `sdbench bench`)",
+              file=sys.stderr, flush=True)
+    if args.num_images != 1 and suite != "quality_test":
+        print(f"sdbench: --num-images sets the images per case of the quality_test suite; the {suite} suite ignores it",
+              file=sys.stderr, flush=True)
+    return run_pytest(pytest_args(suites=[suite], device=args.device, export=args.export_metrics,
+                                  num_images=args.num_images if suite == "quality_test" and args.num_images != 1 else None,
+                                  **axes))

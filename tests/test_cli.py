@@ -20,6 +20,7 @@ from PIL import Image
 from testsupport import Result, invoke
 
 from sdbench.cli import main
+from sdbench.errors import SdbenchError
 from sdbench.models import MODELS, TINY_MODELS
 from sdbench.schedulers import SCHEDULERS
 
@@ -114,6 +115,133 @@ def test_default_model_on_the_cpu_is_tiny_sd(tmp_path: Path) -> None:
     assert res.code == 0, res.err
     (rec,) = json.loads((tmp_path / "m.json").read_text())["records"]
     assert rec["model"] == "tiny-sd" and rec["dtype"] == "fp32"
+
+
+def test_no_arguments_without_a_gpu_run_tiny_sd_with_the_optimized_scheduler_and_say_so(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.chdir(tmp_path)  # the default output folder lands here
+    res = invoke(["--steps", "1", "--max-rounds", "1", "--min-rounds", "1", "--idle-seconds", "0", "--quiet"])
+    assert res.code == 0, res.err
+    (rec,) = json.loads(next((tmp_path / "sdbench-output").glob("*/metrics.json")).read_text())["records"]
+    assert rec["model"] == "tiny-sd" and rec["scheduler"] == "dpm++"
+    assert rec["scheduler_class"] == "DPMSolverMultistepScheduler"
+    (line,) = res.err.splitlines()
+    assert "no GPU is present" in line and "tiny-sd" in line and "sd-v1.4" in line
+
+
+class _Stop(SdbenchError):
+    """Ends a run once the case is known (nothing is built)."""
+
+
+@pytest.fixture
+def on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """A machine with one CUDA GPU, as far as the front door sees: the cases generate would measure."""
+    from sdbench.case import Case
+
+    seen: list[Any] = []
+
+    class FakeBench:
+        def __init__(self, device: str, **_kw: Any) -> None:
+            self.device = device
+
+        def case(self, model: str, **kw: Any) -> Any:
+            kw["dtype"] = kw.get("dtype") or "fp16"
+            seen.append(Case.create(model, device=self.device, **kw))
+            return seen[-1]
+
+        def measure(self, case: Any, progress: Any = None) -> dict[str, Any]:
+            raise _Stop("stopped before building")
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr("sdbench.case.resolve_device", lambda value: "cuda:0")
+    monkeypatch.setattr("sdbench.bench.Bench", FakeBench)
+    return seen
+
+
+def test_no_arguments_on_a_gpu_run_sd_v1_4_with_dpm_plus_plus(on_a_gpu: list[Any]) -> None:
+    res = invoke([])
+    assert "stopped before building" in res.err and "no GPU" not in res.err
+    (case,) = on_a_gpu
+    assert (case.model, case.scheduler, case.dtype, case.device) == ("sd-v1.4", "dpm++", "fp16", "cuda:0")
+
+
+def test_a_named_model_keeps_its_own_scheduler(on_a_gpu: list[Any]) -> None:
+    invoke(["--model-variant", "sdxl"])
+    invoke(["--model-variant", "sd-v1.4"])
+    assert [(c.model, c.scheduler) for c in on_a_gpu] == [("sdxl", "euler"), ("sd-v1.4", "pndm")]
+
+
+@pytest.fixture
+def pytest_runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
+    """The pytest argument lists suite runs would start (none is started)."""
+    calls: list[list[str]] = []
+    monkeypatch.setattr("sdbench.suite.run_pytest", lambda args: calls.append(args) or 0)
+    return calls
+
+
+def _option(args: list[str], name: str) -> str | None:
+    return args[args.index(name) + 1] if name in args else None
+
+
+def test_benchmark_without_a_type_runs_one_bounded_suite_and_says_which(pytest_runs: list[list[str]],
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sdbench.case.resolve_device", lambda value: "cuda:0")
+    res = invoke(["--model-variant", "sdxl", "--benchmark"])
+    assert res.code == 0, res.err
+    (args,) = pytest_runs
+    assert _option(args, "-m") == "speed" and _option(args, "--sd-models") == "sdxl"
+    assert _option(args, "--sd-schedulers") is None  # a named model keeps the suite's scheduler axis
+    assert "runs the speed suite for sdxl" in res.err
+    assert all(suite in res.err for suite in ("energy_research", "quality_test", "scheduler_comparison", "dvfs"))
+
+
+def test_benchmark_alone_runs_the_default_model_and_scheduler(pytest_runs: list[list[str]]) -> None:
+    res = invoke(["--benchmark", "--device", "cpu"])
+    assert res.code == 0, res.err
+    (args,) = pytest_runs
+    assert (_option(args, "-m"), _option(args, "--sd-models"), _option(args, "--sd-schedulers")) == \
+        ("speed", "tiny-sd", "dpm++")
+    # ...except where schedulers are what the suite compares
+    invoke(["--benchmark", "--benchmark-type", "scheduler_comparison", "--device", "cpu"])
+    assert _option(pytest_runs[1], "--sd-schedulers") is None
+
+
+def test_num_images_reaches_the_quality_suite(pytest_runs: list[list[str]]) -> None:
+    res = invoke(["--benchmark", "--benchmark-type", "quality_test", "--num-images", "20", "--device", "cpu"])
+    assert res.code == 0, res.err
+    assert _option(pytest_runs[0], "-m") == "quality_test" and _option(pytest_runs[0], "--sd-num-images") == "20"
+    res = invoke(["--benchmark", "--benchmark-type", "energy_research", "--num-images", "20", "--device", "cpu"])
+    assert "--sd-num-images" not in pytest_runs[1] and "ignores it" in res.err
+
+
+def test_the_quality_suite_measures_num_images_seeds() -> None:
+    import argparse
+    import importlib.util
+
+    from sdbench.bench import Bench
+    from sdbench.pytest_plugin import _images_per_case
+    from sdbench.runner import RunnerConfig
+
+    spec = importlib.util.spec_from_file_location("quality_suite", REPO / "benchmarks" / "test_quality.py")
+    suite = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(suite)  # type: ignore[union-attr]
+    bench = Bench(device="cpu", runner_config=RunnerConfig.for_cpu(), gpu=None)
+    try:
+        case = bench.case("tiny-sd", steps=1, batch_size=2, seed=5)
+        fields = suite.quality_over_seeds(bench, case, 3, None)
+    finally:
+        bench.close()
+    assert fields["quality_seeds"] == [5, 6] and fields["quality_num_images"] == 4  # 3 images: 2 calls of 2
+    assert len(fields["fidelity_latent_rel_error_per_seed"]) == 2
+    assert fields["fidelity_latent_rel_error"] == max(fields["fidelity_latent_rel_error_per_seed"])
+    assert fields["fidelity_note"].startswith("worst of 2 seeds")
+    with pytest.raises(argparse.ArgumentTypeError, match="num_images"):
+        _images_per_case("0")
 
 
 def test_module_entry_point(tmp_path: Path) -> None:

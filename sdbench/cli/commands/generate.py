@@ -1,0 +1,222 @@
+"""`sdbench generate` (the default command): measure one configuration, save its images, print a summary."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from sdbench.cli.args import (
+    DEFAULT_CPU_MODEL,
+    DEFAULT_GPU_MODEL,
+    DEFAULT_SCHEDULER,
+    add_case_arguments,
+    case_kwargs,
+    default_model,
+    default_scheduler,
+    positive_int,
+    progress_printer,
+    runner_config,
+)
+from sdbench.errors import ConfigError
+from sdbench.suite import DEFAULT_SUITE, SUITES
+
+
+def register(sub: Any) -> None:
+    """Add `sdbench generate` to the CLI's subparsers."""
+    p = sub.add_parser("generate", help="measure one configuration and save its images (the default command)",
+                       description="Build the pipeline, measure it with synchronised timing and energy, save images "
+                                   "with their configuration, print a summary. With no flags the seed's default runs: "
+                                   f"{DEFAULT_GPU_MODEL} with the {DEFAULT_SCHEDULER} scheduler (DPM++ multistep, the "
+                                   f"seed's 'optimized' scheduler) on a GPU; without a GPU {DEFAULT_CPU_MODEL}, the tiny "
+                                   "SD 1.x model, with the same scheduler (and a line saying so).")
+    add_case_arguments(p)
+    o = p.add_argument_group("output")
+    o.add_argument("--num-images", type=positive_int("num_images"), default=1,
+                   help="images to generate and save (with --benchmark-type quality_test: images, one seed each, "
+                        "the quality suite measures per case)")
+    o.add_argument("--output-dir", default=None, help="where images and metrics go (default sdbench-output/<time>-<model>)")
+    o.add_argument("--no-save-images", action="store_true", help="measure only; write no PNGs")
+    o.add_argument("--export-metrics", default=None, metavar="FILE", help="write the records as a JSON document")
+    o.add_argument("--quiet", action="store_true", help="no progress lines")
+    s = p.add_argument_group("studies and listings")
+    s.add_argument("--list-models", action="store_true", help="list model variants and their defaults, then exit")
+    s.add_argument("--list-schedulers", action="store_true", help="list schedulers, then exit")
+    s.add_argument("--multi-resolution", action="store_true", help="measure the case at several resolutions")
+    s.add_argument("--resolutions", default=None, help="comma-separated square sides for --multi-resolution")
+    s.add_argument("--scheduler-comparison", action="store_true", help="measure the case with every scheduler (or --schedulers)")
+    s.add_argument("--schedulers", default=None, help="comma-separated scheduler keys for --scheduler-comparison")
+    s.add_argument("--benchmark", action="store_true",
+                   help=f"run one pytest-benchmark suite for this model (--benchmark-type; default: {DEFAULT_SUITE})")
+    s.add_argument("--benchmark-type", choices=list(SUITES), default=None,
+                   help=f"which suite --benchmark runs (default {DEFAULT_SUITE}; `sdbench bench` runs them all)")
+    p.set_defaults(func=run)
+
+
+def _study_cases(args: argparse.Namespace, bench: Any, model: str) -> list[Any]:
+    from sdbench.schedulers import SCHEDULERS
+
+    base = case_kwargs(args)
+    cases = []
+    if args.multi_resolution:
+        spec_res = bench.case(model, **base).spec.default_resolution
+        if args.resolutions:
+            sides = []
+            for item in args.resolutions.split(","):
+                try:
+                    sides.append(int(item))
+                except ValueError:
+                    raise ConfigError("resolutions", args.resolutions, "comma-separated whole numbers of pixels") from None
+        else:
+            sides = sorted({(spec_res // 2) // 8 * 8, spec_res, (spec_res * 3 // 2) // 8 * 8})
+        for side in sides:
+            cases.append(bench.case(model, **{**base, "height": side, "width": side}))
+    elif args.scheduler_comparison:
+        keys = args.schedulers.split(",") if args.schedulers else list(SCHEDULERS)
+        for key in keys:
+            cases.append(bench.case(model, **{**base, "scheduler": key}))
+    else:
+        cases.append(bench.case(model, **base))
+    return cases
+
+
+def save_images(bench: Any, case: Any, num_images: int, out_dir: Path, record: dict[str, Any]) -> list[Path]:
+    """Generate `num_images` images (seed, seed+1, ... per call) and save each with its configuration."""
+    import torch
+    from PIL import Image
+
+    from sdbench.runner import pipeline_call_kwargs
+
+    built, applied = bench.pipeline(case)
+    pipe = built.pipe
+    saved: list[Path] = []
+    calls = math.ceil(num_images / case.batch_size)
+    gen_device = "cpu" if case.compute_device == "cpu" else case.compute_device
+    for c in range(calls):
+        seed = case.seed + c
+        g = torch.Generator(device=gen_device).manual_seed(seed)
+        kwargs = pipeline_call_kwargs(case, gen_device)
+        with torch.inference_mode(), applied.call_context():
+            images = pipe(generator=g, **kwargs).images
+        arr = (images.float().clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype("uint8")
+        for b in range(arr.shape[0]):
+            idx = c * case.batch_size + b
+            if idx >= num_images:
+                break
+            stem = out_dir / f"{case.case_id}-{idx:04d}"
+            Image.fromarray(arr[b]).save(stem.with_suffix(".png"))
+            config = {**case.features(), "image_index": idx, "call_seed": seed, "index_in_batch": b,
+                      "scheduler_class": record.get("scheduler_class"), "weights_source": record.get("weights_source"),
+                      "synthetic_weights_note": "synthetic weights: the image shows noise-like structure, not content"
+                      if record.get("weights_source") == "synthetic" else None}
+            stem.with_suffix(".json").write_text(json.dumps(config, indent=2) + "\n")
+            saved.append(stem.with_suffix(".png"))
+    return saved
+
+
+def summary_table(records: Sequence[dict[str, Any]]) -> str:
+    """One row per measured case: time with its interval, throughput, energy, peak memory, rounds, stop reason."""
+    from tabulate import tabulate
+
+    rows = []
+    for r in records:
+        t_ci = r.get("time_per_image_s_ci95_halfwidth_rel")
+        e = r.get("energy_per_image_j_median")
+        energy = f"{e:.3g}" + (" (sim)" if r.get("energy_simulated") else "") if e is not None else "unavailable"
+        peak = r.get("memory_peak_allocated_bytes")
+        rows.append([r["case_id"], r.get("scheduler_class"), f"{r['time_per_image_s_median']:.4g}",
+                     f"±{100 * t_ci:.1f}%" if t_ci is not None else "-", f"{r['images_per_s']:.3g}", energy,
+                     f"{r['net_energy_per_image_j_median']:.3g}" if r.get("net_energy_per_image_j_median") is not None else "-",
+                     f"{peak / 2**30:.2f}" if peak else "-", r.get("rounds"), r.get("stop_reason")])
+    return tabulate(rows, headers=["case", "scheduler ran", "s/image", "95% CI", "images/s", "J/image", "net J/image",
+                                   "peak GiB", "rounds", "stop"])
+
+
+def _check_study_flags(args: argparse.Namespace) -> None:
+    if args.benchmark_type:
+        raise ConfigError("benchmark_type", args.benchmark_type, "only together with --benchmark")
+    if args.multi_resolution and args.scheduler_comparison:
+        raise ConfigError("multi_resolution", True, "one study at a time", reason="--scheduler-comparison was also given")
+    if args.resolutions and not args.multi_resolution:
+        raise ConfigError("resolutions", args.resolutions, "only together with --multi-resolution")
+    if args.schedulers and not args.scheduler_comparison:
+        raise ConfigError("schedulers", args.schedulers, "only together with --scheduler-comparison")
+
+
+def substitution_note(requested_device: str) -> str:
+    """The line printed when no model was named and the device is no GPU: the tiny model runs instead."""
+    why = "no GPU is present" if requested_device == "auto" else f"--device {requested_device} is not a GPU"
+    return (f"sdbench: {why}: running {DEFAULT_CPU_MODEL} (the tiny SD 1.x model, the embedded default) instead of "
+            f"{DEFAULT_GPU_MODEL}; name a model with --model-variant")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Measure the case (or the study's cases), save images and metrics, print the summary table."""
+    if args.list_models:
+        from sdbench.cli.commands.models import list_models
+
+        print(list_models())
+        return 0
+    if args.list_schedulers:
+        from sdbench.cli.commands.schedulers import list_schedulers
+
+        print(list_schedulers())
+        return 0
+    if not args.benchmark:
+        _check_study_flags(args)
+    from sdbench.case import resolve_device
+
+    device = resolve_device(args.device)
+    model = args.model or default_model(device)
+    notes = (substitution_note(args.device),) if args.model is None and not device.startswith("cuda") else ()
+    if args.benchmark:
+        from sdbench.suite import run_suite_from_generate
+
+        # The seed's default scheduler goes with the default model, except where schedulers are the axis.
+        scheduler = default_scheduler(args) if args.benchmark_type != "scheduler_comparison" else args.scheduler
+        return run_suite_from_generate(args, model=model, scheduler=scheduler, notes=notes)
+    from sdbench.bench import Bench
+    from sdbench.cli.failures import is_out_of_memory, out_of_memory
+    from sdbench.records import export_metrics
+
+    config = runner_config(args, device)
+    bench = Bench(device=device, runner_config=config, gpu="open")
+    say = progress_printer(args.quiet)
+    try:
+        cases = _study_cases(args, bench, model)
+        for note in notes:  # once the cases are valid: a bad flag stays one line
+            print(note, file=sys.stderr, flush=True)
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        out_dir = Path(args.output_dir or Path("sdbench-output") / f"{stamp}-{model}")
+        records = []
+        for case in cases:
+            try:
+                say(f"{case.case_id}: building pipeline")
+                rec = bench.measure(case, progress=say)
+                if not args.no_save_images:
+                    out_dir.mkdir(parents=True, exist_ok=True)
+                    rec["images_saved"] = [str(p) for p in save_images(bench, case, args.num_images, out_dir, rec)]
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                # One line instead of torch's traceback, with what the user can change.
+                raise out_of_memory(case.case_id, case.batch_size, case.compute_device, exc) from None
+            records.append(rec)
+        print(summary_table(records))
+        meta = {"command": "generate", "argv": list(args.argv), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                "environment": bench.environment}
+        if not args.no_save_images:
+            # The images' folder always gets the metrics too, so a run's output stands on its own.
+            export_metrics(records, out_dir / "metrics.json", meta)
+            print(f"images, their configurations and metrics.json: {out_dir}")
+        if args.export_metrics:
+            path = export_metrics(records, args.export_metrics, meta)
+            print(f"metrics: {path}")
+    finally:
+        bench.close()
+    return 0

@@ -1,0 +1,91 @@
+"""`sdbench sweep`: a case over a grid of SM clocks, memory clocks and power limits."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from sdbench.cli.args import add_case_arguments, int_at_least, integer, number, positive_int
+
+# Copies of sdbench.sweep's ORDERS, PROFILING_MODES, GPU_TYPE_PRESETS (its keys), CLOCK_SPEC_HELP and
+# POWER_SPEC_HELP: sdbench.sweep imports torch, and the help must not. tests/test_cli_help.py checks they match.
+ORDERS: tuple[str, ...] = ("random", "interleaved", "descending")
+PROFILING_MODES: tuple[str, ...] = ("baseline", "dvfs", "custom")
+GPU_TYPES: tuple[str, ...] = ("A100", "H100", "V100")
+CLOCK_SPEC_HELP = ("all | every:N (every Nth supported clock from the top) | range:MIN-MAX[:N] (supported clocks "
+                   "in [MIN, MAX], every Nth) | count:N (N clocks spread evenly over the grid) | list:A,B,... "
+                   "(each a supported clock)")
+POWER_SPEC_HELP = ("list:W1,W2,... | range:MIN-MAX:STEP (watts) | count:N (N limits spread evenly over the device's "
+                   "min..max)")
+
+
+def non_negative_int(field: str) -> Callable[[str], int]:
+    """An argparse type: a whole number >= 0."""
+    return int_at_least(field, 0)
+
+
+def register(sub: Any) -> None:
+    """Add `sdbench sweep` to the CLI's subparsers."""
+    p = sub.add_parser(
+        "sweep", help="DVFS / power-limit sweep: measure a case at each supported clock (verified, restored)",
+        description="Measure one case over a grid of GPU settings taken from the device (SM clocks, memory clocks, "
+                    "power limits), in randomised order with cooldowns, re-measuring the default clock to catch drift. "
+                    "Each point's clock is locked (never application clocks), verified from telemetry, retried once "
+                    "and flagged if wrong; the original settings are restored on exit, errors, SIGINT and SIGTERM. "
+                    "Without clock rights use --read-only (default clock only) or --device simulated.")
+    add_case_arguments(p)
+    g = p.add_argument_group("grid (always taken from the device)")
+    g.add_argument("--clocks", default=None, metavar="SPEC", help=f"SM clocks: {CLOCK_SPEC_HELP}")
+    g.add_argument("--mem-clocks", default=None, metavar="SPEC", help="memory clocks to lock (same forms); default: none locked")
+    g.add_argument("--power-limits", default=None, metavar="SPEC", help=f"power limits: {POWER_SPEC_HELP}")
+    g.add_argument("--profiling-mode", choices=list(PROFILING_MODES), default=None,
+                   help="baseline: default clock only; dvfs: the --gpu-type preset or every 4th clock (default); "
+                        "custom: exactly --clocks/--mem-clocks/--power-limits")
+    g.add_argument("--gpu-type", choices=sorted(GPU_TYPES), default=None,
+                   help="the seed's grid preset (range and ~60 MHz spacing); the clocks still come from the device")
+    g.add_argument("--repeats", type=positive_int("repeats"), default=None, help="passes over the grid (default 1)")
+    g.add_argument("--num-runs", type=positive_int("num_runs"), default=None, help="the seed's name for --repeats")
+    h = p.add_argument_group("hygiene")
+    h.add_argument("--order", choices=list(ORDERS), default="random",
+                   help="random (seeded; default), interleaved (high/low alternating) or descending (the predecessor's, "
+                        "confounded with temperature)")
+    h.add_argument("--order-seed", type=integer("order_seed"), default=None, help="seed of the random order (default: drawn, recorded)")
+    h.add_argument("--default-every", type=non_negative_int("default_every"), default=5,
+                   help="re-measure the default clock after every N points (0: first and last only; default 5)")
+    h.add_argument("--cooldown-c", type=number("cooldown_c"), default=5.0,
+                   help="before each point wait until the GPU is within this many degC of its starting idle "
+                        "temperature (default 5; negative: no cooldown)")
+    h.add_argument("--cooldown-timeout-s", type=number("cooldown_timeout_s", 0.0), default=120.0,
+                   help="longest cooldown wait, s (then the point runs and records the time-out)")
+    h.add_argument("--idle-gap-s", type=number("idle_gap_s", 0.0), default=2.0, help="idle pause between points, s (default 2)")
+    h.add_argument("--retries", type=non_negative_int("retries"), default=1,
+                   help="re-measurements of a point whose clock drifted or throttled before it is flagged (default 1)")
+    h.add_argument("--window-periods", type=positive_int("window_periods"), default=None,
+                   help="energy-counter updates per measured window (default 20; fewer = shorter points, coarser energy)")
+    c = p.add_argument_group("clock control")
+    c.add_argument("--read-only", action="store_true",
+                   help="change nothing: query the grid, write the plan, measure the default clock with telemetry")
+    c.add_argument("--clock-command", default=None, metavar="CMD",
+                   help="privileged helper that applies settings (run without a shell; see sdbench.gpu.clocks), "
+                        "e.g. 'sudo -n /usr/local/sbin/gpu-clocks'")
+    c.add_argument("--activity", choices=["auto", "simulated", "pydcgm", "dcgmi", "none"], default="auto",
+                   help="activity counters (SM/tensor/DRAM/FP) from DCGM; auto: whatever is present")
+    o = p.add_argument_group("output")
+    o.add_argument("--output-dir", required=True, help="folder for plan.json, results.jsonl and sweep.json")
+    o.add_argument("--resume", action="store_true", help="continue the sweep in --output-dir, skipping finished points")
+    o.add_argument("--plan-only", action="store_true", help="write plan.json and sweep.json and stop")
+    o.add_argument("--state-file", default=None, metavar="FILE",
+                   help="after restoring the GPU (also on SIGTERM), write its settings here as JSON")
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--gpus", default=None, metavar="LIST",
+                   help="run this sweep on several GPUs at once, one pinned process each (0,1,... | all | GPU-uuid,... "
+                        "| simulated,simulated): each GPU sweeps the whole grid into OUTPUT_DIR/gpuK-<gpu>")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the sweep; 1 when a point failed."""
+    from sdbench.sweep import cmd_sweep
+
+    return int(cmd_sweep(args))
