@@ -28,7 +28,7 @@ def image_of(bench: Bench, case) -> torch.Tensor:
     """The case's images from the Runner's own call function (same arguments and seed as measured)."""
     built, applied = bench.pipeline(case)
     with torch.inference_mode():
-        out = bench.runner.make_call(case, built, applied, [None])()
+        out = bench.runner.make_call(case, built, applied)()
     return out.float().cpu()
 
 

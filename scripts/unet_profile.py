@@ -206,7 +206,7 @@ def main() -> None:
                               "knobs": args.knobs, "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
                               "cudnn": torch.backends.cudnn.version(), "build_s": time.perf_counter() - t0,
                               "notes": applied.notes}
-    call = bench.runner.make_call(case, built, applied, [None])
+    call = bench.runner.make_call(case, built, applied)
     result["warm_calls_s"] = [timed(call) for _ in range(args.warm_calls)]
     result["dynamo_compile_times"] = torch._dynamo.utils.compile_times(repr="str", aggregate=True)
     if args.precompile_cache:

@@ -259,7 +259,7 @@ class PipelineProbe:
         overrides = {"timestep_spacing": case.timestep_spacing} if case.timestep_spacing else None
         set_scheduler(built.pipe, case.scheduler, overrides)
         # The Runner's own call, so a probe runs exactly what a measurement of this case runs.
-        call = self.bench.runner.make_call(case, built, applied, [None])
+        call = self.bench.runner.make_call(case, built, applied)
         reserved: int | None = None
         with torch.inference_mode():
             if _cuda(self.device):

@@ -19,8 +19,8 @@ def open_gpu_for(device: str) -> Any:
     """The NVML device that measures `device`'s energy: real for CUDA, simulated for `simulated`, else None."""
     from sdbench.gpu import open_device
 
-    if device == "simulated":
-        return open_device("simulated")
+    if device == "simulated" or device.startswith("simulated:"):
+        return open_device(device)
     if device.startswith("cuda"):
         index = int(device.split(":", 1)[1]) if ":" in device else 0
         return open_device("auto", index=index)

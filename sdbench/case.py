@@ -18,7 +18,7 @@ from sdbench.weights import WeightSource
 DEFAULT_PROMPT = "a photograph of an astronaut riding a horse on the moon, highly detailed, 8k"
 ATTENTION_BACKENDS = ("sdpa", "flash", "efficient", "math", "cudnn", "sliced", "xformers")
 OFFLOAD_MODES = ("none", "model", "sequential")
-DEVICES_HELP = "auto, cpu, cuda, cuda:N, simulated"
+DEVICES_HELP = "auto, cpu, cuda, cuda:N, simulated[:v100|a100|h100|h200]"
 MIN_SIDE_PX, MAX_SIDE_PX = 64, 4096
 MAX_STEPS, MAX_BATCH = 1000, 512
 
@@ -31,13 +31,23 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def is_simulated_device(value: Any) -> bool:
+    """``simulated`` or ``simulated:CARD[:key=value...]``: CPU compute measured on a simulated GPU."""
+    return isinstance(value, str) and (value == "simulated" or value.startswith("simulated:"))
+
+
 def resolve_device(value: str) -> str:
     """`auto` becomes `cuda:0` when a CUDA GPU is visible, else `cpu`; bad values raise ConfigError."""
     import torch
 
     if value == "auto":
         return "cuda:0" if torch.cuda.is_available() else "cpu"
-    if value in ("cpu", "simulated"):
+    if value == "cpu":
+        return value
+    if is_simulated_device(value):
+        from sdbench.gpu.simulated import parse_simulated_device
+
+        parse_simulated_device(value)  # a bad card or option is an error now, naming what is allowed
         return value
     if value == "cuda" or (value.startswith("cuda:") and value[5:].isdigit()):
         if not torch.cuda.is_available():
@@ -142,9 +152,10 @@ class Case:
             raise ConfigError("strength", self.strength, "unset", reason=f"{spec.key} is text-to-image")
         if self.timestep_spacing not in (None, "leading", "trailing", "linspace"):
             raise ConfigError("timestep_spacing", self.timestep_spacing, "leading, trailing, linspace")
-        if not isinstance(self.device, str) or not re.fullmatch(r"cpu|simulated|cuda:\d+", self.device):
-            raise ConfigError("device", self.device, "cpu, simulated, cuda:N")
-        if self.dtype == "fp16" and self.device in ("cpu", "simulated"):
+        if not isinstance(self.device, str) or not (re.fullmatch(r"cpu|cuda:\d+", self.device)
+                                                     or is_simulated_device(self.device)):
+            raise ConfigError("device", self.device, "cpu, simulated[:CARD], cuda:N")
+        if self.dtype == "fp16" and (self.device == "cpu" or is_simulated_device(self.device)):
             # CPU fp16 kernels are partial and slow; refuse rather than measure something odd.
             raise ConfigError("dtype", self.dtype, "fp32, bf16", reason="fp16 is a GPU dtype; on the CPU use fp32")
         for name in ("sm_clock_mhz", "mem_clock_mhz", "power_limit_w"):
@@ -173,7 +184,7 @@ class Case:
 
     @property
     def compute_device(self) -> str:
-        return "cpu" if self.device == "simulated" else self.device
+        return "cpu" if is_simulated_device(self.device) else self.device
 
     def with_(self, **changes: Any) -> Case:
         return replace(self, **changes)

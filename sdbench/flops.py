@@ -11,6 +11,8 @@ from functools import lru_cache
 from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
 from sdbench.models import ModelSpec, get_model
@@ -20,11 +22,18 @@ MAX_SEQ = 77
 
 @dataclass(frozen=True)
 class WorkCount:
-    """FLOPs of one pipeline call's components, for `batch_size` images."""
+    """FLOPs of one pipeline call's components, for `batch_size` images, and (for the simulated GPU's
+    model) the bytes each reads and writes and the kernels it launches, in eager fp32 as counted on meta."""
 
     unet_flop_per_eval: float  # one UNet evaluation of the whole (CFG-doubled) batch
     vae_decode_flop: float
     text_encode_flop: float
+    unet_bytes_per_eval: float = 0.0
+    vae_decode_bytes: float = 0.0
+    text_encode_bytes: float = 0.0
+    unet_kernels_per_eval: int = 0
+    vae_decode_kernels: int = 0
+    text_encode_kernels: int = 0
 
     def per_image(self, *, batch_size: int, unet_evals: int) -> dict[str, float]:
         total = self.unet_flop_per_eval * unet_evals + self.vae_decode_flop + self.text_encode_flop
@@ -40,10 +49,35 @@ class WorkCount:
         return asdict(self)
 
 
+class _TrafficCounter(TorchDispatchMode):
+    """Counts the kernels an eager run launches and the bytes they read and write (inputs + outputs of
+    every op that is not a view or an allocation): the memory traffic of the unfused eager graph."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kernels = 0
+        self.bytes = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        name = func.__name__
+        if getattr(func, "is_view", False) or name.startswith(("empty", "detach", "alias", "lift")):
+            return out
+        self.kernels += 1
+        leaves, _ = tree_flatten((args, kwargs or {}, out))
+        self.bytes += sum(t.numel() * t.element_size() for t in leaves if isinstance(t, torch.Tensor))
+        return out
+
+
 def _count(fn: Any) -> float:
-    with FlopCounterMode(display=False) as counter:
+    return _count_all(fn)[0]
+
+
+def _count_all(fn: Any) -> tuple[float, int, int]:
+    """(FLOPs, bytes, kernels) of one run of ``fn``."""
+    with FlopCounterMode(display=False) as counter, _TrafficCounter() as traffic:
         fn()
-    return float(counter.get_total_flops())
+    return float(counter.get_total_flops()), traffic.bytes, traffic.kernels
 
 
 @lru_cache(maxsize=64)
@@ -72,12 +106,16 @@ def count_work(model: str, height: int, width: int, batch_size: int, cfg: bool) 
             added = {"text_embeds": torch.empty(unet_batch, encoders[-1].config.projection_dim),
                      "time_ids": torch.empty(unet_batch, n_ids)}
         t = torch.empty(unet_batch)
-        unet_flop = _count(lambda: unet(sample, t, encoder_hidden_states=hidden, added_cond_kwargs=added))
+        unet_flop, unet_bytes, unet_kernels = _count_all(
+            lambda: unet(sample, t, encoder_hidden_states=hidden, added_cond_kwargs=added))
         latents = torch.empty(batch_size, spec.vae["latent_channels"], lat_h, lat_w)
-        vae_flop = _count(lambda: vae.decode(latents))
+        vae_flop, vae_bytes, vae_kernels = _count_all(lambda: vae.decode(latents))
         ids = torch.zeros(unet_batch, MAX_SEQ, dtype=torch.long)
-        text_flop = sum(_count(lambda enc=enc: enc(ids)) for enc in encoders if enc is not None)
-    return WorkCount(unet_flop, vae_flop, text_flop)
+        text = [_count_all(lambda enc=enc: enc(ids)) for enc in encoders if enc is not None]
+    return WorkCount(unet_flop, vae_flop, sum(x[0] for x in text), unet_bytes_per_eval=float(unet_bytes),
+                     vae_decode_bytes=float(vae_bytes), text_encode_bytes=float(sum(x[1] for x in text)),
+                     unet_kernels_per_eval=unet_kernels, vae_decode_kernels=vae_kernels,
+                     text_encode_kernels=sum(x[2] for x in text))
 
 
 def measure_matmul_ceiling_tflops(device: str, dtype: torch.dtype = torch.float16, n: int = 8192, repeats: int = 20) -> float:

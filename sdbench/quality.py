@@ -405,7 +405,7 @@ def clip_fields(images: torch.Tensor, prompts: Sequence[str], model_dir: str | P
 def quality_record(bench: Bench, case: Case, clip_model_dir: str | Path | None = None) -> dict[str, Any]:
     """Fidelity fields of `case` plus its CLIP score when a local CLIP model folder is given."""
     fields, candidate = _fidelity_and_outputs(bench, case)
-    clip_device = "cpu" if case.device == "simulated" else case.compute_device
+    clip_device = case.compute_device
     fields.update(clip_fields(candidate.images, [case.prompt] * case.batch_size, clip_model_dir,
                               fields["weights_source"], clip_device))
     return fields

@@ -11,6 +11,13 @@ timing, energy and telemetry are taken in exactly one place:
    confidence interval of per-image time and energy is narrow enough, or a cap is hit;
 5. per-step and per-phase marks (CUDA events on a GPU) give per-step and per-phase time, and the power
    timeline gives their energy.
+
+Every host-side time is read from the measured device's clock (``gpu.clock``). For a real GPU that is the
+wall clock. The simulated GPU has a virtual clock: each call's marks are events the device turns into
+modelled work (``SimulatedGpu.on_event``), so time and energy follow its physical model and seeded noise,
+never the host's load. There the first calls of the warm-up and the first call of each window run the
+real pipeline (its images are real); the others replay the recorded events of a real call on the device,
+which is what a measurement reads, so a simulated case costs a handful of real calls.
 """
 
 from __future__ import annotations
@@ -18,17 +25,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from sdbench.case import Case
-from sdbench.flops import count_work
+from sdbench.flops import WorkCount, count_work
+from sdbench.gpu.clock import WALL_CLOCK, Clock
 from sdbench.measure.energy import (
+    VIRTUAL_RAPL_REASON,
     EnergyReading,
     NullMeter,
     NvmlCounterMeter,
@@ -44,6 +52,9 @@ from sdbench.optimize import Applied
 from sdbench.pipelines import BuiltPipeline, set_scheduler
 from sdbench.schedulers import describe_scheduler
 from sdbench.stats import StopRule, iterations_per_window, summarize
+
+if TYPE_CHECKING:
+    from sdbench.gpu.simulated import WorkProfile
 
 log = logging.getLogger(__name__)
 
@@ -88,15 +99,16 @@ class RunnerConfig:
 
 
 class Marks:
-    """Timestamps inside one pipeline call: CUDA events on a GPU, perf_counter on the CPU.
+    """Timestamps inside one pipeline call: CUDA events on a GPU, the measured device's clock otherwise.
 
     Offsets are taken from the window's origin (an event recorded right after the synchronised
     window start), so on a GPU they are positions on the device's own timeline.
     """
 
-    def __init__(self, cuda: bool, origin: Any) -> None:
+    def __init__(self, cuda: bool, origin: Any, clock: Clock = WALL_CLOCK) -> None:
         self.cuda = cuda
         self.origin = origin
+        self.clock = clock
         self.items: list[tuple[str, Any]] = []
 
     def mark(self, label: str) -> None:
@@ -105,7 +117,7 @@ class Marks:
             ev.record()
             self.items.append((label, ev))
         else:
-            self.items.append((label, time.perf_counter()))
+            self.items.append((label, self.clock.now_s()))
 
     def offsets_s(self) -> list[tuple[str, float]]:
         """(label, seconds since the window origin); call only after the device was synchronised."""
@@ -118,7 +130,7 @@ class Marks:
 class CallBreakdown:
     """Per-step and per-phase durations of one call, and the wall time its first mark maps to."""
 
-    start_wall_s: float  # wall time (perf_counter) of the window origin the offsets count from
+    start_wall_s: float  # the window origin the offsets count from, on the measured device's clock
     step_s: list[float]
     phase_s: dict[str, float]
     phase_bounds_s: dict[str, tuple[float, float]]  # phase -> (start, end) offsets from the origin
@@ -200,6 +212,8 @@ class Measurement:
     cpu_energy_source: str | None = None
     preroll_calls: int = 0  # unmeasured calls before each window (see RunnerConfig.preroll_s)
     calibration_call_s: float | None = None  # what the window was sized on: median of the last 3 warm-up calls
+    time_source: str = "perf_counter"
+    simulation: dict[str, Any] | None = None  # virtual-clock simulated GPU: its settings and the true answer
 
     def to_record(self, matmul_ceiling_tflops: float | None = None) -> dict[str, Any]:
         return build_record(self, matmul_ceiling_tflops)
@@ -210,6 +224,45 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize(torch.device(device))
 
 
+class CallEvents:
+    """Where the marks inside a pipeline call go.
+
+    To the window's :class:`Marks` (when per-step or per-phase marks are taken) and, on a virtual-clock
+    simulated GPU, to the device first: it turns each mark into the modelled work that ended there, so the
+    mark then reads the device's time after that work. A real call's labels are recorded once; later
+    calls on a virtual device replay them (:meth:`run_call`).
+    """
+
+    def __init__(self, device: Any = None) -> None:
+        self.marks: Marks | None = None
+        self.device = device  # a SimulatedGpu on a virtual clock, else None
+        self.recorded: list[str] | None = None
+        self._recording: list[str] | None = None
+
+    def emit(self, label: str) -> None:
+        if self.device is not None:
+            self.device.on_event(label)
+        if self.marks is not None:
+            self.marks.mark(label)
+        if self._recording is not None:
+            self._recording.append(label)
+
+    def run_call(self, call: Callable[[], Any], real: bool = True) -> Any:
+        """Run the pipeline call, or (virtual device, ``real=False``, once a real call was recorded) replay
+        its events without running the pipeline."""
+        if self.device is None or real or self.recorded is None:
+            if self.device is not None and self.recorded is None:
+                self._recording = []
+            try:
+                return call()
+            finally:
+                if self._recording is not None:
+                    self.recorded, self._recording = self._recording, None
+        for label in self.recorded:
+            self.emit(label)
+        return None
+
+
 class Runner:
     """Measures cases on one device. `gpu` is the NVML (or simulated) device, or None."""
 
@@ -217,6 +270,11 @@ class Runner:
         self.config = config or RunnerConfig()
         self.gpu = gpu
         self._counter_period_s: float | None | str = "unknown"
+
+    @property
+    def clock(self) -> Clock:
+        """The clock measurements read: the device's (virtual for the simulated GPU), else the wall clock."""
+        return self.gpu.clock if self.gpu is not None else WALL_CLOCK
 
     # --- set-up -------------------------------------------------------------------------------
     def counter_period_s(self) -> float | None:
@@ -232,8 +290,11 @@ class Runner:
         return self._counter_period_s  # type: ignore[return-value]
 
     def make_call(self, case: Case, built: BuiltPipeline, applied: Applied | None,
-                  marks_box: list[Marks | None]) -> Callable[[], Any]:
-        """The zero-argument function one measured pipeline call runs (public: memory probes run exactly it)."""
+                  events: CallEvents | None = None) -> Callable[[], Any]:
+        """The zero-argument function one measured pipeline call runs (public: memory probes run exactly it).
+
+        Its marks go to ``events`` (none are taken without one)."""
+        events = events if events is not None else CallEvents()
         pipe = built.pipe
         device = case.compute_device
         gen_device = "cpu" if device == "cpu" else device
@@ -241,28 +302,23 @@ class Runner:
         kwargs = pipeline_call_kwargs(case, gen_device)
         if self.config.per_step:
             def on_step_end(_pipe: Any, _i: int, _t: Any, cb_kwargs: dict[str, Any]) -> dict[str, Any]:
-                m = marks_box[0]
-                if m is not None:
-                    m.mark("step")
+                events.emit("step")
                 return {}
             kwargs["callback_on_step_end"] = on_step_end
         ctx = applied.call_context if applied else contextlib.nullcontext
 
         def call() -> Any:
             generator.manual_seed(case.seed)
-            m = marks_box[0]
-            if m is not None:
-                m.mark("start")
+            events.emit("start")
             with ctx():
                 out = pipe(generator=generator, **kwargs)
-            if m is not None:
-                m.mark("end")
+            events.emit("end")
             return out.images
 
         return call
 
     @contextlib.contextmanager
-    def _phase_hooks(self, pipe: Any, marks_box: list[Marks | None]) -> Iterator[None]:
+    def _phase_hooks(self, pipe: Any, events: CallEvents) -> Iterator[None]:
         """Marks around prompt encoding and VAE decoding, by wrapping the pipeline's own entry points
         (`encode_prompt`, `vae.decode`) on the instance: diffusers is untouched, and compiled modules
         see no hooks (a hook inside a compiled region would force a graph break or a recompile)."""
@@ -275,7 +331,7 @@ class Runner:
             had_instance_attr = attr in obj.__dict__
             original = getattr(obj, attr)
             saved.append((obj, attr, had_instance_attr, original))
-            setattr(obj, attr, _marking(original, marks_box, begin, finish))
+            setattr(obj, attr, _marking(original, events, begin, finish))
         try:
             yield
         finally:
@@ -284,6 +340,27 @@ class Runner:
                     setattr(obj, attr, original)
                 else:
                     delattr(obj, attr)
+
+    def _simulation(self, case: Case, gpu: Any, unet_evals: int) -> dict[str, Any]:
+        """Describe one call (``unet_evals`` UNet evaluations) to a virtual-clock device, and return its true
+        (noiseless) time and energy per image at the device's current clock setting: the known answer a
+        simulated study is checked against."""
+        wc = count_work(case.model, case.height, case.width, case.batch_size, case.uses_cfg)
+        profile = work_profile(case, wc, unet_evals)
+        gpu.set_work_profile(profile)
+        state = gpu.state()
+        locked_sm = state.locked_sm_clocks_mhz[1] if state.locked_sm_clocks_mhz else None
+        locked_mem = state.locked_mem_clocks_mhz[1] if state.locked_mem_clocks_mhz else None
+        truth = gpu.expected_call(profile, locked_sm, locked_mem, state.power_limit_w)
+        info: dict[str, Any] = {f"simulated_{k}": v for k, v in gpu.describe().items()}
+        info.update({
+            "simulated_true_time_per_image_s": truth.time_s / case.batch_size,
+            "simulated_true_energy_per_image_j": truth.energy_j / case.batch_size,
+            "simulated_true_sm_clock_mhz": truth.sm_clock_mhz,
+            "simulated_true_power_capped": truth.power_capped,
+            "simulated_unet_evaluations": unet_evals,
+        })
+        return info
 
     # --- the measurement ------------------------------------------------------------------------
     def run(self, case: Case, built: BuiltPipeline, applied: Applied | None = None,
@@ -299,6 +376,13 @@ class Runner:
                          "pipeline_class": type(pipe).__name__, "pipeline_build_s": built.build_s}
         say = progress or (lambda _msg: None)
         gpu = self.gpu
+        clock = self.clock
+        virtual = clock.virtual
+        simulation: dict[str, Any] | None = None
+        if virtual:
+            # Until a real call has shown how many UNet evaluations it makes, the case's nominal count (the
+            # scheduler's timesteps are not set before its first call).
+            simulation = self._simulation(case, gpu, case.steps * case.unet_evaluations_per_step)
 
         # Idle baseline first, while the device is quiet.
         idle_w: float | None = None
@@ -312,16 +396,16 @@ class Runner:
                 idle_w = idle.power_w if idle.available else None
                 idle_reason = None if idle.available else idle.reason
 
-        marks_box: list[Marks | None] = [None]
-        call = self.make_call(case, built, applied, marks_box)
-        with self._phase_hooks(pipe, marks_box), torch.inference_mode():
+        events = CallEvents(gpu if virtual else None)
+        call = self.make_call(case, built, applied, events)
+        with self._phase_hooks(pipe, events), torch.inference_mode():
             # Warm-up: compilation and autotuning happen here; their time and energy are reported on
             # their own, never per image.
             say("warm-up")
             warm_meter = _select(gpu, cfg.energy, select_energy_meter)[0] if gpu is not None else None
             if warm_meter is not None:
                 warm_meter.start()
-            t_w0 = time.perf_counter()
+            t_w0 = clock.now_s()
             n_warm = 0
             first_call_s = 0.0
             warm_calls_s: list[float] = []
@@ -332,18 +416,22 @@ class Runner:
             # and the calls right after it still record CUDA graphs.
             t_first_end = None
             while (n_warm < min_warm or t_first_end is None
-                   or time.perf_counter() - t_first_end < cfg.warmup_min_s):
-                t_c = time.perf_counter()
+                   or clock.now_s() - t_first_end < cfg.warmup_min_s):
+                t_c = clock.now_s()
                 ctx = gpu.workload() if gpu is not None else contextlib.nullcontext()
                 with ctx:
-                    call()
+                    events.run_call(call, real=n_warm < min_warm)
                     _sync(device)
-                warm_calls_s.append(time.perf_counter() - t_c)
+                warm_calls_s.append(clock.now_s() - t_c)
                 if n_warm == 0:
                     first_call_s = warm_calls_s[0]
-                    t_first_end = time.perf_counter()
+                    t_first_end = clock.now_s()
+                    if virtual and events.recorded is not None and events.recorded.count("step"):
+                        # The real call's step marks count its UNet evaluations exactly (PNDM's extra
+                        # warm-up step, img2img's strength-shortened schedule); the truth is for that call.
+                        simulation = self._simulation(case, gpu, events.recorded.count("step"))
                 n_warm += 1
-            warmup_s = time.perf_counter() - t_w0
+            warmup_s = clock.now_s() - t_w0
             warm_reading = warm_meter.stop() if warm_meter is not None else None
             warmup_energy_j = warm_reading.energy_j if warm_reading is not None and warm_reading.available else None
 
@@ -366,7 +454,7 @@ class Runner:
                 # One continuous timeline for the whole case: each window's energy is its slice, so
                 # per-step and per-phase attribution keeps every window's samples.
                 meter = TimelineSlice(timeline)
-            rapl = RaplMeter()
+            rapl = NullMeter(VIRTUAL_RAPL_REASON, clock) if virtual else RaplMeter()
             telemetry = TelemetrySampler(gpu, rate_hz=cfg.telemetry_hz) if cfg.telemetry_hz > 0 else None
             if cuda:
                 torch.cuda.reset_peak_memory_stats(torch.device(device))
@@ -378,19 +466,19 @@ class Runner:
                 timeline.start()
             if telemetry is not None:
                 telemetry.start()
-            t_start = time.perf_counter()
+            t_start = clock.now_s()
             stop_reason = "max_rounds"
             try:
                 while True:
                     say(f"round {len(windows) + 1} ({n_calls} call(s) per window)")
-                    win, bds = self._window(case, call, marks_box, n_calls, meter, source_name, rapl, cuda,
+                    win, bds = self._window(case, call, events, n_calls, meter, source_name, rapl, cuda,
                                             timeline, idle_w, preroll)
                     windows.append(win)
                     breakdowns.extend(bds)
                     per_image_t = [w.duration_s / w.images for w in windows]
                     per_image_e = [w.energy_j / w.images for w in windows if w.energy_j is not None]
                     decision = stop_rule.decide({"time": per_image_t, "energy": per_image_e or None},
-                                                time.perf_counter() - t_start)
+                                                clock.now_s() - t_start)
                     if decision.stop:
                         stop_reason = decision.reason
                         break
@@ -448,18 +536,21 @@ class Runner:
             cpu_energy_source="rapl" if any(w.cpu_energy_j is not None for w in windows) else None,
             preroll_calls=preroll,
             calibration_call_s=calibration_s,
+            time_source=_time_source(case, clock),
+            simulation=simulation,
         )
 
-    def _window(self, case: Case, call: Callable[[], Any], marks_box: list[Marks | None], n_calls: int,
+    def _window(self, case: Case, call: Callable[[], Any], events: CallEvents, n_calls: int,
                 meter: Any, source_name: str, rapl: Any, cuda: bool, timeline: Any,
                 idle_w: float | None, preroll: int = 0) -> tuple[Window, list[CallBreakdown]]:
         device = case.compute_device
         gpu = self.gpu
+        clock = self.clock
         marks: list[Marks] = []
         if preroll:
             with gpu.workload() if gpu is not None else contextlib.nullcontext():
                 for _ in range(preroll):
-                    call()
+                    events.run_call(call, real=False)
                 _sync(device)  # inside: a simulated GPU counts the pre-roll as load
         else:
             _sync(device)
@@ -469,27 +560,27 @@ class Runner:
         ctx = gpu.workload() if gpu is not None else contextlib.nullcontext()
         meter.start()
         rapl.start()
-        t0 = time.perf_counter()
+        t0 = clock.now_s()
         origin: Any = t0
         if cuda:
             origin = torch.cuda.Event(enable_timing=True)
             origin.record()
         with ctx:
-            for _ in range(n_calls):
-                m = Marks(cuda, origin) if (self.config.per_step or self.config.per_phase) else None
-                marks_box[0] = m
-                call()
+            for i in range(n_calls):
+                m = Marks(cuda, origin, clock) if (self.config.per_step or self.config.per_phase) else None
+                events.marks = m
+                events.run_call(call, real=i == 0)
                 if m is not None:
                     marks.append(m)
-            marks_box[0] = None
+            events.marks = None
             _sync(device)
-        t1 = time.perf_counter()
+        t1 = clock.now_s()
         t_read = t1
         if aligned:
             # The counter holds the energy up to its last update: read it on the next update and
             # take off the tail after the window, so the window's end is not cut short by up to a period.
             _wait_for_counter_tick(gpu, self.counter_period_s())
-            t_read = time.perf_counter()
+            t_read = clock.now_s()
         reading = meter.stop()
         cpu = rapl.stop()
         energy = reading.energy_j if reading.available else None
@@ -536,35 +627,30 @@ class TimelineSlice:
         self._t0_s = 0.0
 
     def start(self) -> None:
-        self._t0_s = time.perf_counter()
+        self._t0_s = self.timeline.device.clock.now_s()
 
     def stop(self) -> EnergyReading:
-        t1_s = time.perf_counter()
+        clock = self.timeline.device.clock
+        t1_s = clock.now_s()
         # Wait for the first sample after the window's end, or its last slice would be cut off.
         deadline = t1_s + 3.0 / self.timeline.rate_hz
-        while time.perf_counter() < deadline:
+        while clock.now_s() < deadline:
             samples = self.timeline.timeline()
             if samples and samples[-1][0] >= t1_s:
                 break
-            time.sleep(0.2 / self.timeline.rate_hz)
+            clock.sleep(0.2 / self.timeline.rate_hz)
         energy_j = self.timeline.energy_between_j(self._t0_s, t1_s)
         return EnergyReading(energy_j, t1_s - self._t0_s, self.name, 1.0 / self.timeline.rate_hz, True, None,
                              self.timeline.device.simulated)
 
 
-def _marking(fn: Callable[..., Any], box: list[Marks | None], begin: str, finish: str) -> Callable[..., Any]:
+def _marking(fn: Callable[..., Any], events: CallEvents, begin: str, finish: str) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        _mark(box, begin)
+        events.emit(begin)
         out = fn(*args, **kwargs)
-        _mark(box, finish)
+        events.emit(finish)
         return out
     return wrapper
-
-
-def _mark(box: list[Marks | None], label: str) -> None:
-    m = box[0]
-    if m is not None:
-        m.mark(label)
 
 
 def _select(gpu: Any, preference: str, select: Callable[..., Any]) -> tuple[Any, str]:
@@ -580,12 +666,13 @@ def _wait_for_counter_tick(gpu: Any, period_s: float | None) -> None:
     """Spin until the energy counter updates, so a window starts on a counter boundary."""
     if gpu is None or not period_s:
         return
+    clock = gpu.clock
     start = gpu.total_energy_mj()
-    deadline = time.perf_counter() + 2 * period_s
-    while time.perf_counter() < deadline:
+    deadline = clock.now_s() + 2 * period_s
+    while clock.now_s() < deadline:
         if gpu.total_energy_mj() != start:
             return
-        time.sleep(0.0005)
+        clock.sleep(0.0005)
 
 
 def _unet_evaluations(scheduler: Any, case: Case) -> int:
@@ -649,6 +736,30 @@ def _agreement(windows: list[Window]) -> float | None:
     return float(np.median(ratios)) if ratios else None
 
 
+def _time_source(case: Case, clock: Clock) -> str:
+    if clock.virtual:
+        return "virtual clock of the simulated GPU"
+    return "cuda-synchronised perf_counter" if case.compute_device.startswith("cuda") else "perf_counter"
+
+
+_DTYPE_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2}
+
+
+def work_profile(case: Case, wc: WorkCount, unet_evals: int) -> WorkProfile:
+    """One call of ``case`` as a simulated device sees it: FLOPs, bytes and kernels of each part (counted on
+    the meta device in fp32, so bytes are scaled to the case's dtype)."""
+    from sdbench.gpu.simulated import WorkAmount, WorkProfile
+
+    scale = _DTYPE_BYTES.get(case.dtype, 2) / 4.0
+    return WorkProfile(
+        text=WorkAmount(wc.text_encode_flop, wc.text_encode_bytes * scale, wc.text_encode_kernels),
+        unet_eval=WorkAmount(wc.unet_flop_per_eval, wc.unet_bytes_per_eval * scale, wc.unet_kernels_per_eval),
+        vae_decode=WorkAmount(wc.vae_decode_flop, wc.vae_decode_bytes * scale, wc.vae_decode_kernels),
+        unet_evals=int(unet_evals),
+        dtype=case.dtype if case.dtype in _DTYPE_BYTES else "fp16",
+    )
+
+
 def pipeline_call_kwargs(case: Case, device: str) -> dict[str, Any]:
     """The diffusers call arguments of `case` (images come back as tensors in [0, 1], output_type "pt").
 
@@ -696,7 +807,9 @@ def build_record(m: Measurement, matmul_ceiling_tflops: float | None = None) -> 
     rec["warmup_energy_j"] = m.warmup_energy_j
     rec["warmup_calls"] = m.warmup_calls
     rec["first_call_s"] = m.first_call_s
-    rec["time_source"] = "cuda-synchronised perf_counter" if case.compute_device.startswith("cuda") else "perf_counter"
+    rec["time_source"] = m.time_source
+    if m.simulation:
+        rec.update(m.simulation)
     # Energy
     rec["energy_source"] = m.energy_source
     rec["energy_meter"] = m.energy_meter_name
@@ -741,7 +854,7 @@ def build_record(m: Measurement, matmul_ceiling_tflops: float | None = None) -> 
         rec["step_time_median_s"] = float(np.median(steps)) if n_steps else None
         for phase in ("text_encode", "denoise", "vae_decode", "other"):
             rec[f"phase_{phase}_s"] = float(np.median([b.phase_s[phase] for b in m.breakdowns]))
-        rec["step_marks"] = "cuda-events" if case.compute_device.startswith("cuda") else "perf_counter"
+        rec["step_marks"] = "cuda-events" if case.compute_device.startswith("cuda") else m.time_source
     if m.step_energy_j is not None:
         rec["step_energy_j"] = m.step_energy_j
         rec["step_energy_median_j"] = float(np.median(m.step_energy_j)) if m.step_energy_j else None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from pathlib import Path
 
 import pytest
@@ -30,7 +29,7 @@ from sdbench.measure.energy import (
 )
 
 IDLE_W = 70.0
-FULL_W = 650.0
+FULL_W = SimulatedGpu().expected_busy_power_w(1980)  # a bare workload at the top clock
 
 
 # ---- arithmetic (hypothesis) ---------------------------------------------------------------------
@@ -128,7 +127,7 @@ def test_counter_meter_measures_idle_energy() -> None:
     meter = NvmlCounterMeter(gpu)
     meter.start()
     assert meter.resolution_s == pytest.approx(0.01, rel=0.3)
-    time.sleep(0.2)
+    gpu.clock.sleep(0.2)
     reading = meter.stop()
     assert reading.available and reading.simulated and reading.source == "nvml_counter"
     # Quantisation: at most one update period of power at each end.
@@ -143,7 +142,7 @@ def test_counter_and_timeline_agree_over_a_busy_second() -> None:
     counter.start()
     timeline.start()
     with gpu.workload():
-        time.sleep(1.0)
+        gpu.clock.sleep(1.0)
     by_timeline = timeline.stop()
     by_counter = counter.stop()
     assert by_counter.energy_j is not None and by_timeline.energy_j is not None
@@ -176,12 +175,12 @@ def test_timeline_gives_phases_their_energy() -> None:
     gpu = fast_gpu()
     meter = PowerTimelineMeter(gpu, rate_hz=200)
     meter.start()
-    time.sleep(0.1)
+    gpu.clock.sleep(0.1)
     with gpu.workload():
-        t_busy0 = time.perf_counter()
-        time.sleep(0.2)
-        t_busy1 = time.perf_counter()
-    time.sleep(0.1)
+        t_busy0 = gpu.clock.now_s()
+        gpu.clock.sleep(0.2)
+        t_busy1 = gpu.clock.now_s()
+    gpu.clock.sleep(0.1)
     reading = meter.stop()
     samples = meter.timeline()
     assert len(samples) >= 5
@@ -221,7 +220,7 @@ def test_idle_power_from_the_counter_and_its_subtraction() -> None:
     meter = PowerTimelineMeter(gpu)
     meter.start()
     with gpu.workload():
-        time.sleep(0.2)
+        gpu.clock.sleep(0.2)
     reading = meter.stop()
     assert reading.energy_j is not None and idle.power_w is not None
     net_j = net_energy_j(reading.energy_j, idle.power_w, reading.duration_s)

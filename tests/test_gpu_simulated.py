@@ -391,9 +391,6 @@ def test_workload_utilisation_must_be_a_fraction() -> None:
         pass
 
 
-@pytest.mark.xfail(strict=True, reason="BUG sdbench/gpu/simulated.py: execute() outside any workload() reuses the "
-                   "utilization of the last workload(utilization=...) (self._utilization is only set when a "
-                   "workload enters at depth 0), so later modelled work draws too little power")
 def test_work_after_a_partial_utilisation_workload_runs_at_full_utilisation() -> None:
     gpu = fast_gpu()
     with gpu.workload(utilization=0.5):
@@ -552,9 +549,6 @@ def test_a_lock_below_the_cap_is_not_power_capped() -> None:
         assert gpu.clock_event_reasons() == APP_CLOCKS
 
 
-@pytest.mark.xfail(strict=True, reason="BUG sdbench/gpu/simulated.py: the power cap (_capped_clock, called from "
-                   "_operating_point) evaluates the power at full utilization, so a workload(utilization=0.5) "
-                   "drawing 336 W under a 400 W limit is capped to 1530 MHz and reports sw_power_cap")
 def test_power_cap_uses_the_power_actually_drawn_at_partial_utilisation() -> None:
     gpu = fast_gpu()
     gpu.set_power_limit_w(400)

@@ -39,6 +39,7 @@ class Run:
     record: dict[str, Any]
     config: RunnerConfig
     pipeline_calls: int = 0
+    device_calls: int = 0  # calls the simulated GPU saw (real and replayed)
 
 
 def measure(bench: Bench, before: Callable[[Any], Callable[[], int]] | None = None, prewarm: bool = False,
@@ -49,7 +50,7 @@ def measure(bench: Bench, before: Callable[[Any], Callable[[], int]] | None = No
     c = bench.case("tiny-sd", scheduler="euler", steps=STEPS, **case)
     built, applied = bench.pipeline(c)
     if prewarm:
-        bench.runner.make_call(c, built, applied, [None])()
+        bench.runner.make_call(c, built, applied)()
     count = before(built.pipe) if before else (lambda: 0)
     try:
         m = bench.runner.run(c, built, applied)
@@ -57,18 +58,20 @@ def measure(bench: Bench, before: Callable[[Any], Callable[[], int]] | None = No
         built.pipe.__dict__.pop("encode_prompt", None)
     rec = m.to_record()
     rec.update(applied.as_dict())
-    return Run(m, rec, bench.runner.config, count())
+    return Run(m, rec, bench.runner.config, count(), getattr(bench.gpu, "calls_started", 0))
 
 
-def slow_first_call(pipe: Any) -> Callable[[], int]:
-    """Count pipeline calls (one prompt encoding each) and make the very first one WARMUP_SLEEP_S slower."""
+def slow_first_call(pipe: Any, sleep: Callable[[float], None] = time.sleep) -> Callable[[], int]:
+    """Count pipeline calls (one prompt encoding each) and make the very first one WARMUP_SLEEP_S slower
+    (`sleep` on the measured device's clock: the wall clock, or a simulated GPU's virtual one, where the
+    sleep is device time busy with the call, as lazy initialisation is on a real card)."""
     original = pipe.encode_prompt
     calls = [0]
 
     def encode_prompt(*args: Any, **kwargs: Any) -> Any:
         calls[0] += 1
         if calls[0] == 1:
-            time.sleep(WARMUP_SLEEP_S)
+            sleep(WARMUP_SLEEP_S)
         return original(*args, **kwargs)
 
     pipe.encode_prompt = encode_prompt
@@ -225,7 +228,7 @@ def test_steps_and_phases_add_up(which: str, request: pytest.FixtureRequest) -> 
     rec, m = run.record, run.measurement
     assert len(rec["step_time_s"]) == STEPS  # euler: one UNet evaluation per step
     assert all(t > 0 for t in rec["step_time_s"])
-    assert rec["step_marks"] == "perf_counter"
+    assert rec["step_marks"] == ("perf_counter" if which == "cpu_run" else "virtual clock of the simulated GPU")
     assert len(m.breakdowns) == sum(w.calls for w in m.windows)
     for b in m.breakdowns:
         assert len(b.step_s) == STEPS
@@ -360,7 +363,11 @@ def test_preroll_runs_unmeasured_calls_before_each_window_of_short_calls(cpu_run
     windows = run.measurement.windows
     pre = run.record["preroll_calls_per_window"]
     assert pre >= 1 and (pre - 1) * run.record["calibration_call_s"] < RunnerConfig().preroll_s  # ~preroll_s of calls
-    assert run.pipeline_calls == run.record["warmup_calls"] + sum(w.calls + pre for w in windows)
+    # Every call reaches the (virtual-clock) device; the pipeline itself runs for the first warm-up calls
+    # and the first call of each window, the rest replay a real call's events.
+    gpu_calls = run.record["warmup_calls"] + sum(w.calls + pre for w in windows)
+    assert run.device_calls == gpu_calls
+    assert run.pipeline_calls == 2 + len(windows)
     assert len(run.measurement.breakdowns) == sum(w.calls for w in windows)  # pre-roll calls are not measured
 
 
@@ -394,7 +401,7 @@ def test_a_slow_first_call_does_not_size_the_window() -> None:
                                warmup_min_s=0.3)
     bench = Bench("simulated", runner_config=cfg)
     try:
-        run = measure(bench, before=slow_first_call)
+        run = measure(bench, before=functools.partial(slow_first_call, sleep=bench.gpu.clock.sleep))
     finally:
         bench.close()
     rec = run.record

@@ -1,4 +1,6 @@
-"""Telemetry sampler on the simulated GPU: clocks, reasons, throttling, missing readings."""
+"""Telemetry sampler on the simulated GPU: clocks, reasons, throttling, missing readings.
+
+The simulated GPU runs on a virtual clock, so its samplers fire at exact tick times (no wall-clock waits)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ def sample_during_workload(gpu: SimulatedGpu, busy_s: float = 0.2, rate_hz: floa
     sampler = TelemetrySampler(gpu, rate_hz=rate_hz)
     sampler.start()
     with gpu.workload():
-        time.sleep(busy_s)
+        gpu.clock.sleep(busy_s)
     return sampler
 
 
@@ -88,15 +90,17 @@ def test_summary_for_a_window_uses_only_its_samples() -> None:
     gpu = SimulatedGpu()
     sampler = TelemetrySampler(gpu, rate_hz=50)
     sampler.start()
-    time.sleep(0.1)
+    gpu.clock.sleep(0.1)
     with gpu.workload():
-        t0 = time.perf_counter()
-        time.sleep(0.2)
-        t1 = time.perf_counter()
-    time.sleep(0.05)
+        t0 = gpu.clock.now_s()
+        gpu.clock.sleep(0.2)
+        t1 = gpu.clock.now_s()
+    gpu.clock.sleep(0.05)
     sampler.stop()
-    busy = sampler.summary_for_window(t0, t1)
-    assert busy.available and busy.sample_count >= 2
+    # 50 Hz on the virtual clock: a sample exactly every 20 ms. The one at t0 itself was taken as the work
+    # began (still idle), so the busy window starts just after it.
+    busy = sampler.summary_for_window(t0 + 1e-6, t1)
+    assert busy.available and busy.sample_count == 10
     assert busy.sm_clock_mhz_min == busy.sm_clock_mhz_max == 1980
     assert busy.gpu_util_pct_mean == 100.0
     assert "gpu_idle" not in busy.clock_event_reasons

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from sdbench.errors import DeviceUnavailableError, SdbenchError
+from sdbench.gpu.clock import WALL_CLOCK, Clock
 
 __all__ = [
     "CLOCK_EVENT_REASON_BITS",
@@ -139,6 +140,10 @@ class GpuDevice(ABC):
     #: instantaneous source (``None`` while the instantaneous source works).
     power_instant_source: str = "unknown"
     power_instant_fallback_reason: str | None = None
+
+    #: The clock every measurement of this device reads (window edges, marks, samples, waits): the
+    #: host's wall clock for real hardware, a virtual clock for the simulated GPU (sdbench.gpu.clock).
+    clock: Clock = WALL_CLOCK
 
     # ---- queries ------------------------------------------------------------------------------
     @abstractmethod

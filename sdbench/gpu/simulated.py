@@ -1,67 +1,76 @@
-r"""A simulated GPU with a small physical model, so every DVFS, energy and fault path runs on CPU.
+r"""A simulated GPU on a virtual clock, with a physical model built from published card specifications.
 
-Defaults resemble an H100 SXM. Time is real wall time (``time.perf_counter``), so meters and
-samplers that poll the device in background threads see the same timeline as the caller.
+Every DVFS, energy and fault path runs on the CPU against it, and because its time is virtual its
+numbers are the same on an idle or a loaded host: time moves only when the device does modelled work
+or the caller sleeps on :attr:`SimulatedGpu.clock` (a :class:`~sdbench.gpu.clock.VirtualClock`).
+The tiny model's real computation may still run on the CPU (its images are real); measurement reads
+this clock.
 
-Model
+Cards
 -----
-Clock grid (from parameters, not a table)::
+:data:`CARDS` holds V100 SXM2, A100 SXM4, H100 SXM and H200 with their published dense tensor rates,
+memory bandwidth, power limits and clock grids (sources in each entry). ``SimulatedGpu(card="a100")``
+or the device string ``simulated:a100`` selects one; the default is the H100.
 
-    f_k = f_max - k * df,  k = 0, 1, ...  while f_k > f_min, then f_min     (1980 ... 345 MHz)
+Work
+----
+A pipeline call is described to the device by a :class:`WorkProfile`: FLOPs, bytes moved and kernels
+of one text encoding, one UNet evaluation and one VAE decode (counted on the meta device by
+``sdbench.flops``). One piece of work takes, at reference clocks (top SM and memory clock)::
 
-Voltage is linear in the SM clock::
+    compute_s = flop / (rate(dtype) * COMPUTE_EFFICIENCY)     # dense tensor rate (fp32: CUDA cores)
+    memory_s  = bytes * DRAM_SHARE / (bandwidth * MEMORY_EFFICIENCY)
+    latency_s = kernels * kernel_latency_s                     # small kernels: launch and tail
 
-    V(f) = V_min + (V_max - V_min) * (f - f_min) / (f_max - f_min)
+and at SM clock ``f`` and memory clock ``f_m``::
 
-Board power at utilisation ``u`` (1 while a :meth:`SimulatedGpu.workload` is open, else 0)::
+    t(f, f_m) = (compute_s + latency_s) * f_max / f + memory_s * f_m,max / f_m
 
-    P(f, f_m) = P_idle + u * (P_static + P_mem * f_m / f_m,max + c * f * V(f)^2)
+so compute- and latency-bound work follows the SM clock and memory-bound work the memory clock, and
+the progression between cards follows from their rates, not from a table of results.
 
-with ``c`` chosen so that ``P(f_max, f_m,max) = P_full`` (650 W by default).
+Power
+-----
+Voltage rises with the SM clock, faster near the top of the boost range (as on real cards, whose
+voltage-frequency curves are convex): ``V(f) = V_min + (V_max - V_min) x^2``, ``x = (f - f_min) / (f_max - f_min)``.
+While busy with a piece of work whose SM and memory activity shares are ``a_sm`` and ``a_mem``::
 
-Work done in ``t_ref`` seconds at the reference point (f_max, f_m,max) takes, at (f, f_m)::
+    P = P_idle + P_static + P_mem * (f_m / f_m,max) * a_mem + P_sm * (f V(f)^2) / (f_max V_max^2) * a_sm
 
-    t = t_ref * s(f, f_m),   s(f, f_m) = m * f_m,max / f_m + (1 - m) * f_max / f
+with ``a_sm = (compute + LATENCY_SM_ACTIVITY * latency) / t`` and ``a_mem = (memory +
+COMPUTE_MEMORY_ACTIVITY * compute) / t`` (each at the current clocks, at most 1). Idle: ``P_idle``.
+High clocks pay ``f V^2``, low clocks pay the static power for longer, so energy per unit of work has an
+interior minimum; :meth:`SimulatedGpu.expected_call` and :meth:`SimulatedGpu.expected_optimum` give
+the true time, energy and optimum clocks for a workload (the known answer sweeps are tested against).
 
-where ``m`` is the memory-bound fraction (0.3). The energy per unit of work is therefore
-``e(f) = P(f) * s(f)``: high clocks pay ``f V^2``, low clocks pay the static power for longer, so
-``e`` has an interior minimum (about 1260 MHz with the defaults; see
-:meth:`SimulatedGpu.expected_energy_optimal_sm_clock_mhz`).
+Effective clock while busy: the locked maximum (or ``f_max``), lowered to the highest grid clock whose
+power fits the power limit (``sw_power_cap``), then thermal throttling (``dT/dt = (T_ss - T)/tau``,
+``T_ss = T_amb + R P``; above ``thermal_throttle_above_c`` the clock drops to ``theta * f`` until T falls
+``thermal_hysteresis_c`` below) and injected faults (``clock_drift_mhz``: a lock achieved off target).
 
-Effective clock while busy: the locked maximum (or f_max), then
+Noise
+-----
+Each call (a ``start`` event) draws a time factor and a power factor from mean-one lognormal
+distributions with coefficients of variation ``noise_cv`` and ``power_noise_cv`` (seeded by
+``noise_seed``: the same seed gives the same numbers), optionally a heavy tail (``outlier_probability``
+of calls ``outlier_factor`` times slower) and a slow drift (``slowdown_rel_per_s``: calls get slower with
+virtual time, as a warming card would), so statistics can be tested against a known truth.
 
-* power cap: if ``P(f) > P_limit`` the clock drops to the highest grid clock whose power fits
-  (f_min if none does) and the ``sw_power_cap`` reason is set;
-* thermal: temperature follows ``dT/dt = (T_ss - T) / tau`` with ``T_ss = T_amb + R * P``; above
-  ``thermal_throttle_above_c`` the clock drops to the highest grid clock <= ``theta * f`` and the
-  ``sw_thermal_slowdown`` and ``hw_thermal_slowdown`` reasons are set, until T falls
-  ``thermal_hysteresis_c`` below the threshold;
-* drift (injected fault): a locked clock is achieved ``clock_drift_mhz`` off target.
-
-While idle the SM clock reads the locked minimum (or f_min) with the ``gpu_idle`` reason.
-
-Workload stretch: inside ``workload()`` the caller does real CPU work, which the model treats as
-running at the reference point. Progress ``p = integral of dt / s(f(t))`` is accumulated while
-busy; on leaving the context the device stays busy (sleeping) until ``p`` reaches the wall time
-spent inside, so the total wall time is ``t_ref * s(f)`` even if the clock changed on the way.
-
-Energy: ``E(t)`` is integrated exactly over piecewise-constant segments (every state change
-closes a segment; with thermal throttling enabled, segments are at most ``min(50 ms, tau/20)``).
-The counter reports ``E0 + floor(1000 * E(t_q))`` mJ at ``t_q``, the last multiple of
-``energy_update_period_s`` since construction, like NVML's 100 ms counter on an H100.
-``power_instant_w`` is ``P`` now (or ``P(t - power_report_lag_s)``: a real H100's reading trails the
-load by ~0.25 s); ``power_average_w`` is ``(E(t) - E(t - 1 s)) / 1 s``.
+Energy counter: ``E0 + floor(1000 E(t_q))`` mJ, ``t_q`` the last multiple of ``energy_update_period_s``
+(NVML's 100 ms on an H100). ``power_instant_w`` is ``P`` now (or ``power_report_lag_s`` ago: a real
+H100's reading trails the load by ~0.25 s); ``power_average_w`` averages over ``power_average_window_s``.
 """
 
 from __future__ import annotations
 
 import collections
 import math
+import random
 import threading
-import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from sdbench.errors import ConfigError
 from sdbench.gpu.base import (
@@ -71,8 +80,129 @@ from sdbench.gpu.base import (
     GpuNoPermission,
     GpuNotSupported,
 )
+from sdbench.gpu.clock import VirtualClock
 
-__all__ = ["SimulatedGpu", "SimulatedGpuState", "SIMULATED_METHOD_NAMES"]
+__all__ = [
+    "CARDS",
+    "SIMULATED_METHOD_NAMES",
+    "CallTruth",
+    "CardSpec",
+    "SimulatedGpu",
+    "SimulatedGpuState",
+    "Work",
+    "WorkAmount",
+    "WorkProfile",
+    "parse_simulated_device",
+]
+
+#: Achieved share of the dense peak rate by real UNet/VAE kernels (measured SDXL GEMMs run at ~65 %).
+COMPUTE_EFFICIENCY = 0.6
+#: Achieved share of the memory bandwidth (a large device copy reaches ~90 %, real kernels less).
+MEMORY_EFFICIENCY = 0.7
+#: Share of the bytes counted on the meta device (every eager op's inputs and outputs) that reaches DRAM;
+#: the rest stays in L2. With it, SDXL's eager UNet step on the simulated H100 comes to ~57 ms against the
+#: 65.5 ms measured on a real one (BENCHMARKS.md), SD1.5's to ~11 ms (real eager is host-bound at 27.5).
+DRAM_SHARE = 0.3
+#: How busy the SMs are while kernel latency dominates (small kernels leave most SMs idle).
+LATENCY_SM_ACTIVITY = 0.4
+#: Memory traffic that compute-bound kernels still generate, as a share of their time.
+COMPUTE_MEMORY_ACTIVITY = 0.2
+#: Work of a bare ``workload()`` with no modelled work item (tests, pre-existing callers): 70 % compute-
+#: and 30 % memory-bound, no kernel latency.
+_BARE_SHARES = (0.7, 0.3, 0.0)
+
+
+@dataclass(frozen=True)
+class CardSpec:
+    """One GPU model's published figures. Rates are dense (no sparsity), at the top SM clock."""
+
+    key: str
+    name: str
+    compute_capability: tuple[int, int]
+    max_sm_clock_mhz: int
+    min_sm_clock_mhz: int
+    sm_clock_step_mhz: int
+    memory_clocks_mhz: tuple[int, ...]
+    memory_total_bytes: int
+    memory_bandwidth_gb_s: float
+    fp16_tensor_tflops: float
+    bf16_tensor_tflops: float | None
+    fp8_tensor_tflops: float | None
+    fp32_tflops: float
+    default_power_limit_w: float
+    min_power_limit_w: float
+    max_power_limit_w: float
+    idle_power_w: float
+    static_busy_power_w: float
+    memory_busy_power_w: float
+    sm_busy_power_w: float
+    kernel_latency_s: float
+    flash_attention: bool
+    source: str
+
+    def dense_tflops(self, dtype: str) -> float:
+        """The dense rate for ``dtype`` (fp16, bf16, fp8, fp32); :class:`ConfigError` where the card has none."""
+        rate = {"fp16": self.fp16_tensor_tflops, "bf16": self.bf16_tensor_tflops, "fp8": self.fp8_tensor_tflops,
+                "fp32": self.fp32_tflops}.get(dtype)
+        if rate is None:
+            raise ConfigError("dtype", dtype, reason=f"{self.name} has no {dtype} rate")
+        return rate
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        out["compute_capability"] = list(self.compute_capability)
+        out["memory_clocks_mhz"] = list(self.memory_clocks_mhz)
+        return out
+
+
+_MIB = 2**20
+
+#: The simulated cards. Power splits (idle, static, memory, SM) are modelling choices, set so that the
+#: card's board power at full compute load and top clock exceeds its limit as real cards' does under
+#: diffusion UNets (an H100 runs SDXL at its 700 W cap near 1800 MHz); the rest is from the datasheets.
+CARDS: dict[str, CardSpec] = {
+    "v100": CardSpec(
+        key="v100", name="Tesla V100-SXM2-32GB (simulated)", compute_capability=(7, 0),
+        max_sm_clock_mhz=1530, min_sm_clock_mhz=135, sm_clock_step_mhz=15, memory_clocks_mhz=(877,),
+        memory_total_bytes=32510 * _MIB, memory_bandwidth_gb_s=900.0, fp16_tensor_tflops=125.0,
+        bf16_tensor_tflops=None, fp8_tensor_tflops=None, fp32_tflops=15.7, default_power_limit_w=300.0,
+        min_power_limit_w=150.0, max_power_limit_w=300.0, idle_power_w=40.0, static_busy_power_w=35.0,
+        memory_busy_power_w=50.0, sm_busy_power_w=300.0, kernel_latency_s=6e-6, flash_attention=False,
+        source="NVIDIA V100 Tensor Core GPU datasheet (2020): SXM2 125 TFLOP/s fp16 tensor, 15.7 fp32, "
+               "900 GB/s HBM2, 300 W, boost 1530 MHz; memory clock 877 MHz; SM grid simplified to 15 MHz steps",
+    ),
+    "a100": CardSpec(
+        key="a100", name="NVIDIA A100-SXM4-40GB (simulated)", compute_capability=(8, 0),
+        max_sm_clock_mhz=1410, min_sm_clock_mhz=210, sm_clock_step_mhz=15, memory_clocks_mhz=(1215,),
+        memory_total_bytes=40960 * _MIB, memory_bandwidth_gb_s=1555.0, fp16_tensor_tflops=312.0,
+        bf16_tensor_tflops=312.0, fp8_tensor_tflops=None, fp32_tflops=19.5, default_power_limit_w=400.0,
+        min_power_limit_w=100.0, max_power_limit_w=400.0, idle_power_w=55.0, static_busy_power_w=45.0,
+        memory_busy_power_w=70.0, sm_busy_power_w=380.0, kernel_latency_s=5e-6, flash_attention=True,
+        source="NVIDIA A100 Tensor Core GPU datasheet (2021): SXM4 312 TFLOP/s fp16/bf16 tensor dense, 19.5 fp32, "
+               "1555 GB/s HBM2 (40 GB), 400 W; NVML grid 1410 MHz down in 15 MHz steps, memory 1215 MHz",
+    ),
+    "h100": CardSpec(
+        key="h100", name="NVIDIA H100 80GB HBM3 (simulated)", compute_capability=(9, 0),
+        max_sm_clock_mhz=1980, min_sm_clock_mhz=345, sm_clock_step_mhz=15, memory_clocks_mhz=(2619, 1593),
+        memory_total_bytes=81559 * _MIB, memory_bandwidth_gb_s=3350.0, fp16_tensor_tflops=989.0,
+        bf16_tensor_tflops=989.0, fp8_tensor_tflops=1979.0, fp32_tflops=67.0, default_power_limit_w=700.0,
+        min_power_limit_w=200.0, max_power_limit_w=700.0, idle_power_w=70.0, static_busy_power_w=60.0,
+        memory_busy_power_w=120.0, sm_busy_power_w=600.0, kernel_latency_s=4e-6, flash_attention=True,
+        source="NVIDIA H100 Tensor Core GPU datasheet (2023): SXM 989 TFLOP/s fp16/bf16 tensor dense, 1979 fp8, "
+               "67 fp32, 3.35 TB/s HBM3, 700 W; NVML grid 345-1980 MHz in 15 MHz steps, memory 2619/1593 MHz",
+    ),
+    "h200": CardSpec(
+        key="h200", name="NVIDIA H200 (simulated)", compute_capability=(9, 0),
+        max_sm_clock_mhz=1980, min_sm_clock_mhz=345, sm_clock_step_mhz=15, memory_clocks_mhz=(3201,),
+        memory_total_bytes=143771 * _MIB, memory_bandwidth_gb_s=4800.0, fp16_tensor_tflops=989.0,
+        bf16_tensor_tflops=989.0, fp8_tensor_tflops=1979.0, fp32_tflops=67.0, default_power_limit_w=700.0,
+        min_power_limit_w=200.0, max_power_limit_w=700.0, idle_power_w=75.0, static_busy_power_w=60.0,
+        memory_busy_power_w=140.0, sm_busy_power_w=600.0, kernel_latency_s=4e-6, flash_attention=True,
+        source="NVIDIA H200 Tensor Core GPU product brief (2024): SXM 989 TFLOP/s fp16/bf16 tensor dense, 1979 fp8, "
+               "141 GB HBM3e at 4.8 TB/s, up to 700 W; H100's SM grid; memory clock 3201 MHz",
+    ),
+}
+DEFAULT_CARD = "h100"
 
 #: Methods that the ``unsupported`` fault can switch off.
 SIMULATED_METHOD_NAMES: frozenset[str] = frozenset(
@@ -109,8 +239,7 @@ _CONTROL_METHODS = frozenset(
     }
 )
 
-# Share of compute-bound time spent in tensor-core / plain FP16 pipes: synthetic constants that
-# only need to move with the model (a diffusion UNet is tensor-core heavy).
+# Share of compute-bound time spent in tensor-core / plain FP16 pipes (for the DCGM-like counters).
 _TENSOR_SHARE_OF_COMPUTE = 0.8
 _FP16_SHARE_OF_COMPUTE = 0.15
 
@@ -119,9 +248,73 @@ _REASON_APP_CLOCKS = CLOCK_EVENT_REASON_BITS["applications_clocks_setting"]
 _REASON_POWER_CAP = CLOCK_EVENT_REASON_BITS["sw_power_cap"]
 _REASON_THERMAL = CLOCK_EVENT_REASON_BITS["sw_thermal_slowdown"] | CLOCK_EVENT_REASON_BITS["hw_thermal_slowdown"]
 
-# Longest wait between progress checks while stretching a workload: short enough that a clock
-# change during the stretch is honoured promptly.
-_STRETCH_POLL_S = 0.02
+
+# ---- work ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WorkAmount:
+    """What one piece of a pipeline call asks of the device: FLOPs, bytes moved, kernels launched."""
+
+    flop: float = 0.0
+    bytes: float = 0.0
+    kernels: int = 0
+
+    def __add__(self, other: WorkAmount) -> WorkAmount:
+        return WorkAmount(self.flop + other.flop, self.bytes + other.bytes, self.kernels + other.kernels)
+
+    def times(self, n: float) -> WorkAmount:
+        return WorkAmount(self.flop * n, self.bytes * n, int(round(self.kernels * n)))
+
+
+@dataclass(frozen=True)
+class WorkProfile:
+    """One pipeline call as the device sees it: text encoding, ``unet_evals`` UNet evaluations, a VAE
+    decode, and a little overhead (scheduler arithmetic, copies); ``dtype`` picks the card's rate."""
+
+    text: WorkAmount
+    unet_eval: WorkAmount
+    vae_decode: WorkAmount
+    unet_evals: int
+    dtype: str = "fp16"
+    overhead: WorkAmount = field(default_factory=lambda: WorkAmount(kernels=20))
+
+    def total(self) -> WorkAmount:
+        return self.text + self.unet_eval.times(self.unet_evals) + self.vae_decode + self.overhead
+
+    def phases(self) -> list[tuple[str, WorkAmount]]:
+        """The call's work in order, as the events of a call execute it."""
+        return ([("text_encode", self.text)] + [("unet_eval", self.unet_eval)] * self.unet_evals
+                + [("vae_decode", self.vae_decode), ("overhead", self.overhead)])
+
+
+@dataclass(frozen=True)
+class Work:
+    """A piece of work in seconds at the reference clocks, split by what bounds it."""
+
+    compute_s: float
+    memory_s: float
+    latency_s: float
+
+    @property
+    def total_s(self) -> float:
+        return self.compute_s + self.memory_s + self.latency_s
+
+
+@dataclass(frozen=True)
+class CallTruth:
+    """The model's noiseless answer for one call at a clock setting (no heat, no drift)."""
+
+    sm_clock_mhz: float  # the clock the work ran at (below the asked one where the power limit binds)
+    time_s: float
+    energy_j: float
+    power_capped: bool
+
+    @property
+    def power_w(self) -> float:
+        return self.energy_j / self.time_s
+
+    @property
+    def edp_js(self) -> float:
+        return self.energy_j * self.time_s
 
 
 @dataclass(frozen=True)
@@ -143,13 +336,50 @@ class _OperatingPoint:
     time_scale: float
 
 
+#: Options a device string may carry: ``simulated:a100:noise_cv=0.05:noise_seed=3``.
+_DEVICE_OPTIONS: dict[str, type] = {
+    "noise_cv": float, "power_noise_cv": float, "noise_seed": int, "outlier_probability": float,
+    "outlier_factor": float, "slowdown_rel_per_s": float, "clock_drift_mhz": int, "power_report_lag_s": float,
+}
+
+
+def parse_simulated_device(text: str) -> tuple[str, dict[str, Any]]:
+    """``simulated[:CARD][:key=value...]`` -> (card key, SimulatedGpu keyword options).
+
+    Raises :class:`ConfigError` naming the part that is wrong and what is allowed.
+    """
+    parts = str(text).split(":")
+    if parts[0] != "simulated":
+        raise ConfigError("device", text, allowed="simulated[:CARD][:key=value...]")
+    card = DEFAULT_CARD
+    options: dict[str, Any] = {}
+    for i, part in enumerate(parts[1:]):
+        if "=" not in part:
+            if i != 0:
+                raise ConfigError("device", text, reason=f"{part!r}: the card comes first, options are key=value")
+            if part not in CARDS:
+                raise ConfigError("simulated card", part, allowed=sorted(CARDS))
+            card = part
+            continue
+        key, _, raw = part.partition("=")
+        if key not in _DEVICE_OPTIONS:
+            raise ConfigError("simulated device option", key, allowed=sorted(_DEVICE_OPTIONS))
+        try:
+            options[key] = _DEVICE_OPTIONS[key](raw)
+        except ValueError:
+            raise ConfigError(f"simulated device option {key}", raw,
+                              reason=f"not a valid {_DEVICE_OPTIONS[key].__name__}") from None
+    return card, options
+
+
 class SimulatedGpu(GpuDevice):
     """A GPU whose power, clocks, temperature and speed follow the model in the module docstring.
 
-    Fault injection: ``lock_fails`` (SM clock locking raises :class:`GpuNoPermission`),
-    ``clock_drift_mhz`` (locked clocks are achieved this far off), ``thermal_throttle_above_c``
-    (thermal throttling above this temperature), ``unsupported`` (method names that raise
-    :class:`GpuNotSupported`), ``no_permission`` (every control method raises GpuNoPermission).
+    ``card`` picks the published figures (:data:`CARDS`); any :class:`CardSpec` field can be overridden by
+    keyword (``max_sm_clock_mhz=1000``...). Fault injection: ``lock_fails`` (SM clock locking raises
+    :class:`GpuNoPermission`), ``clock_drift_mhz`` (locked clocks are achieved this far off),
+    ``thermal_throttle_above_c``, ``unsupported`` (method names that raise :class:`GpuNotSupported`),
+    ``no_permission`` (every control method raises :class:`GpuNoPermission`).
     """
 
     simulated = True
@@ -157,24 +387,24 @@ class SimulatedGpu(GpuDevice):
     def __init__(
         self,
         *,
+        card: str | CardSpec = DEFAULT_CARD,
         index: int = 0,
-        name: str = "Simulated H100 80GB HBM3 (simulated)",
-        max_sm_clock_mhz: int = 1980,
-        min_sm_clock_mhz: int = 345,
-        sm_clock_step_mhz: int = 15,
-        memory_clocks_mhz: Iterable[int] = (2619, 1593),
-        memory_total_bytes: int = 81559 * 2**20,
-        memory_used_bytes: int = 512 * 2**20,
-        idle_power_w: float = 70.0,
-        static_busy_power_w: float = 110.0,
-        memory_busy_power_w: float = 50.0,
-        full_load_power_w: float = 650.0,
+        name: str | None = None,
+        max_sm_clock_mhz: int | None = None,
+        min_sm_clock_mhz: int | None = None,
+        sm_clock_step_mhz: int | None = None,
+        memory_clocks_mhz: Iterable[int] | None = None,
+        memory_total_bytes: int | None = None,
+        memory_used_bytes: int = 512 * _MIB,
+        idle_power_w: float | None = None,
+        static_busy_power_w: float | None = None,
+        memory_busy_power_w: float | None = None,
+        sm_busy_power_w: float | None = None,
+        default_power_limit_w: float | None = None,
+        min_power_limit_w: float | None = None,
+        max_power_limit_w: float | None = None,
         v_min: float = 0.60,
         v_max: float = 1.05,
-        memory_bound_fraction: float = 0.3,
-        default_power_limit_w: float = 700.0,
-        min_power_limit_w: float = 200.0,
-        max_power_limit_w: float = 700.0,
         energy_update_period_s: float = 0.1,
         initial_energy_mj: int = 0,
         power_average_window_s: float = 1.0,
@@ -185,69 +415,54 @@ class SimulatedGpu(GpuDevice):
         thermal_throttle_above_c: float | None = None,
         thermal_hysteresis_c: float = 2.0,
         thermal_throttle_factor: float = 0.7,
+        noise_cv: float = 0.0,
+        power_noise_cv: float = 0.0,
+        noise_seed: int = 0,
+        outlier_probability: float = 0.0,
+        outlier_factor: float = 1.5,
+        slowdown_rel_per_s: float = 0.0,
         lock_fails: bool = False,
         clock_drift_mhz: int = 0,
         unsupported: Iterable[str] = (),
         no_permission: bool = False,
+        clock: VirtualClock | None = None,
     ) -> None:
-        if not 0 < min_sm_clock_mhz < max_sm_clock_mhz:
-            raise ConfigError("min_sm_clock_mhz", min_sm_clock_mhz, reason=f"need 0 < min < max_sm_clock_mhz={max_sm_clock_mhz}")
-        if sm_clock_step_mhz <= 0:
-            raise ConfigError("sm_clock_step_mhz", sm_clock_step_mhz, reason="must be positive")
-        mem_clocks = sorted({int(c) for c in memory_clocks_mhz}, reverse=True)
-        if not mem_clocks or mem_clocks[-1] <= 0:
-            raise ConfigError("memory_clocks_mhz", list(memory_clocks_mhz), reason="need at least one positive clock")
-        if not 0.0 <= memory_bound_fraction < 1.0:
-            raise ConfigError("memory_bound_fraction", memory_bound_fraction, allowed="[0, 1)")
-        if not 0 < v_min <= v_max:
-            raise ConfigError("v_min", v_min, reason=f"need 0 < v_min <= v_max={v_max}")
-        dynamic_at_max_w = full_load_power_w - idle_power_w - static_busy_power_w - memory_busy_power_w
-        if dynamic_at_max_w <= 0:
-            raise ConfigError(
-                "full_load_power_w", full_load_power_w, reason="must exceed idle + static + memory busy power"
-            )
-        if not min_power_limit_w <= default_power_limit_w <= max_power_limit_w:
-            raise ConfigError(
-                "default_power_limit_w",
-                default_power_limit_w,
-                allowed=f"{min_power_limit_w}..{max_power_limit_w} W",
-            )
-        if power_report_lag_s < 0:
-            raise ConfigError("power_report_lag_s", power_report_lag_s, reason="must be >= 0")
-        if energy_update_period_s <= 0:
-            raise ConfigError("energy_update_period_s", energy_update_period_s, reason="must be positive")
-        if thermal_time_constant_s <= 0:
-            raise ConfigError("thermal_time_constant_s", thermal_time_constant_s, reason="must be positive")
-        if not 0 < thermal_throttle_factor <= 1:
-            raise ConfigError("thermal_throttle_factor", thermal_throttle_factor, allowed="(0, 1]")
+        if isinstance(card, str):
+            if card not in CARDS:
+                raise ConfigError("simulated card", card, allowed=sorted(CARDS))
+            card = CARDS[card]
+        overrides = {k: v for k, v in dict(
+            name=name, max_sm_clock_mhz=max_sm_clock_mhz, min_sm_clock_mhz=min_sm_clock_mhz,
+            sm_clock_step_mhz=sm_clock_step_mhz,
+            memory_clocks_mhz=None if memory_clocks_mhz is None else tuple(memory_clocks_mhz),
+            memory_total_bytes=memory_total_bytes, idle_power_w=idle_power_w, static_busy_power_w=static_busy_power_w,
+            memory_busy_power_w=memory_busy_power_w, sm_busy_power_w=sm_busy_power_w,
+            default_power_limit_w=default_power_limit_w, min_power_limit_w=min_power_limit_w,
+            max_power_limit_w=max_power_limit_w).items() if v is not None}
+        spec = replace(card, **overrides)
+        self._validate(spec, v_min, v_max, energy_update_period_s, power_report_lag_s, thermal_time_constant_s,
+                       thermal_throttle_factor, noise_cv, power_noise_cv, outlier_probability, outlier_factor)
         unsupported_set = frozenset(unsupported)
         unknown = unsupported_set - SIMULATED_METHOD_NAMES
         if unknown:
             raise ConfigError("unsupported", sorted(unknown), allowed=sorted(SIMULATED_METHOD_NAMES))
 
+        self.card = spec
         self.index = index
-        self.name = name
-        self._f_max = int(max_sm_clock_mhz)
-        self._f_min = int(min_sm_clock_mhz)
-        grid = list(range(self._f_max, self._f_min, -int(sm_clock_step_mhz)))
+        self.name = spec.name
+        self._f_max = int(spec.max_sm_clock_mhz)
+        self._f_min = int(spec.min_sm_clock_mhz)
+        grid = list(range(self._f_max, self._f_min, -int(spec.sm_clock_step_mhz)))
         grid.append(self._f_min)
         self._sm_grid = grid
         self._sm_grid_set = frozenset(grid)
-        self._sm_grid_text = f"{self._f_min}..{self._f_max} MHz in {sm_clock_step_mhz} MHz steps (supported_sm_clocks_mhz)"
-        self._mem_clocks = mem_clocks
-        self._fm_max = mem_clocks[0]
-        self._memory_total_bytes = int(memory_total_bytes)
+        self._sm_grid_text = (f"{self._f_min}..{self._f_max} MHz in {spec.sm_clock_step_mhz} MHz steps "
+                              "(supported_sm_clocks_mhz)")
+        self._mem_clocks = sorted({int(c) for c in spec.memory_clocks_mhz}, reverse=True)
+        self._fm_max = self._mem_clocks[0]
         self._memory_used_bytes = int(memory_used_bytes)
-        self._p_idle_w = float(idle_power_w)
-        self._p_static_w = float(static_busy_power_w)
-        self._p_mem_w = float(memory_busy_power_w)
         self._v_min = float(v_min)
         self._v_max = float(v_max)
-        self._c_w_per_mhz_v2 = dynamic_at_max_w / (self._f_max * self._v_max**2)
-        self._m = float(memory_bound_fraction)
-        self._default_power_limit_w = float(default_power_limit_w)
-        self._min_power_limit_w = float(min_power_limit_w)
-        self._max_power_limit_w = float(max_power_limit_w)
         self.energy_update_period_s = float(energy_update_period_s)
         self._initial_energy_mj = int(initial_energy_mj)
         self._avg_window_s = float(power_average_window_s)
@@ -258,6 +473,13 @@ class SimulatedGpu(GpuDevice):
         self._throttle_above_c = thermal_throttle_above_c
         self._hysteresis_c = float(thermal_hysteresis_c)
         self._throttle_factor = float(thermal_throttle_factor)
+        self.noise_cv = float(noise_cv)
+        self.power_noise_cv = float(power_noise_cv)
+        self.noise_seed = int(noise_seed)
+        self._outlier_p = float(outlier_probability)
+        self._outlier_factor = float(outlier_factor)
+        self._slowdown_rel_per_s = float(slowdown_rel_per_s)
+        self._rng = random.Random(self.noise_seed)
         self._lock_fails = lock_fails
         self._drift_mhz = int(clock_drift_mhz)
         self._unsupported = unsupported_set
@@ -265,59 +487,181 @@ class SimulatedGpu(GpuDevice):
         self.power_instant_source = "simulated"
         self.power_instant_fallback_reason = None
 
+        self.clock = clock if clock is not None else VirtualClock()
         self._lock = threading.RLock()
         self._locked_sm: tuple[int, int] | None = None
         self._locked_mem: tuple[int, int] | None = None
-        self._power_limit_w = self._default_power_limit_w
-        now = time.perf_counter()
+        self._power_limit_w = float(spec.default_power_limit_w)
+        now = self.clock.now_s()
         self._t_epoch = now
         self._t = now
         self._energy_j = 0.0
-        self._counter_mj = self._initial_energy_mj
-        self._counter_t = now
-        self._temp_c = self._ambient_c + self._r_c_per_w * self._p_idle_w
+        self._temp_c = self._ambient_c + self._r_c_per_w * spec.idle_power_w
         self._thermal_throttled = False
         self._busy_depth = 0
-        self._utilization = 0.0
+        self._utilization = 1.0
+        self._work: Work = Work(*_BARE_SHARES)
+        self._power_factor = 1.0
         self._progress_ref_s = 0.0
         # (time, energy) at segment ends; power is constant in between, so interpolation is exact.
         self._history: collections.deque[tuple[float, float]] = collections.deque([(now, 0.0)])
+        # The call in progress (events from the Runner): its noise and which parts it has done.
+        self._profile: WorkProfile | None = None
+        self._profile_work: dict[str, Work] = {}
+        self._call_factor = 1.0
+        self._call_power_factor = 1.0
+        self._call_done: collections.Counter[str] = collections.Counter()
+        self.calls_started = 0
+        self.clock.listeners.append(self._on_clock_move)
+
+    @staticmethod
+    def _validate(spec: CardSpec, v_min: float, v_max: float, period_s: float, lag_s: float, tau_s: float,
+                  throttle_factor: float, noise_cv: float, power_noise_cv: float, outlier_p: float,
+                  outlier_factor: float) -> None:
+        if not 0 < spec.min_sm_clock_mhz < spec.max_sm_clock_mhz:
+            raise ConfigError("min_sm_clock_mhz", spec.min_sm_clock_mhz,
+                              reason=f"need 0 < min < max_sm_clock_mhz={spec.max_sm_clock_mhz}")
+        if spec.sm_clock_step_mhz <= 0:
+            raise ConfigError("sm_clock_step_mhz", spec.sm_clock_step_mhz, reason="must be positive")
+        if not spec.memory_clocks_mhz or min(spec.memory_clocks_mhz) <= 0:
+            raise ConfigError("memory_clocks_mhz", list(spec.memory_clocks_mhz), reason="need at least one positive clock")
+        if not 0 < v_min <= v_max:
+            raise ConfigError("v_min", v_min, reason=f"need 0 < v_min <= v_max={v_max}")
+        for name in ("idle_power_w", "static_busy_power_w", "memory_busy_power_w", "sm_busy_power_w"):
+            if not getattr(spec, name) >= 0:
+                raise ConfigError(name, getattr(spec, name), reason="must be >= 0 W")
+        if spec.sm_busy_power_w <= 0:
+            raise ConfigError("sm_busy_power_w", spec.sm_busy_power_w, reason="must be positive")
+        if not spec.min_power_limit_w <= spec.default_power_limit_w <= spec.max_power_limit_w:
+            raise ConfigError("default_power_limit_w", spec.default_power_limit_w,
+                              allowed=f"{spec.min_power_limit_w}..{spec.max_power_limit_w} W")
+        if lag_s < 0:
+            raise ConfigError("power_report_lag_s", lag_s, reason="must be >= 0")
+        if period_s <= 0:
+            raise ConfigError("energy_update_period_s", period_s, reason="must be positive")
+        if tau_s <= 0:
+            raise ConfigError("thermal_time_constant_s", tau_s, reason="must be positive")
+        if not 0 < throttle_factor <= 1:
+            raise ConfigError("thermal_throttle_factor", throttle_factor, allowed="(0, 1]")
+        for name, value in (("noise_cv", noise_cv), ("power_noise_cv", power_noise_cv)):
+            if not 0 <= value < 1:
+                raise ConfigError(name, value, allowed="[0, 1)")
+        if not 0 <= outlier_p < 1:
+            raise ConfigError("outlier_probability", outlier_p, allowed="[0, 1)")
+        if not outlier_factor >= 1:
+            raise ConfigError("outlier_factor", outlier_factor, reason="must be >= 1")
 
     # ---- model (pure functions of the parameters) ---------------------------------------------
     def _voltage_v(self, f_mhz: float) -> float:
         frac = (f_mhz - self._f_min) / (self._f_max - self._f_min)
-        return self._v_min + (self._v_max - self._v_min) * frac
+        return self._v_min + (self._v_max - self._v_min) * frac * frac
 
     def _mem(self, mem_clock_mhz: float | None) -> float:
         return float(self._fm_max if mem_clock_mhz is None else mem_clock_mhz)
 
-    def expected_busy_power_w(
-        self, sm_clock_mhz: float, mem_clock_mhz: float | None = None, utilization: float = 1.0
-    ) -> float:
-        """Model board power in watts while busy at this clock (top memory clock by default)."""
-        fm = self._mem(mem_clock_mhz)
-        dynamic_w = self._c_w_per_mhz_v2 * sm_clock_mhz * self._voltage_v(sm_clock_mhz) ** 2
-        return self._p_idle_w + utilization * (self._p_static_w + self._p_mem_w * fm / self._fm_max + dynamic_w)
-
-    def expected_time_scale(self, sm_clock_mhz: float, mem_clock_mhz: float | None = None) -> float:
-        """How many times longer work takes at this clock than at max SM and memory clock."""
-        fm = self._mem(mem_clock_mhz)
-        return self._m * self._fm_max / fm + (1.0 - self._m) * self._f_max / sm_clock_mhz
-
-    def expected_energy_per_ref_s_j(self, sm_clock_mhz: float, mem_clock_mhz: float | None = None) -> float:
-        """Model energy in joules for the work that takes one second at the reference clocks."""
-        return self.expected_busy_power_w(sm_clock_mhz, mem_clock_mhz) * self.expected_time_scale(
-            sm_clock_mhz, mem_clock_mhz
+    def work_for(self, amount: WorkAmount, dtype: str = "fp16") -> Work:
+        """``amount`` in seconds at the reference clocks on this card (see the module docstring)."""
+        compute_s = 0.0
+        if amount.flop:
+            compute_s = amount.flop / (self.card.dense_tflops(dtype) * 1e12 * COMPUTE_EFFICIENCY)
+        return Work(
+            compute_s=compute_s,
+            memory_s=amount.bytes * DRAM_SHARE / (self.card.memory_bandwidth_gb_s * 1e9 * MEMORY_EFFICIENCY),
+            latency_s=amount.kernels * self.card.kernel_latency_s,
         )
 
+    def _shares(self, work: Work, f: float, fm: float) -> tuple[float, float, float]:
+        """(time at these clocks, SM activity, memory activity) of ``work``."""
+        sm_part = (work.compute_s + work.latency_s) * self._f_max / f
+        mem_part = work.memory_s * self._fm_max / fm
+        t = sm_part + mem_part
+        if t <= 0:
+            return 0.0, 0.0, 0.0
+        compute = work.compute_s * self._f_max / f
+        latency = work.latency_s * self._f_max / f
+        a_sm = min(1.0, (compute + LATENCY_SM_ACTIVITY * latency) / t)
+        a_mem = min(1.0, (mem_part + COMPUTE_MEMORY_ACTIVITY * compute) / t)
+        return t, a_sm, a_mem
+
+    def _power_for(self, work: Work, f: float, fm: float, utilization: float = 1.0) -> float:
+        _, a_sm, a_mem = self._shares(work, f, fm)
+        c = self.card
+        dynamic = c.sm_busy_power_w * f * self._voltage_v(f) ** 2 / (self._f_max * self._v_max**2) * a_sm
+        memory = c.memory_busy_power_w * fm / self._fm_max * a_mem
+        return c.idle_power_w + utilization * (c.static_busy_power_w + memory + dynamic)
+
+    def _scale_for(self, work: Work, f: float, fm: float) -> float:
+        t, _, _ = self._shares(work, f, fm)
+        return t / work.total_s if work.total_s > 0 else 1.0
+
+    def expected_busy_power_w(self, sm_clock_mhz: float, mem_clock_mhz: float | None = None,
+                              utilization: float = 1.0, work: Work | None = None) -> float:
+        """Model board power in watts while busy at this clock (top memory clock by default) with ``work``'s
+        activity mix (a bare workload's mix when None)."""
+        return self._power_for(work or Work(*_BARE_SHARES), sm_clock_mhz, self._mem(mem_clock_mhz), utilization)
+
+    def expected_time_scale(self, sm_clock_mhz: float, mem_clock_mhz: float | None = None,
+                            work: Work | None = None) -> float:
+        """How many times longer ``work`` takes at this clock than at the top SM and memory clocks."""
+        return self._scale_for(work or Work(*_BARE_SHARES), sm_clock_mhz, self._mem(mem_clock_mhz))
+
+    def expected_energy_per_ref_s_j(self, sm_clock_mhz: float, mem_clock_mhz: float | None = None) -> float:
+        """Model energy in joules for bare work that takes one second at the reference clocks."""
+        return self.expected_busy_power_w(sm_clock_mhz, mem_clock_mhz) * self.expected_time_scale(
+            sm_clock_mhz, mem_clock_mhz)
+
     def expected_energy_optimal_sm_clock_mhz(self, mem_clock_mhz: float | None = None) -> int:
-        """The grid SM clock that minimises energy per unit of work (ignores power cap and heat)."""
+        """The grid SM clock that minimises energy per unit of bare work (ignores power cap and heat)."""
         return min(self._sm_grid, key=lambda f: self.expected_energy_per_ref_s_j(f, mem_clock_mhz))
+
+    def _capped_clock(self, work: Work, f_asked: float, fm: float, limit_w: float,
+                      utilization: float = 1.0) -> tuple[float, bool]:
+        if self._power_for(work, f_asked, fm, utilization) <= limit_w:
+            return f_asked, False
+        fitting = [g for g in self._sm_grid
+                   if g <= f_asked and self._power_for(work, g, fm, utilization) <= limit_w]
+        return float(fitting[0] if fitting else self._f_min), True
+
+    def expected_call(self, profile: WorkProfile, sm_clock_mhz: float | None = None,
+                      mem_clock_mhz: float | None = None, power_limit_w: float | None = None) -> CallTruth:
+        """The true time and energy of one call of ``profile`` with the SM clock locked at ``sm_clock_mhz``
+        (None: the default, unlocked) at the power limit (default: the card's): no noise, heat or drift."""
+        fm = self._mem(mem_clock_mhz)
+        f_asked = float(self._f_max if sm_clock_mhz is None else sm_clock_mhz)
+        limit_w = self.card.default_power_limit_w if power_limit_w is None else power_limit_w
+        time_s = energy_j = 0.0
+        capped_any = False
+        clocks = []
+        for _, amount in profile.phases():
+            work = self.work_for(amount, profile.dtype)
+            if work.total_s <= 0:
+                continue
+            f, capped = self._capped_clock(work, f_asked, fm, limit_w)
+            capped_any = capped_any or capped
+            t = work.total_s * self._scale_for(work, f, fm)
+            time_s += t
+            energy_j += t * self._power_for(work, f, fm)
+            clocks.append((t, f))
+        f_eff = sum(t * f for t, f in clocks) / time_s if time_s else f_asked
+        return CallTruth(f_eff, time_s, energy_j, capped_any)
+
+    def expected_optimum(self, profile: WorkProfile, objective: str = "energy",
+                         mem_clock_mhz: float | None = None) -> tuple[int, CallTruth]:
+        """The grid SM clock minimising ``objective`` (``energy`` per call, or ``edp``) and its truth."""
+        if objective not in ("energy", "edp"):
+            raise ConfigError("objective", objective, allowed=("energy", "edp"))
+        truths = {f: self.expected_call(profile, f, mem_clock_mhz) for f in self._sm_grid}
+
+        def key(f: int) -> float:
+            return truths[f].energy_j if objective == "energy" else truths[f].edp_js
+
+        best = min(self._sm_grid, key=key)
+        return best, truths[best]
 
     @property
     def default_state(self) -> SimulatedGpuState:
         """The settings at construction; the resets bring :meth:`state` back to this."""
-        return SimulatedGpuState(None, None, self._default_power_limit_w)
+        return SimulatedGpuState(None, None, float(self.card.default_power_limit_w))
 
     def state(self) -> SimulatedGpuState:
         """Current settings (locked ranges, power limit)."""
@@ -332,10 +676,11 @@ class SimulatedGpu(GpuDevice):
         return self._f_min
 
     def _operating_point(self) -> _OperatingPoint:
-        """The device's state now; constant until the next state change or segment end."""
+        """The device's state now; constant until the next state change."""
         fm = float(self._locked_mem[1] if self._locked_mem else self._fm_max)
         busy = self._busy_depth > 0
         reasons = 0
+        work = self._work
         if not busy:
             f = float(self._locked_sm[0] if self._locked_sm else self._f_min)
             reasons |= _REASON_IDLE
@@ -343,14 +688,9 @@ class SimulatedGpu(GpuDevice):
             f = float(self._locked_sm[1] if self._locked_sm else self._f_max)
             if f < self._f_max:
                 reasons |= _REASON_APP_CLOCKS
-            if self.expected_busy_power_w(f, fm, self._utilization) > self._power_limit_w:
+            f, capped = self._capped_clock(work, f, fm, self._power_limit_w / self._power_factor, self._utilization)
+            if capped:
                 reasons |= _REASON_POWER_CAP
-                fitting = [
-                    g
-                    for g in self._sm_grid
-                    if g <= f and self.expected_busy_power_w(g, fm, self._utilization) <= self._power_limit_w
-                ]
-                f = float(fitting[0] if fitting else self._f_min)
         if self._thermal_throttled:
             reasons |= _REASON_THERMAL
             if busy:
@@ -358,10 +698,10 @@ class SimulatedGpu(GpuDevice):
         if self._locked_sm is not None and self._drift_mhz:
             f = min(max(f + self._drift_mhz, self._f_min), self._f_max)
         if busy:
-            power_w = self.expected_busy_power_w(f, fm, self._utilization)
-            scale = self.expected_time_scale(f, fm)
+            power_w = self._power_for(work, f, fm, self._utilization) * self._power_factor
+            scale = self._scale_for(work, f, fm)
         else:
-            power_w = self._p_idle_w
+            power_w = self.card.idle_power_w
             scale = 1.0
         return _OperatingPoint(f, fm, power_w, reasons, busy, scale)
 
@@ -382,25 +722,17 @@ class SimulatedGpu(GpuDevice):
                 elif self._thermal_throttled and self._temp_c < self._throttle_above_c - self._hysteresis_c:
                     self._thermal_throttled = False
             self._history.append((self._t, self._energy_j))
-
-    def _advance(self, now: float | None = None) -> None:
-        """Bring the model up to ``now`` (call with the lock held, before any state change)."""
-        if now is None:
-            now = time.perf_counter()
-        period = self.energy_update_period_s
-        last_tick = self._t_epoch + math.floor((now - self._t_epoch) / period) * period
-        if last_tick > self._counter_t and last_tick >= self._t:
-            self._integrate_to(last_tick)
-            self._counter_mj = self._initial_energy_mj + math.floor(self._energy_j * 1000.0)
-            self._counter_t = last_tick
-        elif last_tick > self._counter_t:
-            # The tick lies inside an already-integrated stretch: interpolate within it.
-            self._counter_mj = self._initial_energy_mj + math.floor(self._energy_at(last_tick) * 1000.0)
-            self._counter_t = last_tick
-        self._integrate_to(now)
-        horizon = now - 2.0 * max(self._avg_window_s, self._lag_s)
+        horizon = self._t - 2.0 * max(self._avg_window_s, self._lag_s, self.energy_update_period_s)
         while len(self._history) > 2 and self._history[1][0] <= horizon:
             self._history.popleft()
+
+    def _on_clock_move(self, t_s: float) -> None:
+        with self._lock:
+            self._integrate_to(t_s)
+
+    def _advance(self) -> None:
+        """Bring the model up to the clock (a no-op when the clock's listener already did)."""
+        self._integrate_to(self.clock.now_s())
 
     def _energy_at(self, t: float) -> float:
         """Integrated energy at time ``t`` within the kept history (linear: power is piecewise constant)."""
@@ -436,17 +768,17 @@ class SimulatedGpu(GpuDevice):
         return GpuInfo(
             index=self.index,
             name=self.name,
-            uuid=f"GPU-51a0a7ed-0000-4000-8000-{self.index:012d}",
+            uuid=f"GPU-51a0a7ed-0000-4000-8000-{self.card.key}{self.index:0{12 - len(self.card.key)}d}",
             driver_version="simulated",
             cuda_driver_version=None,
-            memory_total_bytes=self._memory_total_bytes,
+            memory_total_bytes=int(self.card.memory_total_bytes),
             power_limit_w=limit_w,
-            default_power_limit_w=self._default_power_limit_w,
-            min_power_limit_w=self._min_power_limit_w,
-            max_power_limit_w=self._max_power_limit_w,
+            default_power_limit_w=float(self.card.default_power_limit_w),
+            min_power_limit_w=float(self.card.min_power_limit_w),
+            max_power_limit_w=float(self.card.max_power_limit_w),
             default_sm_clock_mhz=self._f_max,
             max_sm_clock_mhz=self._f_max,
-            compute_capability=(9, 0),
+            compute_capability=tuple(self.card.compute_capability),  # type: ignore[arg-type]
             simulated=True,
             physical_index=self.index,
         )
@@ -455,23 +787,24 @@ class SimulatedGpu(GpuDevice):
         with self._lock:
             self._check("total_energy_mj")
             self._advance()
-            return self._counter_mj
+            period = self.energy_update_period_s
+            last_tick = self._t_epoch + math.floor((self._t - self._t_epoch) / period + 1e-9) * period
+            return self._initial_energy_mj + math.floor(self._energy_at(last_tick) * 1000.0 + 1e-6)
 
     def power_instant_w(self) -> float:
         if not self._lag_s:
             return self._now_point("power_instant_w").power_w
         with self._lock:
             self._check("power_instant_w")
-            now = time.perf_counter()
-            self._advance(now)
-            return self._power_at(now - self._lag_s)
+            self._advance()
+            return self._power_at(self._t - self._lag_s)
 
     def _power_at(self, t: float) -> float:
         """The (piecewise-constant) power at time ``t`` within the kept history; idle before it."""
         hist = self._history
         prev_t, prev_e = hist[0]
         if t < prev_t:
-            return self._p_idle_w
+            return self.card.idle_power_w
         for t_i, e_i in hist:
             if t_i > t and t_i > prev_t:
                 return (e_i - prev_e) / (t_i - prev_t)
@@ -482,12 +815,11 @@ class SimulatedGpu(GpuDevice):
         """Trailing average over ``power_average_window_s`` (shorter right after construction)."""
         with self._lock:
             self._check("power_average_w")
-            now = time.perf_counter()
-            self._advance(now)
-            start = max(now - self._avg_window_s, self._t_epoch)
-            if now <= start:
+            self._advance()
+            start = max(self._t - self._avg_window_s, self._t_epoch)
+            if self._t <= start:
                 return self._operating_point().power_w
-            return (self._energy_j - self._energy_at(start)) / (now - start)
+            return (self._energy_j - self._energy_at(start)) / (self._t - start)
 
     def sm_clock_mhz(self) -> int:
         return int(round(self._now_point("sm_clock_mhz").sm_clock_mhz))
@@ -531,8 +863,8 @@ class SimulatedGpu(GpuDevice):
         return list(self._sm_grid)
 
     def activity(self) -> dict[str, float]:
-        """Model activity fractions now: ``sm_active`` is the utilisation, the rest split the busy
-        time into compute-bound (tensor / fp16 pipes) and memory-bound (dram) shares of ``s(f)``."""
+        """Model activity fractions now: ``sm_active`` is the utilisation; the current work's time at these
+        clocks splits into compute-bound (tensor / fp16 pipes) and memory-bound (dram) shares."""
         with self._lock:
             self._check("activity")
             self._advance()
@@ -543,8 +875,10 @@ class SimulatedGpu(GpuDevice):
         if not op.busy:
             return {"sm_active": 0.0, "tensor_active": 0.0, "dram_active": 0.0, "fp16_active": 0.0}
         u = self._utilization
-        compute_share = (1.0 - self._m) * self._f_max / op.sm_clock_mhz / op.time_scale
-        memory_share = self._m * self._fm_max / op.mem_clock_mhz / op.time_scale
+        w = self._work
+        t, _, _ = self._shares(w, op.sm_clock_mhz, op.mem_clock_mhz)
+        compute_share = (w.compute_s + w.latency_s) * self._f_max / op.sm_clock_mhz / t if t else 0.0
+        memory_share = w.memory_s * self._fm_max / op.mem_clock_mhz / t if t else 0.0
         return {
             "sm_active": u,
             "tensor_active": u * compute_share * _TENSOR_SHARE_OF_COMPUTE,
@@ -558,9 +892,9 @@ class SimulatedGpu(GpuDevice):
         self._check("set_locked_sm_clocks")
         if self._lock_fails:
             raise GpuNoPermission(f"set_locked_sm_clocks on simulated GPU {self.index}", "injected fault: lock_fails")
-        for field, value in (("min_mhz", min_mhz), ("max_mhz", max_mhz)):
+        for name, value in (("min_mhz", min_mhz), ("max_mhz", max_mhz)):
             if value not in self._sm_grid_set:
-                raise ConfigError(field, value, allowed=self._sm_grid_text)
+                raise ConfigError(name, value, allowed=self._sm_grid_text)
         if min_mhz > max_mhz:
             raise ConfigError("min_mhz", min_mhz, reason=f"must not exceed max_mhz={max_mhz}")
         with self._lock:
@@ -576,9 +910,9 @@ class SimulatedGpu(GpuDevice):
     def set_locked_mem_clocks(self, min_mhz: int, max_mhz: int) -> None:
         """Lock the memory clock; both ends must be listed by :meth:`supported_memory_clocks_mhz`."""
         self._check("set_locked_mem_clocks")
-        for field, value in (("min_mhz", min_mhz), ("max_mhz", max_mhz)):
+        for name, value in (("min_mhz", min_mhz), ("max_mhz", max_mhz)):
             if value not in self._mem_clocks:
-                raise ConfigError(field, value, allowed=self._mem_clocks)
+                raise ConfigError(name, value, allowed=self._mem_clocks)
         if min_mhz > max_mhz:
             raise ConfigError("min_mhz", min_mhz, reason=f"must not exceed max_mhz={max_mhz}")
         with self._lock:
@@ -593,56 +927,140 @@ class SimulatedGpu(GpuDevice):
 
     def set_power_limit_w(self, watts: float) -> None:
         self._check("set_power_limit_w")
-        if not self._min_power_limit_w <= watts <= self._max_power_limit_w:
-            raise ConfigError(
-                "power_limit_w", watts, allowed=f"{self._min_power_limit_w:g}..{self._max_power_limit_w:g} W"
-            )
+        c = self.card
+        if not c.min_power_limit_w <= watts <= c.max_power_limit_w:
+            raise ConfigError("power_limit_w", watts, allowed=f"{c.min_power_limit_w:g}..{c.max_power_limit_w:g} W")
         with self._lock:
             self._advance()
             self._power_limit_w = float(watts)
 
-    # ---- busy/idle ----------------------------------------------------------------------------
+    # ---- work on the virtual clock ------------------------------------------------------------
     @contextmanager
     def workload(self, utilization: float = 1.0) -> Iterator[None]:
-        """Mark the device busy; on a normal exit, stretch wall time to the effective clock.
+        """Mark the device busy (a bare work mix unless a modelled piece of work runs inside).
 
-        Nesting is allowed (the outermost context does the stretch). An exception inside ends
-        the work at once, without stretching.
+        Time inside passes only through :meth:`execute`, the Runner's call events, or
+        ``clock.sleep`` (busy time at the current clock). Nesting is allowed.
         """
         if not 0.0 < utilization <= 1.0:
             raise ConfigError("utilization", utilization, allowed="(0, 1]")
         with self._lock:
-            now = time.perf_counter()
-            self._advance(now)
-            outermost = self._busy_depth == 0
-            if outermost:
+            self._advance()
+            if self._busy_depth == 0:
                 self._utilization = utilization
-                self._progress_ref_s = 0.0
             self._busy_depth += 1
-            t_enter = now
         try:
             yield
-        except BaseException:
+        finally:
             with self._lock:
                 self._advance()
                 self._busy_depth -= 1
-            raise
-        if outermost:
-            with self._lock:
-                self._advance()
-                inside_s = self._t - t_enter
-            self._stretch_until(inside_s)
+
+    def execute(self, work: Work, *, time_factor: float = 1.0, power_factor: float = 1.0) -> float:
+        """Run ``work`` (seconds at the reference clocks) at whatever clock the device gives it, moving the
+        clock until done; returns the seconds it took. Power and thermal limits apply on the way."""
+        ref_s = work.total_s * time_factor
+        if ref_s <= 0:
+            return 0.0
         with self._lock:
             self._advance()
-            self._busy_depth -= 1
-
-    def _stretch_until(self, inside_s: float) -> None:
-        """Stay busy (sleeping, lock released) until model progress covers ``inside_s``."""
-        while True:
+            saved = (self._work, self._power_factor, self._progress_ref_s, self._utilization)
+            self._work, self._power_factor, self._progress_ref_s = work, power_factor, 0.0
+            if self._busy_depth == 0:
+                self._utilization = 1.0  # work outside any workload() runs at full utilisation
+            self._busy_depth += 1
+            t_start = self._t
+        try:
+            thermal = self._throttle_above_c is not None
+            max_step_s = min(0.05, self._tau_s / 20.0) if thermal else math.inf
+            while True:
+                with self._lock:
+                    self._advance()
+                    owed_ref_s = ref_s - self._progress_ref_s
+                    dt = owed_ref_s * self._operating_point().time_scale
+                    now = self.clock.now_s()
+                    # Done once what is owed is below what the clock can still resolve (rounding).
+                    if dt <= max(1e-12, 4.0 * math.ulp(now)):
+                        break
+                self.clock.advance_to(now + min(dt, max_step_s))
+        finally:
             with self._lock:
                 self._advance()
-                owed_ref_s = inside_s - self._progress_ref_s
-                scale = self._operating_point().time_scale
-            if owed_ref_s <= 0:
-                return
-            time.sleep(min(owed_ref_s * scale, _STRETCH_POLL_S))
+                self._busy_depth -= 1
+                self._work, self._power_factor, self._progress_ref_s, self._utilization = saved
+        return self._t - t_start
+
+    def execute_ref_s(self, ref_s: float) -> float:
+        """Run bare work worth ``ref_s`` seconds at the reference clocks (tests); returns the seconds taken."""
+        shares = _BARE_SHARES
+        return self.execute(Work(shares[0] * ref_s, shares[1] * ref_s, shares[2] * ref_s))
+
+    # ---- the Runner's call events ---------------------------------------------------------------
+    def set_work_profile(self, profile: WorkProfile | None) -> None:
+        """What one pipeline call asks of the device, for the call events (None: calls do no work)."""
+        self._profile = profile
+        self._profile_work = {} if profile is None else {
+            "text_encode": self.work_for(profile.text, profile.dtype),
+            "unet_eval": self.work_for(profile.unet_eval, profile.dtype),
+            "vae_decode": self.work_for(profile.vae_decode, profile.dtype),
+            "overhead": self.work_for(profile.overhead, profile.dtype),
+        }
+
+    @property
+    def work_profile(self) -> WorkProfile | None:
+        return self._profile
+
+    def _draw_call_noise(self) -> None:
+        rng = self._rng
+        factor = 1.0
+        if self.noise_cv > 0:
+            sigma = math.sqrt(math.log1p(self.noise_cv**2))
+            factor = rng.lognormvariate(-0.5 * sigma * sigma, sigma)
+        if self._outlier_p > 0 and rng.random() < self._outlier_p:
+            factor *= self._outlier_factor
+        if self._slowdown_rel_per_s:
+            factor *= 1.0 + self._slowdown_rel_per_s * (self.clock.now_s() - self._t_epoch)
+        power = 1.0
+        if self.power_noise_cv > 0:
+            sigma = math.sqrt(math.log1p(self.power_noise_cv**2))
+            power = rng.lognormvariate(-0.5 * sigma * sigma, sigma)
+        self._call_factor, self._call_power_factor = factor, power
+
+    def _run_part(self, part: str, count: int = 1) -> None:
+        work = self._profile_work.get(part)
+        if work is None:
+            return
+        for _ in range(count):
+            self.execute(work, time_factor=self._call_factor, power_factor=self._call_power_factor)
+        self._call_done[part] += count
+
+    def on_event(self, label: str) -> None:
+        """A mark inside a pipeline call (``start``, ``text_end``, ``step``, ``decode_end``, ``end``, ...): the
+        device does the work that ended there. ``end`` does whatever the call's marks did not cover."""
+        if label == "start":
+            self.calls_started += 1
+            self._call_done = collections.Counter()
+            self._draw_call_noise()
+        elif label == "text_end":
+            self._run_part("text_encode")
+        elif label == "step":
+            self._run_part("unet_eval")
+        elif label == "decode_end":
+            self._run_part("vae_decode")
+        elif label == "end" and self._profile is not None:
+            done = self._call_done
+            if not done["text_encode"]:
+                self._run_part("text_encode")
+            missing = self._profile.unet_evals - done["unet_eval"]
+            if missing > 0:
+                self._run_part("unet_eval", missing)
+            if not done["vae_decode"]:
+                self._run_part("vae_decode")
+            self._run_part("overhead")
+
+    def describe(self) -> Mapping[str, Any]:
+        """The simulation's settings, for records (card, noise, seed, faults)."""
+        return {"card": self.card.key, "noise_cv": self.noise_cv, "power_noise_cv": self.power_noise_cv,
+                "noise_seed": self.noise_seed, "outlier_probability": self._outlier_p,
+                "slowdown_rel_per_s": self._slowdown_rel_per_s, "clock_drift_mhz": self._drift_mhz,
+                "clock": "virtual"}

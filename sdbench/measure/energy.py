@@ -4,8 +4,10 @@ Every meter has ``name``, ``start()`` and ``stop() -> EnergyReading``. A meter t
 measure returns a reading with ``available=False``, ``energy_j=None`` and the reason; it never
 makes a number up. :func:`select_energy_meter` picks one and records any fallback.
 
-Times are ``time.perf_counter()`` seconds throughout, so phase marks taken by the runner can be
-given energy with :meth:`PowerTimelineMeter.energy_between_j`.
+Times are seconds on the measured device's clock (``device.clock``: the wall clock for a real GPU, a
+virtual clock for the simulated one) throughout, so phase marks taken by the runner on the same clock
+can be given energy with :meth:`PowerTimelineMeter.energy_between_j`. RAPL measures the host, so it
+reads the wall clock and is unavailable beside a virtual-clock device.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 from sdbench.errors import ConfigError, SdbenchError
 from sdbench.gpu.base import GpuDevice, GpuNoPermission, GpuNotSupported
+from sdbench.gpu.clock import WALL_CLOCK, Clock
 from sdbench.measure.telemetry import NO_DEVICE_REASON, PeriodicThread
 
 __all__ = [
@@ -104,7 +107,7 @@ class TimelineIntegral:
         return self.cum[i] + 0.5 * (p_i + p_x) * dt
 
     def between_j(self, t0_s: float, t1_s: float) -> float:
-        """Energy in joules between two perf_counter times."""
+        """Energy in joules between two times on the samples' clock."""
         if t1_s < t0_s:
             raise ConfigError("t1_s", t1_s, reason=f"window ends before it starts (t0_s={t0_s})")
         if len(self.samples) < 2:
@@ -189,31 +192,33 @@ class NullMeter(EnergyMeter):
 
     name = "none"
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, clock: Clock = WALL_CLOCK) -> None:
         self.reason = reason
+        self._clock = clock
         self._t0_s: float | None = None
 
     def start(self) -> None:
-        self._t0_s = time.perf_counter()
+        self._t0_s = self._clock.now_s()
 
     def stop(self) -> EnergyReading:
-        duration_s = 0.0 if self._t0_s is None else time.perf_counter() - self._t0_s
+        duration_s = 0.0 if self._t0_s is None else self._clock.now_s() - self._t0_s
         return EnergyReading(None, duration_s, self.name, None, False, self.reason, False)
 
 
 # ---- NVML energy counter ---------------------------------------------------------------------
 def _wait_for_counter_change(device: GpuDevice, timeout_s: float) -> tuple[float, int] | None:
-    """Poll until the counter moves; ``(perf_counter time, new value)`` or ``None`` on timeout."""
-    deadline = time.perf_counter() + timeout_s
+    """Poll until the counter moves; ``(device clock time, new value)`` or ``None`` on timeout."""
+    clock = device.clock
+    deadline = clock.now_s() + timeout_s
     first = device.total_energy_mj()
     while True:
         value = device.total_energy_mj()
-        now = time.perf_counter()
+        now = clock.now_s()
         if value != first:
             return now, value
         if now >= deadline:
             return None
-        time.sleep(_COUNTER_POLL_S)
+        clock.sleep(_COUNTER_POLL_S)
 
 
 def detect_counter_period_s(device: GpuDevice, timeout_s: float = 2.0, changes: int = 6) -> float | None:
@@ -222,18 +227,19 @@ def detect_counter_period_s(device: GpuDevice, timeout_s: float = 2.0, changes: 
     Polls tightly for up to ``timeout_s``, stopping early after ``changes`` changes. ``None`` if
     fewer than two changes were seen. Raises :class:`GpuNotSupported` if there is no counter.
     """
-    deadline = time.perf_counter() + timeout_s
+    clock = device.clock
+    deadline = clock.now_s() + timeout_s
     last = device.total_energy_mj()
     change_times_s: list[float] = []
     while len(change_times_s) < changes:
         value = device.total_energy_mj()
-        now = time.perf_counter()
+        now = clock.now_s()
         if value != last:
             change_times_s.append(now)
             last = value
         if now >= deadline:
             break
-        time.sleep(_COUNTER_POLL_S)
+        clock.sleep(_COUNTER_POLL_S)
     if len(change_times_s) < 2:
         return None
     return float(statistics.median(b - a for a, b in zip(change_times_s, change_times_s[1:])))
@@ -278,9 +284,9 @@ class NvmlCounterMeter(EnergyMeter):
             start_mj = self.device.total_energy_mj()
         except (GpuNotSupported, GpuNoPermission) as exc:
             self._start_error = f"counter not supported: {exc}"
-            self._start = (time.perf_counter(), 0)
+            self._start = (self.device.clock.now_s(), 0)
             return
-        self._start = (time.perf_counter(), start_mj)
+        self._start = (self.device.clock.now_s(), start_mj)
 
     def stop(self) -> EnergyReading:
         if self._start is None:
@@ -289,14 +295,14 @@ class NvmlCounterMeter(EnergyMeter):
         self._start = None
         simulated = self.device.simulated
         if self._start_error is not None:
-            return EnergyReading(None, time.perf_counter() - t0_s, self.name, None, False, self._start_error, simulated)
+            return EnergyReading(None, self.device.clock.now_s() - t0_s, self.name, None, False, self._start_error, simulated)
         try:
             end_mj = self.device.total_energy_mj()
         except (GpuNotSupported, GpuNoPermission) as exc:
             return EnergyReading(
-                None, time.perf_counter() - t0_s, self.name, None, False, f"counter not supported: {exc}", simulated
+                None, self.device.clock.now_s() - t0_s, self.name, None, False, f"counter not supported: {exc}", simulated
             )
-        duration_s = time.perf_counter() - t0_s
+        duration_s = self.device.clock.now_s() - t0_s
         energy_j = counter_delta_j(start_mj, end_mj)
         if end_mj < start_mj and energy_j > _MAX_PLAUSIBLE_POWER_W * max(duration_s, 1.0):
             return EnergyReading(
@@ -336,14 +342,14 @@ class PowerTimelineMeter(EnergyMeter):
 
     def _sample(self) -> bool:
         """Take one sample; on an unsupported or refused read, remember why and stop sampling."""
-        before_s = time.perf_counter()
+        before_s = self.device.clock.now_s()
         try:
             power_w = self.device.power_instant_w()
         except (GpuNotSupported, GpuNoPermission) as exc:
             self._error = f"power readings not supported: {exc}"
             return False
         # The reading happened somewhere inside the call; the midpoint halves the timing error.
-        t_s = 0.5 * (before_s + time.perf_counter())
+        t_s = 0.5 * (before_s + self.device.clock.now_s())
         with self._lock:
             self._samples.append((t_s, power_w))
         return True
@@ -352,10 +358,11 @@ class PowerTimelineMeter(EnergyMeter):
         with self._lock:
             self._samples = []
         self._error = None
-        self._t0_s = time.perf_counter()
+        self._t0_s = self.device.clock.now_s()
         if not self._sample():
             return
-        self._thread = PeriodicThread(self._sample, self.rate_hz, name="sdbench-power-timeline")
+        self._thread = PeriodicThread(self._sample, self.rate_hz, name="sdbench-power-timeline",
+                                      clock=self.device.clock)
         self._thread.start()
 
     def stop(self) -> EnergyReading:
@@ -367,7 +374,7 @@ class PowerTimelineMeter(EnergyMeter):
         if self._error is None:
             self._sample()
         t0_s, self._t0_s = self._t0_s, None
-        duration_s = time.perf_counter() - t0_s
+        duration_s = self.device.clock.now_s() - t0_s
         simulated = self.device.simulated
         if self._error is not None:
             return EnergyReading(None, duration_s, self.name, None, False, self._error, simulated)
@@ -383,12 +390,12 @@ class PowerTimelineMeter(EnergyMeter):
         )
 
     def timeline(self) -> list[tuple[float, float]]:
-        """``(t_s, power_w)`` samples of the last window (perf_counter seconds)."""
+        """``(t_s, power_w)`` samples of the last window (seconds on the device's clock)."""
         with self._lock:
             return list(self._samples)
 
     def energy_between_j(self, t0_s: float, t1_s: float) -> float:
-        """Energy in joules between two perf_counter times within the sampled window."""
+        """Energy in joules between two times on the device's clock within the sampled window."""
         return energy_between_j(self.timeline(), t0_s, t1_s)
 
     def integral(self) -> TimelineIntegral:
@@ -508,6 +515,9 @@ class RaplMeter(EnergyMeter):
 
 
 # ---- selection and idle power ------------------------------------------------------------------
+#: Why host CPU energy is not measured beside a simulated GPU: its windows are virtual seconds.
+VIRTUAL_RAPL_REASON = ("host CPU energy (RAPL) is not measured beside a virtual-clock simulated GPU: "
+                       "its windows are virtual seconds, not host time")
 def _probe(read: Any) -> str | None:
     """``None`` if the query works, else why not."""
     try:
@@ -527,9 +537,12 @@ def select_energy_meter(device: GpuDevice | None, preference: str = "auto") -> E
     """
     if preference not in ENERGY_PREFERENCES:
         raise ConfigError("energy meter", preference, allowed=ENERGY_PREFERENCES)
+    clock = device.clock if device is not None else WALL_CLOCK
     if preference == "none":
-        return NullMeter("energy measurement switched off (energy meter 'none')")
+        return NullMeter("energy measurement switched off (energy meter 'none')", clock)
     if preference == "rapl":
+        if clock.virtual:
+            return NullMeter(VIRTUAL_RAPL_REASON, clock)
         return RaplMeter()
     if device is None:
         meter: EnergyMeter = NullMeter(NO_DEVICE_REASON)
@@ -539,7 +552,7 @@ def select_energy_meter(device: GpuDevice | None, preference: str = "auto") -> E
     counter_problem = _probe(device.total_energy_mj) if preference in ("auto", "counter") else None
     if preference == "counter" or (preference == "auto" and counter_problem is None):
         if counter_problem is not None:
-            return NullMeter(f"counter not supported: {counter_problem}")
+            return NullMeter(f"counter not supported: {counter_problem}", clock)
         return NvmlCounterMeter(device)
     timeline_problem = _probe(device.power_instant_w)
     if timeline_problem is None:
@@ -548,8 +561,9 @@ def select_energy_meter(device: GpuDevice | None, preference: str = "auto") -> E
             meter.fallback_reason = f"energy counter not supported ({counter_problem}); using the power timeline"
         return meter
     if preference == "timeline":
-        return NullMeter(f"power readings not supported: {timeline_problem}")
-    meter = NullMeter(f"counter not supported: {counter_problem}; power readings not supported: {timeline_problem}")
+        return NullMeter(f"power readings not supported: {timeline_problem}", clock)
+    meter = NullMeter(f"counter not supported: {counter_problem}; power readings not supported: {timeline_problem}",
+                      clock)
     meter.fallback_reason = meter.reason
     return meter
 
@@ -571,7 +585,7 @@ def measure_idle_power_w(device: GpuDevice | None, duration_s: float) -> IdlePow
         counter_problem = str(exc)
     meter = PowerTimelineMeter(device)
     meter.start()
-    time.sleep(duration_s)
+    device.clock.sleep(duration_s)
     reading = meter.stop()
     if not reading.available or reading.energy_j is None or reading.duration_s <= 0:
         return IdlePower(
@@ -587,9 +601,9 @@ def _idle_from_counter(device: GpuDevice, duration_s: float) -> IdlePower:
     if first is None:
         raise GpuNotSupported("the energy counter did not change within 2 s")
     t_a_s, start_mj = first
-    remaining_s = duration_s - (time.perf_counter() - t_a_s)
+    remaining_s = duration_s - (device.clock.now_s() - t_a_s)
     if remaining_s > 0:
-        time.sleep(remaining_s)
+        device.clock.sleep(remaining_s)
     last = _wait_for_counter_change(device, timeout_s=2.0)
     if last is None:
         raise GpuNotSupported("the energy counter stopped changing")

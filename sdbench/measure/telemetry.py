@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import statistics
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -22,6 +21,7 @@ from sdbench.gpu.base import (
     decode_clock_event_reasons,
     is_throttled,
 )
+from sdbench.gpu.clock import WALL_CLOCK, Clock, Timer
 
 __all__ = [
     "NO_DEVICE_REASON",
@@ -48,57 +48,38 @@ TELEMETRY_FIELDS: tuple[str, ...] = (
 
 
 class PeriodicThread:
-    """Calls ``sample()`` about ``rate_hz`` times a second in a daemon thread.
+    """Calls ``sample()`` about ``rate_hz`` times a second on ``clock`` (the measured device's clock).
 
-    ``sample`` returns ``False`` to end the loop early. An exception raised by ``sample`` ends
-    the loop and is re-raised by :meth:`stop` in the caller's thread (nothing is swallowed).
+    On the wall clock a daemon thread does it; on a virtual clock the calls happen at their exact tick
+    times as the clock advances (see :mod:`sdbench.gpu.clock`). ``sample`` returns ``False`` to end the
+    loop early. An exception raised by ``sample`` ends the loop and is re-raised by :meth:`stop` in the
+    caller's thread (nothing is swallowed).
     """
 
-    def __init__(self, sample: Callable[[], bool | None], rate_hz: float, name: str) -> None:
+    def __init__(self, sample: Callable[[], bool | None], rate_hz: float, name: str,
+                 clock: Clock = WALL_CLOCK) -> None:
         if not rate_hz > 0:
             raise ConfigError("rate_hz", rate_hz, reason="must be positive")
         self._sample = sample
         self.period_s = 1.0 / rate_hz
         self._name = name
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
+        self._clock = clock
+        self._timer: Timer | None = None
 
     def start(self) -> None:
         """Start sampling (the first call to ``sample`` happens one period from now)."""
-        if self._thread is not None:
+        if self._timer is not None:
             raise SdbenchError(f"{self._name} is already running")
-        self._stop.clear()
-        self.error = None
-        self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        # Deadlines advance by whole periods so the rate does not drift with the sampling cost;
-        # after a stall, missed deadlines are skipped rather than fired in a burst.
-        next_t = time.perf_counter() + self.period_s
-        while not self._stop.wait(max(0.0, next_t - time.perf_counter())):
-            try:
-                keep_going = self._sample()
-            except Exception as exc:  # handed to the caller by stop()
-                self.error = exc
-                return
-            if keep_going is False:
-                return
-            next_t += self.period_s
-            now = time.perf_counter()
-            if next_t < now:
-                next_t = now + self.period_s
+        self._timer = self._clock.every(self.period_s, self._sample, self._name)
 
     def stop(self) -> None:
-        """Stop and join the thread; re-raise an exception the sampling function raised."""
-        thread, self._thread = self._thread, None
-        if thread is None:
+        """Stop sampling; re-raise an exception the sampling function raised."""
+        timer, self._timer = self._timer, None
+        if timer is None:
             return
-        self._stop.set()
-        thread.join()
-        if self.error is not None:
-            raise self.error
+        error = timer.cancel()
+        if error is not None:
+            raise error
 
 
 @dataclass(frozen=True)
@@ -228,6 +209,7 @@ class TelemetrySampler:
             raise ConfigError("rate_hz", rate_hz, reason="must be positive")
         self.device = device
         self.rate_hz = float(rate_hz)
+        self._clock = device.clock if device is not None else WALL_CLOCK
         self.unavailable: dict[str, str] = {}
         self._samples: list[TelemetrySample] = []
         self._lock = threading.Lock()
@@ -246,7 +228,7 @@ class TelemetrySampler:
 
     def sample_now(self) -> TelemetrySample:
         """Take and store one sample (also used by the background thread)."""
-        t_s = time.perf_counter()
+        t_s = self._clock.now_s()
         util = self._read("utilization_pct")
         sample = TelemetrySample(
             t_s=t_s,
@@ -270,7 +252,7 @@ class TelemetrySampler:
         if self.device is None:
             return
         self.sample_now()
-        self._thread = PeriodicThread(self.sample_now, self.rate_hz, name="sdbench-telemetry")
+        self._thread = PeriodicThread(self.sample_now, self.rate_hz, name="sdbench-telemetry", clock=self._clock)
         self._thread.start()
 
     def stop(self) -> TelemetrySummary:
@@ -290,7 +272,7 @@ class TelemetrySampler:
             return list(self._samples)
 
     def summary_for_window(self, t0_s: float, t1_s: float) -> TelemetrySummary:
-        """Summary of the stored samples with ``t0_s <= t_s <= t1_s`` (perf_counter seconds)."""
+        """Summary of the stored samples with ``t0_s <= t_s <= t1_s`` (seconds on the device's clock)."""
         if t1_s < t0_s:
             raise ConfigError("t1_s", t1_s, reason=f"window ends before it starts (t0_s={t0_s})")
         if self.device is None:
