@@ -21,20 +21,42 @@ intervals are percentile intervals of the resampled statistic. An optimum is rec
 resample (argmin over the candidate points); the report gives how often each point wins, the
 interval of the chosen clock, and the interval of the saving *at the chosen point* (what a user who
 locks that clock gets).
+
+Relative numbers are ratios. A saving or change interval is the percentile interval of the bootstrap
+*ratio* (positive over positive), mapped through ``100 (1 - r)`` or ``100 (r - 1)``: a time or energy
+change therefore always lies above -100 % and a saving below +100 %, and every interval contains its
+point estimate (:class:`Estimate` refuses one that does not). A verdict printed beside an interval
+("saves", "slower", "faster") comes from that interval: "saves" only when it excludes 0.
+
+What the data can support (:attr:`Optimum.supported`, the report's headline):
+
+* **Default-clock drift.** The default clock is re-measured through the sweep. Each later
+  re-measurement is compared with the first by a Welch t-test on the log per-round values
+  (:func:`default_drift_check`, Bonferroni over every comparison, family-wise level
+  :data:`DRIFT_ALPHA`), and the change must also exceed :data:`DRIFT_MIN_REL`. Drift flags every
+  point measured after the last re-measurement that still agreed with the first
+  (``sweep_order_index``), and no optimum or saving from drifted data is stated with confidence.
+* **Incomplete sweeps.** With the sweep's ``sweep.json`` (``points_to_measure`` or
+  ``points_planned``), fewer measured points than planned make every optimum *provisional*.
+* **Noise.** An optimum whose 95 % clock interval spans more than :data:`MAX_CLOCK_CI_SHARE` of the
+  swept range is not located by the data; a point with fewer than :data:`MIN_ROUNDS_FOR_CLAIM`
+  pooled rounds has no usable interval.
+
+Every optimum states how many clock points, repeats and rounds stand behind it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+from scipy import stats as scipy_stats
 
 from sdbench.errors import ConfigError
 from sdbench.records import json_safe
-from sdbench.stats import is_significant_change
 
 SETTING_FIELDS: tuple[str, ...] = ("sm_clock_mhz", "mem_clock_mhz", "power_limit_w")
 SETTING_UNITS: dict[str, str] = {"sm_clock_mhz": "MHz", "mem_clock_mhz": "MHz", "power_limit_w": "W"}
@@ -85,18 +107,57 @@ def time_change_pct(time_s: float, default_time_s: float) -> float:
     return 100.0 * (time_s / default_time_s - 1.0)
 
 
+#: Family-wise level of the default-clock drift test (Bonferroni over every comparison): a missed drift
+#: lets a contaminated claim through, a false alarm only withholds one, so the conventional 5 %.
+DRIFT_ALPHA = 0.05
+#: A default-clock change smaller than this (relative) is not called drift, however well measured:
+#: sdbench does not claim savings that small from a sweep.
+DRIFT_MIN_REL = 0.01
+#: Without per-round samples there is no interval to judge a change by: a change above this is
+#: flagged as drift anyway (it would swamp any saving), a smaller one is reported as untested.
+DRIFT_UNTESTABLE_REL = 0.05
+
+#: An optimum is located by the data when its clock interval spans at most this share of the swept
+#: range (a quarter: on a 16-point grid about four neighbouring clocks).
+MAX_CLOCK_CI_SHARE = 0.25
+#: Fewest pooled rounds per point for a claim: a bootstrap of one or two rounds has no real spread.
+MIN_ROUNDS_FOR_CLAIM = 3
+
+BOOTSTRAP_METHOD = "percentile bootstrap over rounds (rounds resampled per point)"
+RATIO_METHOD = "percentile bootstrap of the ratio to the default clock (rounds resampled per point)"
+
+# Relative tolerance for "the estimate lies inside its interval" (float rounding of quantiles).
+_INSIDE_RTOL = 1e-9
+
+
 # --- data classes ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Estimate:
-    """A point estimate with its bootstrap interval (``None`` bounds: no interval, e.g. one round)."""
+    """A point estimate with its interval (``None`` bounds: no interval, e.g. one round).
+
+    ``method`` says what made the interval. An interval always contains its point estimate; a
+    violation raises :class:`ValueError` at construction, so no report can print one.
+    """
 
     value: float
     ci_low: float | None = None
     ci_high: float | None = None
+    method: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.has_ci:
+            assert self.ci_low is not None and self.ci_high is not None
+            tol = _INSIDE_RTOL * max(1.0, abs(self.value))
+            if not (self.ci_low - tol <= self.value <= self.ci_high + tol):
+                raise ValueError(f"estimate {self.value!r} outside its interval [{self.ci_low!r}, {self.ci_high!r}]")
 
     @property
     def has_ci(self) -> bool:
         return self.ci_low is not None and self.ci_high is not None
+
+    def excludes(self, x: float) -> bool:
+        """Whether the interval lies wholly on one side of ``x`` (False without an interval)."""
+        return self.has_ci and (self.ci_low > x or self.ci_high < x)  # type: ignore[operator]
 
     def text(self, fmt: str = ".4g", unit: str = "") -> str:
         """``value [low, high] unit`` for tables."""
@@ -138,6 +199,8 @@ class PointStats:
     edp_change_pct: Estimate | None = None
     ed2p_change_pct: Estimate | None = None
     point_ids: list[str] = field(default_factory=list)
+    #: Measured after the default clock drifted beyond its noise (see :func:`default_drift_check`).
+    drift_affected: bool = False
 
     def x(self, x_field: str) -> float | None:
         """The point's position on the plot's x axis (for the default: its measured SM clock)."""
@@ -151,12 +214,144 @@ class PointStats:
 
 
 @dataclass
+class DriftCheck:
+    """Whether the default clock moved beyond its noise between its re-measurements.
+
+    Each later re-measurement is compared with the first, for time and (when every re-measurement
+    has it) energy per image: a Welch t-test on the log per-round values, at the family-wise level
+    ``alpha`` split evenly over the comparisons (Bonferroni). A comparison is drift when the test
+    rejects *and* the change of the means exceeds ``min_rel``. ``ratio_ci`` of a comparison is the
+    Welch interval of the ratio of geometric means at the same per-comparison level, so it excludes
+    1 exactly when the test rejects. Re-measurements without per-round samples cannot be tested:
+    a change above :data:`DRIFT_UNTESTABLE_REL` is flagged anyway.
+
+    ``onset`` is the index (time order) of the first re-measurement that drifted: every point
+    measured after re-measurement ``onset - 1`` (the last that agreed) is affected.
+    """
+
+    significant: bool | None
+    tested: bool
+    onset: int | None = None
+    metric: str | None = None
+    rel_change: float | None = None
+    p_value: float | None = None
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+    test: str = ""
+    verdict: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(asdict(self))
+
+
+def _log_t_interval(x: np.ndarray, confidence: float = 0.95) -> tuple[float, float] | None:
+    """t interval of the geometric mean of positive samples (``None`` under two samples)."""
+    if x.size < 2 or np.any(x <= 0) or not np.all(np.isfinite(x)):
+        return None
+    lx = np.log(x)
+    se = float(np.std(lx, ddof=1)) / math.sqrt(x.size)
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, x.size - 1)) * se
+    m = float(np.mean(lx))
+    return math.exp(m - half), math.exp(m + half)
+
+
+def _welch_log(a: np.ndarray, b: np.ndarray, level: float) -> tuple[float, tuple[float, float]] | None:
+    """Welch test of ``log b`` against ``log a``: p-value and the ``level`` interval of the ratio of
+    geometric means ``b / a``. ``None`` when either has fewer than two positive samples."""
+    if a.size < 2 or b.size < 2 or np.any(a <= 0) or np.any(b <= 0):
+        return None
+    la, lb = np.log(a), np.log(b)
+    va, vb = float(np.var(la, ddof=1)) / a.size, float(np.var(lb, ddof=1)) / b.size
+    diff = float(np.mean(lb) - np.mean(la))
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        # Identical rounds within each: any difference at all is beyond the (zero) noise.
+        return (0.0 if diff != 0.0 else 1.0), (math.exp(diff), math.exp(diff))
+    df = (va + vb) ** 2 / ((va**2 / (a.size - 1) if va else 0.0) + (vb**2 / (b.size - 1) if vb else 0.0))
+    # Welch's t (as scipy.stats.ttest_ind(equal_var=False)), from its parts: the same df gives the interval.
+    p = float(2.0 * scipy_stats.t.sf(abs(diff) / se, df))
+    half = float(scipy_stats.t.ppf(0.5 + level / 2.0, df)) * se
+    return (1.0 if not math.isfinite(p) else p), (math.exp(diff - half), math.exp(diff + half))
+
+
+def default_drift_check(remeasurements: Sequence[Mapping[str, Any]], *, alpha: float = DRIFT_ALPHA,
+                        min_rel: float = DRIFT_MIN_REL) -> DriftCheck:
+    """Test the default clock's re-measurements (in the order taken) for drift beyond their noise.
+
+    Each entry maps ``"time_per_image_s"`` and optionally ``"energy_per_image_j"`` to its per-round
+    values (a sequence or array; one value when the record has no samples). See :class:`DriftCheck`.
+    Used by the analysis and by the sweep's own summary (``sdbench.sweep.default_clock_checks``).
+    """
+    test = (f"Welch t-test on log per-round values, each re-measurement against the first; family-wise "
+            f"alpha {alpha:g} (Bonferroni), and a change above {100 * min_rel:g} %")
+    if len(remeasurements) < 2:
+        return DriftCheck(significant=None, tested=False, test=test,
+                          verdict="not checked: the default clock was measured once")
+    metrics = ["time_per_image_s"]
+    if all(m.get("energy_per_image_j") is not None for m in remeasurements):
+        metrics.insert(0, "energy_per_image_j")  # energy first: it is what savings are claimed on
+    values = [{k: np.asarray(m[k], dtype=float) for k in metrics} for m in remeasurements]
+    n_tests = (len(values) - 1) * len(metrics)
+    level = 1.0 - alpha / n_tests
+    comparisons: list[dict[str, Any]] = []
+    tested_all = True
+    for j in range(1, len(values)):
+        for k in metrics:
+            a, b = values[0][k], values[j][k]
+            rel = float(np.mean(b) / np.mean(a) - 1.0)
+            welch = _welch_log(a, b, level)
+            if welch is None:
+                tested_all = False
+                drifted = abs(rel) > DRIFT_UNTESTABLE_REL
+                comparisons.append({"remeasurement": j, "metric": _METRIC_NAMES[k], "rel_change": rel,
+                                    "p_value": None, "ratio_ci": None, "tested": False, "drift": drifted})
+                continue
+            p_value, ratio_ci = welch
+            drifted = p_value < alpha / n_tests and abs(rel) > min_rel
+            comparisons.append({"remeasurement": j, "metric": _METRIC_NAMES[k], "rel_change": rel, "p_value": p_value,
+                                "ratio_ci": list(ratio_ci), "level": level, "tested": True, "drift": drifted})
+    drifted_rows = [c for c in comparisons if c["drift"]]
+    check = DriftCheck(significant=bool(drifted_rows), tested=tested_all, comparisons=comparisons, test=test)
+    if drifted_rows:
+        first = drifted_rows[0]
+        check.onset, check.metric = first["remeasurement"], first["metric"]
+        check.rel_change, check.p_value = first["rel_change"], first["p_value"]
+        check.verdict = (f"drift beyond the noise: {_drift_phrase(first)} at re-measurement {first['remeasurement'] + 1} "
+                         f"of {len(values)}")
+    else:
+        largest = max(comparisons, key=lambda c: abs(c["rel_change"]))
+        check.metric, check.rel_change, check.p_value = largest["metric"], largest["rel_change"], largest["p_value"]
+        check.verdict = f"stable within the noise (largest change: {_drift_phrase(largest)})"
+        if not tested_all:
+            check.verdict += f"; no per-round samples for some re-measurements, so changes under " \
+                             f"{100 * DRIFT_UNTESTABLE_REL:g} % could not be tested"
+    return check
+
+
+_METRIC_NAMES = {"energy_per_image_j": "energy", "time_per_image_s": "time"}
+
+
+def _drift_phrase(c: Mapping[str, Any]) -> str:
+    """``energy +7.1 % [+3.2, +11.2] (p = 0.0003)`` for one drift comparison."""
+    text = f"{c['metric']} {100 * c['rel_change']:+.1f} %"
+    if c.get("ratio_ci"):
+        lo, hi = c["ratio_ci"]
+        text += " " + _interval_text(100 * (lo - 1.0), 100 * (hi - 1.0), True, bool(c["drift"]))
+    if c.get("p_value") is not None:
+        text += f" (p = {c['p_value']:.2g})"
+    elif not c.get("tested", True):
+        text += " (untested: no per-round samples)"
+    return text
+
+
+@dataclass
 class DefaultBaseline:
-    """The default-clock measurements pooled, and how much they moved between re-measurements.
+    """The default-clock measurements pooled, and whether they moved between re-measurements.
 
     ``drift_*_rel`` is ``(last - first) / first`` over the re-measurements in the order they were
-    taken; ``spread_*_rel`` is ``(max - min) / mean`` of their estimates. ``drift_significant`` comes
-    from :func:`sdbench.stats.is_significant_change` (last against first, 1 % threshold).
+    taken; ``spread_*_rel`` is ``(max - min) / mean`` of their estimates. ``drift_significant`` and
+    ``drift_verdict`` come from :func:`default_drift_check` (``drift_check`` holds every comparison);
+    ``drift_after_order`` is the order key (``sweep_order_index``, else ``started_utc``) of the last
+    re-measurement that agreed with the first: points measured after it are ``drift_affected``.
     """
 
     stats: PointStats
@@ -167,20 +362,36 @@ class DefaultBaseline:
     spread_energy_rel: float | None = None
     drift_significant: bool | None = None
     drift_verdict: str | None = None
+    drift_check: DriftCheck | None = None
+    drift_after_order: Any = None
 
     def to_dict(self) -> dict[str, Any]:
-        return json_safe({**asdict(self), "stats": self.stats.to_dict()})
+        return json_safe({**asdict(self), "stats": self.stats.to_dict(),
+                          "drift_check": self.drift_check.to_dict() if self.drift_check else None})
+
+
+#: ``Optimum.support`` values.
+SUPPORTED, PROVISIONAL, UNSUPPORTED, NO_OPTIMUM = "supported", "provisional", "unsupported", "none"
 
 
 @dataclass
 class Optimum:
-    """The best verified point for one objective, and how sure the bootstrap is about it.
+    """The best verified point for one objective, how sure the bootstrap is about it, and whether the
+    data can support a claim about it.
 
     ``choice_fraction`` is the share of resamples in which this point wins; ``choice_fractions``
     the same for every point that ever wins (``"none"``: no point met the slowdown cap).
-    ``clock_ci`` is the interval of the chosen ``x_field`` value across resamples (grid values).
+    ``clock_ci`` is the interval of the chosen ``x_field`` value across resamples (grid values);
+    ``clock_ci_points`` how many candidate clock points lie inside it.
     ``saving_pct`` is the saving of the objective's energy (gross or net) at this point against the
     default clock; ``objective_change_pct`` the change of the objective itself (negative is better).
+
+    ``supported`` is True only when a confident claim can be made: ``support`` is ``"supported"``,
+    ``"provisional"`` (an incomplete sweep), ``"unsupported"`` (default-clock drift, points without
+    an interval, or noise that does not locate the optimum) or ``"none"`` (no optimum);
+    ``support_reasons`` says why not (the rules are in the module docstring). What stands behind it: ``n_candidates`` verified clock points
+    (of ``n_clock_points`` measured), ``repeats_per_point`` and ``rounds_per_repeat`` as
+    ``[min, max]``, and the sweep's ``points_measured`` of ``points_planned`` (``None``: unknown).
     """
 
     objective: str
@@ -192,6 +403,7 @@ class Optimum:
     value: Estimate | None
     unit: str
     clock_ci: tuple[float, float] | None = None
+    clock_ci_points: int | None = None
     choice_fraction: float | None = None
     choice_fractions: dict[str, float] = field(default_factory=dict)
     saving_pct: Estimate | None = None
@@ -202,25 +414,65 @@ class Optimum:
     n_resamples: int = 0
     simulated: bool = False
     reason: str | None = None
+    supported: bool = False
+    support: str = NO_OPTIMUM
+    support_reasons: list[str] = field(default_factory=list)
+    n_candidates: int = 0
+    n_clock_points: int = 0
+    repeats_per_point: list[int] | None = None
+    rounds_per_repeat: list[int] | None = None
+    points_measured: int | None = None
+    points_planned: int | None = None
+
+    def basis_text(self) -> str:
+        """What the optimum rests on: ``3 verified clock points (4 of 35 planned points measured),
+        3 repeats each x 5 rounds``."""
+        parts = f"{self.n_candidates} verified clock point{'s' if self.n_candidates != 1 else ''}"
+        if self.points_planned is not None and self.points_measured is not None:
+            parts += f" ({self.points_measured} of {self.points_planned} planned points measured)"
+        if self.repeats_per_point:
+            lo, hi = self.repeats_per_point
+            n = f"{lo}" if lo == hi else f"{lo}-{hi}"
+            parts += f", {n} repeat{'s' if hi != 1 else ''} each"
+            if self.rounds_per_repeat:
+                rlo, rhi = self.rounds_per_repeat
+                parts += f" x {rlo if rlo == rhi else f'{rlo}-{rhi}'} round{'s' if rhi != 1 else ''}"
+        return parts
 
     def statement(self) -> str:
-        """One line a researcher can paste: the optimum, its confidence, and the saving."""
+        """One line a researcher can paste: the optimum, what it rests on, its confidence and the
+        saving; or, when the data cannot support a claim, why, with point estimates only."""
         name = _OBJECTIVE_NAMES[self.objective]
         if self.label is None:
             return f"{name}: no optimum ({self.reason})"
         sim = " [SIMULATED]" if self.simulated else ""
+        kind = "net energy" if self.energy_basis == "net" else "energy"
+        if not self.supported:
+            tag = "PROVISIONAL" if self.support == PROVISIONAL else "NOT SUPPORTED"
+            head = (f"{name}: {self.label} [{tag}: the data cannot support this claim: "
+                    f"{'; '.join(self.support_reasons)}] (point estimates only; from {self.basis_text()})")
+            against = []
+            if self.saving_pct is not None:
+                against.append(f"{kind} saved vs the default clock {self.saving_pct.value:.1f} % (estimate)")
+            if self.time_change_pct is not None:
+                against.append(f"time {self.time_change_pct.value:+.1f} % (estimate)")
+            if self.slowdown_cap_pct is not None:
+                against.append(f"cap <= {self.slowdown_cap_pct:g} % slower met by the estimate only")
+            return head + ("; " + ", ".join(against) if against else "") + sim
         parts = [f"{name}: {self.label}"]
+        detail = []
         if self.clock_ci is not None:
             unit = SETTING_UNITS[self.x_field]
-            parts.append(f"({SETTING_NAMES[self.x_field]} 95% CI {self.clock_ci[0]:g}-{self.clock_ci[1]:g} {unit}, "
-                         f"chosen in {100 * (self.choice_fraction or 0):.0f}% of {self.n_resamples} resamples)")
+            detail.append(f"{SETTING_NAMES[self.x_field]} 95% CI {self.clock_ci[0]:g}-{self.clock_ci[1]:g} {unit}, "
+                          f"chosen in {100 * (self.choice_fraction or 0):.0f}% of {self.n_resamples} resamples")
+        detail.append(f"chosen from {self.basis_text()}")
+        parts.append(f"({'; '.join(detail)})")
         head = " ".join(parts)
         against = []
         if self.saving_pct is not None:
-            kind = "net energy" if self.energy_basis == "net" else "energy"
-            against.append(f"{kind} saved vs the default clock {_pct_text(self.saving_pct)}")
+            against.append(saving_text(self.saving_pct, kind))
         if self.time_change_pct is not None:
-            against.append(f"time {_signed_pct_text(self.time_change_pct)}")
+            against.append(time_change_text(self.time_change_pct))
         if self.slowdown_cap_pct is not None:
             against.append(f"cap <= {self.slowdown_cap_pct:g} % slower"
                            + (" met with 95 % confidence" if self.cap_met_with_confidence
@@ -240,7 +492,14 @@ _OBJECTIVE_UNITS = {"energy": "J/image", "net_energy": "J/image", "edp": "J*s/im
 
 @dataclass
 class SweepAnalysis:
-    """Everything the report needs about one workload's sweep."""
+    """Everything the report needs about one workload's sweep.
+
+    ``coverage``: ``points_planned`` (from ``sweep.json``; ``None`` unknown), ``points_measured``
+    (records with ``point_status == "ok"``), ``points_failed``, ``complete`` (``None``: unknown),
+    ``sweep_status``, ``repeats_planned``. ``drift_flagged``: labels of the clock points measured
+    after the default clock drifted. :attr:`headline` is the report's first lines;
+    :attr:`headline_warnings` only the warnings (drift, incomplete sweep, unsupported optima).
+    """
 
     workload: dict[str, Any]
     x_field: str
@@ -262,6 +521,62 @@ class SweepAnalysis:
     slowdown_cap_pct: float
     notes: list[str] = field(default_factory=list)
     records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    coverage: dict[str, Any] = field(default_factory=dict)
+    drift_flagged: list[str] = field(default_factory=list)
+
+    @property
+    def drifted(self) -> bool:
+        """Whether the default clock drifted beyond its noise between its re-measurements."""
+        return bool(self.default is not None and self.default.drift_significant)
+
+    @property
+    def incomplete(self) -> bool:
+        """Whether fewer points were measured than the sweep planned (False when unknown)."""
+        return self.coverage.get("complete") is False
+
+    @property
+    def headline_warnings(self) -> list[str]:
+        """Warnings a reader must see before any number: drift, an incomplete sweep, unsupported optima."""
+        out = []
+        if self.drifted:
+            assert self.default is not None and self.default.drift_check is not None
+            check = self.default.drift_check
+            n_clock = len(self.points)
+            out.append(f"WARNING: the default clock drifted beyond its noise between its re-measurements "
+                       f"({check.verdict}); {len(self.drift_flagged)} of {n_clock} clock point(s) were measured "
+                       "after the drift and are flagged; no optimum or saving from these data is claimed "
+                       "with confidence.")
+        if self.incomplete:
+            c = self.coverage
+            status = f", sweep {c['sweep_status']}" if c.get("sweep_status") not in (None, "complete") else ""
+            out.append(f"INCOMPLETE SWEEP: {c['points_measured']} of {c['points_planned']} planned points measured"
+                       f"{status}; every optimum is provisional.")
+        for o in self.optima.values():
+            # Drift and incompleteness are said once above; other reasons are per optimum.
+            reasons = [r for r in o.support_reasons if not r.startswith((_DRIFT_REASON, _INCOMPLETE_REASON))]
+            if o.label is not None and reasons:
+                out.append(f"NOT SUPPORTED: {_OBJECTIVE_NAMES[o.objective]}: the data cannot support a claim "
+                           f"({'; '.join(reasons)}).")
+        return out
+
+    @property
+    def headline(self) -> list[str]:
+        """The report's headline: the warnings, or (none) what was measured and that it held."""
+        warnings = self.headline_warnings
+        if warnings:
+            return warnings
+        c = self.coverage
+        parts = []
+        if c.get("points_planned") is not None:
+            parts.append(f"{c['points_measured']} of {c['points_planned']} planned points measured")
+        else:
+            parts.append(f"{c.get('points_measured', len(self.records))} point(s) measured")
+        if self.default is not None and self.default.drift_check is not None and self.default.drift_significant is False:
+            parts.append(f"default clock {self.default.drift_check.verdict} over "
+                         f"{len(self.default.remeasurements)} re-measurements")
+        elif self.default is not None and len(self.default.remeasurements) < 2:
+            parts.append("default clock measured once (drift not checked)")
+        return ["; ".join(parts) + "."]
 
     @property
     def workload_label(self) -> str:
@@ -300,6 +615,10 @@ class SweepAnalysis:
             "failed": self.failed,
             "provenance": self.provenance,
             "notes": self.notes,
+            "coverage": self.coverage,
+            "drift_flagged": self.drift_flagged,
+            "headline": self.headline,
+            "headline_warnings": self.headline_warnings,
         })
 
     def markdown(self, heading_level: int = 2) -> str:
@@ -312,6 +631,8 @@ class SweepAnalysis:
             out.append("> **SIMULATED DATA**: energy, power and clock behaviour come from sdbench's simulated GPU "
                        "(a physical model), not from a measurement on real hardware.")
             out.append("")
+        out.extend(f"> **{line}**" if line in self.headline_warnings else f"> {line}" for line in self.headline)
+        out.append("")
         out.extend(f"- {line}" for line in provenance_lines(self.provenance))
         out.append("")
         out.append(f"{h}# Points ({self.statistic} per image, {100 * self.confidence:g} % bootstrap CI, "
@@ -327,6 +648,10 @@ class SweepAnalysis:
             if len(d.remeasurements) > 1:
                 out.append(f" Drift first to last: time {_rel_text(d.drift_time_rel)}, energy "
                            f"{_rel_text(d.drift_energy_rel)}; verdict: {d.drift_verdict}.")
+                if d.drift_check is not None:
+                    out.append(f" Test: {d.drift_check.test}.")
+                if self.drift_flagged:
+                    out.append(f" Flagged (measured after the drift): {', '.join(self.drift_flagged)}.")
             out.append("")
         else:
             out.append("No default-clock measurement: savings against the default clock are unavailable.")
@@ -402,8 +727,8 @@ def workload_key(rec: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple((k, rec.get(k)) for k in WORKLOAD_FIELDS if k in rec)
 
 
-def _samples(rec: Mapping[str, Any], metric: str) -> np.ndarray | None:
-    """Per-round samples of a metric, or its summary as one round, or None."""
+def record_samples(rec: Mapping[str, Any], metric: str) -> np.ndarray | None:
+    """Per-round samples of a metric (``{metric}_samples``), or its summary as one round, or None."""
     raw = rec.get(f"{metric}_samples")
     if isinstance(raw, (list, tuple)) and raw:
         vals = [_num(v) for v in raw]
@@ -418,13 +743,13 @@ def _samples(rec: Mapping[str, Any], metric: str) -> np.ndarray | None:
 
 def _round_table(rec: Mapping[str, Any], notes: list[str]) -> np.ndarray | None:
     """Rows = measured rounds; columns time, energy, net energy, power (NaN where absent)."""
-    t = _samples(rec, "time_per_image_s")
+    t = record_samples(rec, "time_per_image_s")
     if t is None:
         return None
     table = np.full((t.size, 4), np.nan)
     table[:, _T] = t
     for metric, col in (("energy_per_image_j", _E), ("net_energy_per_image_j", _EN), ("power_w", _P)):
-        s = _samples(rec, metric)
+        s = record_samples(rec, metric)
         if s is None:
             continue
         if s.size != t.size:
@@ -437,6 +762,24 @@ def _round_table(rec: Mapping[str, Any], notes: list[str]) -> np.ndarray | None:
         # Window power is window energy over window duration, i.e. per-image energy over per-image time.
         table[:, _P] = table[:, _E] / table[:, _T]
     return table
+
+
+def order_key(rec: Mapping[str, Any], by: str) -> Any:
+    """A record's place in the sweep: its ``sweep_order_index`` (``by="index"``) or ``started_utc``."""
+    if by == "index":
+        return _num(rec.get("sweep_order_index"))
+    value = rec.get("started_utc")
+    return str(value) if value else None
+
+
+def order_field(records: Iterable[Mapping[str, Any]]) -> str | None:
+    """Which order key every record has: ``"index"`` (``sweep_order_index``), ``"time"``
+    (``started_utc``), or ``None`` (no common order: drift cannot be placed in time)."""
+    recs = list(records)
+    for by in ("index", "time"):
+        if recs and all(order_key(r, by) is not None for r in recs):
+            return by
+    return None
 
 
 def _label(settings: Mapping[str, float | None], is_default: bool) -> str:
@@ -495,12 +838,13 @@ def _quantiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _estimate(value: float, boot: np.ndarray | None, confidence: float) -> Estimate:
-    if boot is None or not np.all(np.isfinite(boot)):
+def _estimate(value: float, boot: np.ndarray | None, confidence: float, method: str = BOOTSTRAP_METHOD) -> Estimate:
+    if boot is None or not np.all(np.isfinite(boot)) or not math.isfinite(float(value)):
         return Estimate(float(value))
     lo, hi = _quantiles(boot, confidence)
-    # Percentile bounds of a statistic of resamples can miss the point estimate by rounding only.
-    return Estimate(float(value), min(lo, float(value)), max(hi, float(value)))
+    # A percentile interval of a skewed statistic can, rarely, miss the point estimate (it is the
+    # statistic of the sample, not the resamples' median): widen to contain it, never print one outside.
+    return Estimate(float(value), min(lo, float(value)), max(hi, float(value)), method)
 
 
 def _derived(p: _PointData, kind: str, energy_col: int) -> tuple[float, np.ndarray | None]:
@@ -531,19 +875,40 @@ def _objective_values(p: _PointData, objective: str, basis_col: int, n_resamples
 
 def _ratio_estimate(num_value: float, num_reps: np.ndarray, den_value: float, den_reps: np.ndarray,
                     confidence: float, fn: Any, any_spread: bool) -> Estimate:
-    value = fn(num_value, den_value)
-    if not any_spread:
+    """A saving or change from the ratio ``num / den``, its interval from the bootstrap ratio.
+
+    ``fn`` maps a ratio to percent (:func:`_saving` or :func:`_change`, both monotone). The
+    interval is the percentile interval of the replicate ratios, mapped through ``fn``; it is given
+    only when every replicate of both is positive and finite, so the ratio interval lies in
+    ``(0, inf)``: a change stays above -100 %, a saving below +100 %. A non-positive estimate (a net
+    energy at or below idle) gives the value with no interval.
+
+    Duplicates in spirit the ratio interval that sdbench.stats is getting (a log-ratio interval);
+    here the ratio is of two bootstrapped statistics, so it stays a bootstrap interval.
+    """
+    ratio = num_value / den_value if den_value else math.nan
+    value = float(fn(ratio))
+    if not any_spread or not (num_value > 0 and den_value > 0):
         return Estimate(value)
-    reps = fn(num_reps, den_reps)
-    return _estimate(value, reps, confidence)
+    num_reps, den_reps = np.asarray(num_reps, dtype=float), np.asarray(den_reps, dtype=float)
+    ok = np.all(np.isfinite(num_reps)) and np.all(np.isfinite(den_reps)) and np.all(num_reps > 0) \
+        and np.all(den_reps > 0)
+    if not ok:
+        return Estimate(value)
+    lo_r, hi_r = _quantiles(num_reps / den_reps, confidence)
+    lo_r, hi_r = min(lo_r, ratio), max(hi_r, ratio)  # contain the estimate (see _estimate)
+    bounds = sorted((float(fn(lo_r)), float(fn(hi_r))))
+    return Estimate(value, min(bounds[0], value), max(bounds[1], value), RATIO_METHOD)
 
 
-def _saving(e: Any, e0: Any) -> Any:
-    return 100.0 * (1.0 - e / e0)
+def _saving(ratio: Any) -> Any:
+    """Percent saved at ``ratio = E / E_default`` (decreasing in the ratio, below 100 for a positive one)."""
+    return 100.0 * (1.0 - ratio)
 
 
-def _change(t: Any, t0: Any) -> Any:
-    return 100.0 * (t / t0 - 1.0)
+def _change(ratio: Any) -> Any:
+    """Percent change at ``ratio = x / x_default`` (increasing, above -100 for a positive one)."""
+    return 100.0 * (ratio - 1.0)
 
 
 # --- the analysis ----------------------------------------------------------------------------------
@@ -563,7 +928,9 @@ def analyze_records(records: Iterable[Mapping[str, Any]], *, meta: Mapping[str, 
         groups.setdefault(workload_key(rec), []).append(rec)
     if not groups:
         raise ConfigError("records", f"{len(recs)} record(s)", reason="no case records among them")
-    return [analyze_sweep(group, meta=meta, **kwargs) for group in groups.values()]
+    # A sweep's plan counts every workload's points: completeness is judged on all of them.
+    measured = sum(1 for g in groups.values() for r in g if r.get("point_status") in (None, "ok"))
+    return [analyze_sweep(group, meta=meta, sweep_points_measured=measured, **kwargs) for group in groups.values()]
 
 
 def analyze_sweep(
@@ -576,6 +943,7 @@ def analyze_sweep(
     seed: int = 0,
     statistic: str = "mean",
     meta: Mapping[str, Any] | None = None,
+    sweep_points_measured: int | None = None,
 ) -> SweepAnalysis:
     """Analyse one workload's records: per-point statistics, default baseline, optima.
 
@@ -590,7 +958,13 @@ def analyze_sweep(
         seed: bootstrap seed (results are deterministic for a seed).
         statistic: ``"mean"`` (energy is additive, so the mean per image is total energy over images)
             or ``"median"`` over rounds.
-        meta: the sweep's ``sweep.json`` (its ``simulated`` flag is honoured).
+        meta: the sweep's ``sweep.json`` (its ``simulated`` flag is honoured; ``points_to_measure`` or
+            ``points_planned`` against the measured records says whether the sweep is complete).
+        sweep_points_measured: measured points of the whole sweep, when these records are one of
+            several workloads in it (:func:`analyze_records` passes it); default: these records.
+
+    Read the result through :attr:`SweepAnalysis.optima` (each :class:`Optimum`'s ``supported``,
+    ``x_value``, ``clock_ci``, ``value``, ``saving_pct``) and :attr:`SweepAnalysis.headline_warnings`.
     """
     if energy_basis not in ENERGY_BASES:
         raise ConfigError("energy_basis", energy_basis, allowed=ENERGY_BASES)
@@ -690,10 +1064,21 @@ def analyze_sweep(
 
     stats_by_label = {p.label: _point_stats(p, default_pd, confidence, energy_basis, simulated, n_resamples)
                       for p in points}
-    baseline = _baseline(default_pd, stats_by_label[default_pd.label]) if default_pd else None
+    by = order_field(r for p in points for r in p.records)
+    baseline = _baseline(default_pd, stats_by_label[default_pd.label], by) if default_pd else None
+    drift_flagged: list[str] = []
     if baseline is not None and baseline.drift_significant:
         notes.append(f"the default clock moved between its re-measurements (time {_rel_text(baseline.drift_time_rel)}, "
                      f"energy {_rel_text(baseline.drift_energy_rel)}): savings carry that drift")
+        after = baseline.drift_after_order
+        for pd in clock_pds:
+            # Without a common order the drift cannot be placed in time: every point is affected.
+            hit = after is None or by is None or any(order_key(r, by) > after for r in pd.records)
+            if hit:
+                stats_by_label[pd.label].drift_affected = True
+                drift_flagged.append(pd.label)
+        if by is None:
+            notes.append("records carry no sweep_order_index or started_utc: every point is flagged for the drift")
     if default_pd is None:
         notes.append("no default-clock measurement: savings against the default clock are unavailable "
                      "(savings are never taken against the worst clock)")
@@ -705,6 +1090,9 @@ def analyze_sweep(
                                      energy_basis=energy_basis, energy_available=energy_available,
                                      net_available=net_available, cap_pct=cap, confidence=confidence,
                                      n_resamples=n_resamples, simulated=simulated, n_clock_points=len(clock_pds))
+    coverage = sweep_coverage(recs, meta, points_measured=sweep_points_measured)
+    for opt in optima.values():
+        _judge_support(opt, candidates, default_pd, baseline, coverage, confidence)
     excluded = [{"label": p.label, "settings": p.settings, "clock_verified": p.statuses,
                  "reason": p.exclusion_reason or "not verified"} for p in clock_pds if p.excluded]
     # A partly excluded point: its unverified repeats are listed too.
@@ -734,7 +1122,71 @@ def analyze_sweep(
         slowdown_cap_pct=cap,
         notes=notes,
         records=recs,
+        coverage=coverage,
+        drift_flagged=drift_flagged,
     )
+
+
+_DRIFT_REASON = "the default clock drifted beyond its noise"
+_INCOMPLETE_REASON = "incomplete sweep"
+
+
+def sweep_coverage(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any] | None, *,
+                   points_measured: int | None = None) -> dict[str, Any]:
+    """Planned against measured points: what an incomplete sweep's headline says.
+
+    ``points_planned`` is the sweep's ``points_to_measure`` (a read-only sweep plans more than it
+    measures), else ``points_planned``, from ``sweep.json`` (``None`` without one).
+    ``points_measured`` counts records with ``point_status`` ok (or none: plain results), unless given.
+    """
+    meta = meta or {}
+    planned = _num(meta.get("points_to_measure"))
+    if planned is None:
+        planned = _num(meta.get("points_planned"))
+    ok = sum(1 for r in records if r.get("point_status") in (None, "ok"))
+    measured = ok if points_measured is None else int(points_measured)
+    failed = sum(1 for r in records if r.get("point_status") not in (None, "ok"))
+    return {"points_planned": None if planned is None else int(planned), "points_measured": measured,
+            "points_failed": failed, "complete": None if planned is None else measured >= planned,
+            "sweep_status": meta.get("status"), "repeats_planned": meta.get("repeats")}
+
+
+def _judge_support(opt: Optimum, candidates: Sequence[_PointData], d: _PointData | None,
+                   baseline: DefaultBaseline | None, coverage: Mapping[str, Any], confidence: float) -> None:
+    """Set ``supported``, ``support`` and ``support_reasons`` (see :class:`Optimum` and the module docstring)."""
+    opt.points_measured, opt.points_planned = coverage.get("points_measured"), coverage.get("points_planned")
+    if opt.label is None:
+        opt.supported, opt.support = False, NO_OPTIMUM
+        opt.support_reasons = [opt.reason or "no optimum"]
+        return
+    reasons: list[str] = []
+    provisional = coverage.get("complete") is False
+    if provisional:
+        reasons.append(f"{_INCOMPLETE_REASON}: only {coverage['points_measured']} of {coverage['points_planned']} "
+                       "planned points measured")
+    if baseline is not None and baseline.drift_significant:
+        check = baseline.drift_check
+        what = f"{check.metric} {100 * (check.rel_change or 0.0):+.1f} %" if check else ""
+        reasons.append(f"{_DRIFT_REASON} ({what})")
+    few = [p.label for p in [*candidates, *([d] if d is not None else [])] if p.rows.shape[0] < MIN_ROUNDS_FOR_CLAIM]
+    if few:
+        reasons.append(f"{len(few)} point(s) with fewer than {MIN_ROUNDS_FOR_CLAIM} rounds, too few for an interval "
+                       f"({', '.join(few[:3])}{', ...' if len(few) > 3 else ''})")
+    xs = sorted({float(p.settings[opt.x_field]) for p in candidates if p.settings[opt.x_field] is not None})
+    k = opt.clock_ci_points
+    if opt.clock_ci is not None and k is not None and k >= 2 and len(xs) >= 2:
+        share = (opt.clock_ci[1] - opt.clock_ci[0]) / (xs[-1] - xs[0])
+        if share > MAX_CLOCK_CI_SHARE:
+            reasons.append(f"the noise does not locate the optimum: its {100 * confidence:g} % clock interval "
+                           f"{opt.clock_ci[0]:g}-{opt.clock_ci[1]:g} {SETTING_UNITS[opt.x_field]} spans {k} of "
+                           f"{len(xs)} clock points, {100 * share:.0f} % of the swept range")
+    none_share = opt.choice_fractions.get("none", 0.0)
+    if none_share > 1.0 - confidence:
+        reasons.append(f"in {100 * none_share:.0f} % of resamples no point met the slowdown cap")
+    opt.support_reasons = reasons
+    opt.supported = not reasons
+    only_incomplete = provisional and len(reasons) == 1
+    opt.support = SUPPORTED if not reasons else (PROVISIONAL if only_incomplete else UNSUPPORTED)
 
 
 def _axes(points: Sequence[_PointData]) -> tuple[str, list[str]]:
@@ -788,38 +1240,51 @@ def _point_stats(p: _PointData, d: _PointData | None, confidence: float, energy_
     return ps
 
 
-def _baseline(d: _PointData, stats: PointStats) -> DefaultBaseline:
+def _baseline(d: _PointData, stats: PointStats, by: str | None) -> DefaultBaseline:
     """Pooled default stats and drift across its re-measurements (in the order they were taken)."""
-    order = sorted(range(len(d.records)), key=lambda i: (str(d.records[i].get("started_utc") or ""), i))
+    def key(i: int) -> tuple[Any, ...]:
+        rec = d.records[i]
+        return (order_key(rec, by) if by else 0, str(rec.get("started_utc") or ""), i)
+
+    order = sorted(range(len(d.records)), key=key)
     rem = []
+    series = []
     for i in order:
         rows = d.per_record_rows[i] if i < len(d.per_record_rows) else None
         if rows is None:
             continue
-        rem.append({"point_id": d.records[i].get("point_id"), "started_utc": d.records[i].get("started_utc"),
-                    "repeat": d.records[i].get("repeat"), "clock_verified": d.statuses[i],
-                    "rounds": int(rows.shape[0]),
-                    "time_per_image_s": float(np.mean(rows[:, _T])),
-                    "energy_per_image_j": None if np.any(np.isnan(rows[:, _E])) else float(np.mean(rows[:, _E]))})
+        rec = d.records[i]
+        energy = None if np.any(np.isnan(rows[:, _E])) else rows[:, _E]
+        row: dict[str, Any] = {"point_id": rec.get("point_id"), "started_utc": rec.get("started_utc"),
+                               "sweep_order_index": rec.get("sweep_order_index"), "repeat": rec.get("repeat"),
+                               "clock_verified": d.statuses[i], "rounds": int(rows.shape[0]),
+                               "time_per_image_s": float(np.mean(rows[:, _T])),
+                               "time_per_image_s_ci95": _log_t_interval(rows[:, _T]),
+                               "energy_per_image_j": None if energy is None else float(np.mean(energy)),
+                               "energy_per_image_j_ci95": None if energy is None else _log_t_interval(energy)}
+        row["_order"] = order_key(rec, by) if by else None
+        rem.append(row)
+        series.append({"time_per_image_s": rows[:, _T], "energy_per_image_j": energy})
     base = DefaultBaseline(stats=stats, remeasurements=rem)
     if len(rem) < 2:
+        for row in rem:
+            row.pop("_order")
         return base
-    first, last = order[0], order[-1]
     times = [m["time_per_image_s"] for m in rem]
     base.drift_time_rel = times[-1] / times[0] - 1.0
     base.spread_time_rel = (max(times) - min(times)) / float(np.mean(times))
     energies = [m["energy_per_image_j"] for m in rem]
-    col = _T
     if all(e is not None for e in energies):
         base.drift_energy_rel = energies[-1] / energies[0] - 1.0
         base.spread_energy_rel = (max(energies) - min(energies)) / float(np.mean(energies))
-        col = _E
-    a, b = d.per_record_rows[last][:, col], d.per_record_rows[first][:, col]
-    change = is_significant_change(a, b, threshold_rel=0.01)
-    base.drift_significant = change.verdict != "unchanged"
-    metric = "energy" if col == _E else "time"
-    direction = {"slower": "rose", "faster": "fell"}.get(change.verdict, change.verdict)
-    base.drift_verdict = f"{metric} {direction} ({change.reason})"
+    check = default_drift_check(series)
+    base.drift_check = check
+    base.drift_significant = check.significant
+    base.drift_verdict = check.verdict
+    if check.significant and check.onset is not None:
+        base.drift_after_order = rem[check.onset - 1]["_order"]
+    for row in rem:
+        row.pop("_order")
     return base
 
 
@@ -830,7 +1295,8 @@ def _optimum(objective: str, candidates: Sequence[_PointData], d: _PointData | N
     unit = _OBJECTIVE_UNITS[objective]
     empty = Optimum(objective=objective, energy_basis=basis, label=None, settings=None, x_field=x_field, x_value=None,
                     value=None, unit=unit, n_resamples=n_resamples, simulated=simulated,
-                    slowdown_cap_pct=cap_pct if objective == "energy_capped" else None)
+                    slowdown_cap_pct=cap_pct if objective == "energy_capped" else None,
+                    n_candidates=len(candidates), n_clock_points=n_clock_points)
     if not candidates:
         empty.reason = ("only the default clock was measured: no clock to choose" if n_clock_points == 0
                         else "no verified clock point to choose from")
@@ -885,18 +1351,25 @@ def _optimum(objective: str, candidates: Sequence[_PointData], d: _PointData | N
     chosen_x = xs[choice[~none_mask]]
     chosen_x = chosen_x[np.isfinite(chosen_x)]
     clock_ci = None
+    clock_ci_points = None
     if chosen_x.size:
         alpha = (1.0 - confidence) / 2.0
         clock_ci = (float(np.quantile(chosen_x, alpha, method="lower")),
                     float(np.quantile(chosen_x, 1.0 - alpha, method="higher")))
+        clock_ci_points = len({float(x) for x in xs[np.isfinite(xs)] if clock_ci[0] <= x <= clock_ci[1]})
     best = candidates[winner]
     spread = best.boot is not None
     opt = Optimum(objective=objective, energy_basis=basis, label=best.label, settings=best.settings, x_field=x_field,
                   x_value=best.settings[x_field], value=_estimate(values_arr[winner], reps_arr[:, winner] if spread else None,
                                                                   confidence),
-                  unit=unit, clock_ci=clock_ci, choice_fraction=fractions.get(best.label, 0.0),
+                  unit=unit, clock_ci=clock_ci, clock_ci_points=clock_ci_points,
+                  choice_fraction=fractions.get(best.label, 0.0),
                   choice_fractions=dict(sorted(fractions.items(), key=lambda kv: -kv[1])), n_resamples=n_resamples,
-                  simulated=simulated, slowdown_cap_pct=cap_pct if objective == "energy_capped" else None)
+                  simulated=simulated, slowdown_cap_pct=cap_pct if objective == "energy_capped" else None,
+                  n_candidates=n_pts, n_clock_points=n_clock_points,
+                  repeats_per_point=[min(len(p.records) for p in candidates), max(len(p.records) for p in candidates)],
+                  rounds_per_repeat=[min(int(r.shape[0]) for p in candidates for r in p.per_record_rows),
+                                     max(int(r.shape[0]) for p in candidates for r in p.per_record_rows)])
     if d is not None:
         spread = best.boot is not None or d.boot is not None
         rb, rd = _replicates(best, n_resamples), _replicates(d, n_resamples)
@@ -960,16 +1433,61 @@ def provenance_lines(prov: Mapping[str, Any]) -> list[str]:
 
 
 # --- tables ----------------------------------------------------------------------------------------
+def _num_text(x: float, signed: bool, side: int) -> str:
+    """``x`` to one decimal; when ``side`` is +1 (-1) and one decimal would print it at or below
+    (above) 0, two significant digits instead: a printed number never crosses the verdict's side."""
+    text = f"{x:+.1f}" if signed else f"{x:.1f}"
+    if (side > 0 and float(text) <= 0.0) or (side < 0 and float(text) >= 0.0):
+        text = f"{x:+.2g}" if signed else f"{x:.2g}"
+    return text
+
+
+def _interval_text(lo: float, hi: float, signed: bool, away_from_zero: bool) -> str:
+    """``[lo, hi]``; an interval that excludes 0 (``away_from_zero``) is printed on its side of 0."""
+    side = (1 if lo > 0 else -1) if away_from_zero else 0
+    return f"[{_num_text(lo, signed, side)}, {_num_text(hi, signed, side)}]"
+
+
 def _pct_text(e: Estimate) -> str:
     if e.has_ci:
-        return f"{e.value:.1f} % [{e.ci_low:.1f}, {e.ci_high:.1f}]"
+        assert e.ci_low is not None and e.ci_high is not None
+        side = (1 if e.ci_low > 0 else -1) if e.excludes(0.0) else 0
+        return f"{_num_text(e.value, False, side)} % {_interval_text(e.ci_low, e.ci_high, False, side != 0)}"
     return f"{e.value:.1f} %"
 
 
 def _signed_pct_text(e: Estimate) -> str:
     if e.has_ci:
-        return f"{e.value:+.1f} % [{e.ci_low:+.1f}, {e.ci_high:+.1f}]"
+        assert e.ci_low is not None and e.ci_high is not None
+        side = (1 if e.ci_low > 0 else -1) if e.excludes(0.0) else 0
+        return f"{_num_text(e.value, True, side)} % {_interval_text(e.ci_low, e.ci_high, True, side != 0)}"
     return f"{e.value:+.1f} %"
+
+
+def saving_text(e: Estimate, kind: str = "energy") -> str:
+    """A saving with a verdict that its interval backs: "saves" only when the interval lies above 0,
+    "uses more" only below 0, else "not distinguishable from no saving"; no interval, no verdict."""
+    if not e.has_ci:
+        return f"{kind} saved vs the default clock {e.value:.1f} % (no interval)"
+    assert e.ci_low is not None and e.ci_high is not None
+    if e.ci_low > 0:
+        return f"saves {_pct_text(e)} {kind} vs the default clock"
+    if e.ci_high < 0:
+        more = Estimate(-e.value, -e.ci_high, -e.ci_low)
+        return f"uses {_pct_text(more)} more {kind} than the default clock"
+    return f"{kind} saved vs the default clock {_pct_text(e)}: not distinguishable from no saving"
+
+
+def time_change_text(e: Estimate) -> str:
+    """A time change with the verdict its interval backs (slower / faster / not distinguishable)."""
+    if not e.has_ci:
+        return f"time {e.value:+.1f} % (no interval)"
+    assert e.ci_low is not None and e.ci_high is not None
+    if e.ci_low > 0:
+        return f"time {_signed_pct_text(e)} (slower)"
+    if e.ci_high < 0:
+        return f"time {_signed_pct_text(e)} (faster)"
+    return f"time {_signed_pct_text(e)} (not distinguishable from the default clock's time)"
 
 
 def _rel_text(rel: float | None) -> str:
@@ -989,6 +1507,8 @@ def points_table(a: SweepAnalysis) -> tuple[list[str], list[list[str]]]:
         verified = ", ".join(sorted(set(p.clock_verified)))
         if p.excluded:
             verified += " (EXCLUDED)"
+        if p.drift_affected:
+            verified += " (AFTER DEFAULT-CLOCK DRIFT)"
         rows.append([p.label, verified, str(p.n_rounds), _est_text(p.time_per_image_s), _est_text(p.energy_per_image_j),
                      _est_text(p.net_energy_per_image_j), _est_text(p.power_w), _est_text(p.edp_js),
                      _est_text(p.ed2p_js2),
@@ -997,11 +1517,19 @@ def points_table(a: SweepAnalysis) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
+def _claim_text(opt: Optimum) -> str:
+    if opt.supported:
+        return "supported"
+    tag = "provisional" if opt.support == PROVISIONAL else "NOT SUPPORTED"
+    return f"{tag}: {'; '.join(opt.support_reasons)}"
+
+
 def optima_table(a: SweepAnalysis) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the optima table."""
+    """Header and rows of the optima table. An optimum the data cannot support shows point
+    estimates only (no interval, no resampling share), and the reason in its claim column."""
     unit = SETTING_UNITS[a.x_field]
-    header = ["objective", "point", f"{SETTING_NAMES[a.x_field]} 95% CI ({unit})", "chosen in", "value",
-              "energy saved % vs default", "time change % vs default"]
+    header = ["objective", "point", "claim", f"{SETTING_NAMES[a.x_field]} 95% CI ({unit})", "chosen in", "value",
+              "energy saved % vs default", "time change % vs default", "based on"]
     rows = []
     for opt in a.optima.values():
         name = _OBJECTIVE_NAMES[opt.objective]
@@ -1010,13 +1538,22 @@ def optima_table(a: SweepAnalysis) -> tuple[list[str], list[list[str]]]:
         if opt.objective in ("edp", "ed2p", "energy_capped"):
             name += f" [{opt.energy_basis}]"
         if opt.label is None:
-            rows.append([name, f"none: {opt.reason}", "-", "-", "-", "-", "-"])
+            rows.append([name, f"none: {opt.reason}", "-", "-", "-", "-", "-", "-", "-"])
+            continue
+        point = opt.label + (" (SIMULATED)" if opt.simulated else "")
+        if not opt.supported:
+            def est(e: Estimate | None, signed: bool = False) -> str:
+                return "-" if e is None else (f"{e.value:+.1f} %" if signed else f"{e.value:.1f} %") + " (estimate)"
+            value = "-" if opt.value is None else f"{opt.value.value:.4g} {opt.unit} (estimate)"
+            rows.append([name, point, _claim_text(opt), "not claimed", "not claimed", value, est(opt.saving_pct),
+                         est(opt.time_change_pct, True), opt.basis_text()])
             continue
         ci = "-" if opt.clock_ci is None else f"{opt.clock_ci[0]:g} - {opt.clock_ci[1]:g}"
-        rows.append([name, opt.label + (" (SIMULATED)" if opt.simulated else ""), ci,
+        rows.append([name, point, _claim_text(opt), ci,
                      f"{100 * (opt.choice_fraction or 0):.0f} %", f"{_est_text(opt.value)} {opt.unit}",
                      "-" if opt.saving_pct is None else _pct_text(opt.saving_pct),
-                     "-" if opt.time_change_pct is None else _signed_pct_text(opt.time_change_pct)])
+                     "-" if opt.time_change_pct is None else _signed_pct_text(opt.time_change_pct),
+                     opt.basis_text()])
     return header, rows
 
 
@@ -1029,6 +1566,25 @@ def markdown_table(table: tuple[list[str], list[list[str]]]) -> str:
 
 
 # --- synthetic records (SIMULATED; for demos and tests) ------------------------------------------------
+#: A true per-image curve: ``(sm_clock_mhz, mem_clock_mhz) -> (time_s, busy_power_w)``.
+TrueCurve = Callable[[float, float], tuple[float, float]]
+
+
+def simulated_true_curve(ref_time_s: float = 2.0, idle_power_w: float = 70.0) -> TrueCurve:
+    """The simulated GPU's noise-free model as a :data:`TrueCurve`: ``t = ref_time_s * s(f)`` and
+    ``P(f)`` from :class:`sdbench.gpu.simulated.SimulatedGpu` (what :func:`synthetic_sweep_records`
+    draws from by default, and what a known-answer test takes as the truth)."""
+    from sdbench.gpu.simulated import SimulatedGpu
+
+    gpu = SimulatedGpu(idle_power_w=idle_power_w)
+
+    def curve(sm_clock_mhz: float, mem_clock_mhz: float) -> tuple[float, float]:
+        return (ref_time_s * gpu.expected_time_scale(sm_clock_mhz, mem_clock_mhz),
+                gpu.expected_busy_power_w(sm_clock_mhz, mem_clock_mhz))
+
+    return curve
+
+
 def synthetic_sweep_records(
     *,
     sm_clocks_mhz: Sequence[int] = (1980, 1800, 1620, 1440, 1260, 1080, 900, 720),
@@ -1040,23 +1596,31 @@ def synthetic_sweep_records(
     ref_time_s: float = 2.0,
     idle_power_w: float = 70.0,
     default_drift_rel: float = 0.0,
+    drift_rel: float = 0.0,
+    true_curve: TrueCurve | None = None,
     clock_verified: Mapping[int, str] | None = None,
     activity: bool = True,
     steps: int = 30,
     seed: int = 0,
     workload: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Sweep records drawn from :class:`sdbench.gpu.simulated.SimulatedGpu`'s physical model.
+    """Sweep records drawn from a known true curve (by default the simulated GPU's physical model).
 
     Every record is flagged simulated (``energy_simulated``, ``env_gpu_simulated``). Per round:
-    ``t = ref_time_s * s(f) * (1 + noise)``, ``P = P(f) * (1 + noise)``, ``E = P * t``; the default
-    clock runs at the model's maximum clock, re-measured ``default_repeats`` times, drifting by
-    ``default_drift_rel`` in energy from the first to the last. ``clock_verified`` maps SM clocks to
-    a status other than "ok" (e.g. ``{1260: "drift"}``). Per-step and per-phase fields are included.
+    ``t = t(f) * (1 + noise)``, ``P = P(f) * drift * (1 + noise)``, ``E = P * t``, with
+    ``(t(f), P(f)) = true_curve(f, mem)`` (default :func:`simulated_true_curve`) and ``1 + noise``
+    lognormal with mean 1 and CV ``noise_rel`` (the per-round noise; positive at any CV). The default clock runs at the model's
+    maximum clock, re-measured ``default_repeats`` times, spread over the sweep (first and last
+    included). Injected drift: ``default_drift_rel`` moves only the default re-measurements' energy
+    (0 at the first, the full amount at the last); ``drift_rel`` moves every record's power the same
+    way along the measurement order (the GPU or host changing under the whole sweep). Records carry
+    ``sweep_order_index``. ``clock_verified`` maps SM clocks to a status other than "ok" (e.g.
+    ``{1260: "drift"}``). Per-step and per-phase fields are included.
     """
     from sdbench.gpu.simulated import SimulatedGpu
 
     gpu = SimulatedGpu(idle_power_w=idle_power_w)
+    curve = true_curve or simulated_true_curve(ref_time_s, idle_power_w)
     f_max = gpu.info().max_sm_clock_mhz
     mem_max = max(gpu.supported_memory_clocks_mhz())
     m_fraction = 0.3  # SimulatedGpu's default memory-bound fraction (its activity split uses the same)
@@ -1080,18 +1644,24 @@ def synthetic_sweep_records(
     slots = np.linspace(0, len(order), default_repeats).round().astype(int) if default_repeats else []
     for slot, i in sorted(zip(slots, range(default_repeats)), reverse=True):
         order.insert(int(slot), i)
+    # Lognormal factors of mean 1 and CV noise_rel: positive, like a time or a power, at any CV.
+    sigma = math.sqrt(math.log1p(noise_rel**2))
+
+    def noise(size: int) -> np.ndarray:
+        return np.exp(sigma * rng.standard_normal(size) - sigma**2 / 2.0)
+
     records = []
     for n, i in enumerate(order):
         sm, mem, rep, role = plan[i]
         f_eff = float(sm if sm is not None else f_max)
         fm = float(mem if mem is not None else mem_max)
-        p_true = gpu.expected_busy_power_w(f_eff, fm)
+        t_true, p_true = curve(f_eff, fm)
         scale = gpu.expected_time_scale(f_eff, fm)
-        drift = 1.0
+        drift = 1.0 + drift_rel * n / max(1, len(order) - 1)
         if role == "default-clock" and default_repeats > 1:
-            drift = 1.0 + default_drift_rel * rep / (default_repeats - 1)
-        t = ref_time_s * scale * (1.0 + noise_rel * rng.standard_normal(rounds))
-        p = p_true * drift * (1.0 + noise_rel * rng.standard_normal(rounds))
+            drift *= 1.0 + default_drift_rel * rep / (default_repeats - 1)
+        t = t_true * noise(rounds)
+        p = p_true * drift * noise(rounds)
         e = p * t
         net = e - idle_power_w * t
         rec = dict(base)
@@ -1101,7 +1671,7 @@ def synthetic_sweep_records(
             "sm_clock_mhz_setting": sm, "mem_clock_mhz_setting": mem, "power_limit_w_setting": None,
             "is_default_clock": role == "default-clock", "point_role": role, "repeat": rep,
             "clock_verified": "ok" if sm is None else verified.get(int(sm), "ok"),
-            "point_id": f"{role}-{sm}-{mem}-{rep}", "point_status": "ok",
+            "point_id": f"{role}-{sm}-{mem}-{rep}", "point_status": "ok", "sweep_order_index": n,
             "started_utc": f"2026-01-01T00:{n // 60:02d}:{n % 60:02d}+00:00",
             "rounds": rounds,
             "time_per_image_s_samples": t.tolist(), "time_per_image_s_mean": float(t.mean()),

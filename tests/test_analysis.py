@@ -1,6 +1,9 @@
 """Sweep analysis: EDP/ED2P arithmetic and saving signs, optima with bootstrap confidence on synthetic
 sweeps drawn from the simulated GPU's physical model, the slowdown cap, exclusion of unverified clocks,
-the default-clock baseline and its drift, and the simulated flag."""
+the default-clock baseline and its drift, and the simulated flag. Known answers: on a true curve with
+low noise the optima are found with intervals holding the truth; with high noise, injected drift or an
+incomplete sweep the analysis says the data cannot support the claim. Ratio intervals stay above
+-100 %, contain their estimate, and no verdict contradicts its interval (hypothesis)."""
 
 from __future__ import annotations
 
@@ -15,16 +18,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdbench.analysis import (
+    DRIFT_ALPHA,
+    Estimate,
     SweepAnalysis,
     analyze_records,
     analyze_sweep,
+    default_drift_check,
     ed2p_js2,
     edp_js,
     energy_saving_pct,
     is_default_record,
     record_settings,
+    saving_text,
     synthetic_sweep_records,
     time_change_pct,
+    time_change_text,
 )
 from sdbench.errors import ConfigError
 from sdbench.gpu.simulated import SimulatedGpu
@@ -119,8 +127,9 @@ def sweep() -> SweepAnalysis:
 
 
 def test_energy_optimum_recovered_within_a_bin_with_ci_containing_it(sweep: SweepAnalysis, gpu: SimulatedGpu) -> None:
-    true_mhz = gpu.expected_energy_optimal_sm_clock_mhz()
-    assert true_mhz in GRID_MHZ
+    # The grid's true optimum under the simulated GPU's model (the model's own optimum may lie between grid clocks).
+    model = {f: gpu.expected_busy_power_w(f) * gpu.expected_time_scale(f) for f in GRID_MHZ}
+    true_mhz = min(model, key=model.__getitem__)
     opt = sweep.optima["energy"]
     assert opt.x_field == "sm_clock_mhz"
     assert opt.x_value is not None and abs(opt.x_value - true_mhz) <= BIN_MHZ
@@ -348,3 +357,305 @@ def test_no_records_is_a_clear_error() -> None:
         analyze_records([])
     with pytest.raises(ConfigError, match="time per image"):
         analyze_sweep([{"record_type": "case", "model": "sd15"}])
+
+
+# --- known answer: a true curve, per-round noise and injected drift ---------------------------------------
+F_MAX_MHZ = 1980.0
+KNOWN_GRID_MHZ = tuple(range(1980, 600, -90))  # 16 clocks, one grid step = 90 MHz
+
+
+def known_curve(sm_clock_mhz: float, mem_clock_mhz: float) -> tuple[float, float]:
+    """A true per-image curve with an interior energy optimum (900 MHz) and EDP optimum (1260 MHz) on
+    KNOWN_GRID_MHZ: a quarter of the work is memory bound, dynamic power grows as f^3."""
+    t_s = 2.0 * (0.25 + 0.75 * F_MAX_MHZ / sm_clock_mhz)
+    p_w = 120.0 + 580.0 * (sm_clock_mhz / F_MAX_MHZ) ** 3
+    return t_s, p_w
+
+
+def true_value(objective: str, sm_clock_mhz: float) -> float:
+    t_s, p_w = known_curve(sm_clock_mhz, 0.0)
+    return p_w * t_s * (t_s if objective == "edp" else 1.0)
+
+
+def true_optimum(objective: str) -> float:
+    return min(KNOWN_GRID_MHZ, key=lambda f: true_value(objective, f))
+
+
+def known_sweep(seed: int, **kwargs: Any) -> SweepAnalysis:
+    recs = synthetic_sweep_records(sm_clocks_mhz=KNOWN_GRID_MHZ, true_curve=known_curve, seed=seed,
+                                   **{"rounds": 10, "noise_rel": 0.005, **kwargs})
+    return analyze_sweep(recs, seed=seed, **FAST)
+
+
+def test_the_known_curve_has_interior_optima() -> None:
+    assert true_optimum("energy") == 900 and true_optimum("edp") == 1260
+
+
+@pytest.mark.parametrize("objective", ["energy", "edp"])
+def test_low_noise_finds_the_true_optimum_within_one_grid_step_with_intervals_containing_the_truth(
+        objective: str) -> None:
+    a = known_sweep(seed=0)
+    opt = a.optima[objective]
+    truth = true_optimum(objective)
+    assert opt.supported and opt.support == "supported" and not opt.support_reasons
+    assert opt.x_value is not None and abs(opt.x_value - truth) <= 90
+    assert opt.clock_ci is not None and opt.clock_ci[0] <= truth <= opt.clock_ci[1]
+    # The chosen point's value and its saving against the default clock contain their true values.
+    assert opt.value is not None and opt.value.ci_low <= true_value(objective, opt.x_value) <= opt.value.ci_high
+    true_saving = 100 * (1 - true_value("energy", opt.x_value) / true_value("energy", F_MAX_MHZ))
+    assert opt.saving_pct is not None and opt.saving_pct.ci_low <= true_saving <= opt.saving_pct.ci_high
+    assert "95% CI" in opt.statement() and "cannot support" not in opt.statement()
+    assert not a.headline_warnings
+
+
+def test_low_noise_claims_hold_over_seeds() -> None:
+    """Over seeds the optimum is always within a grid step and inside its clock interval; the chosen
+    point's value interval covers the truth in most seeds (nominal 95 %, less the winner's curse)."""
+    covered = 0
+    seeds = range(8)
+    for seed in seeds:
+        a = known_sweep(seed=seed)
+        for objective in ("energy", "edp"):
+            opt, truth = a.optima[objective], true_optimum(objective)
+            assert opt.supported, (seed, objective, opt.support_reasons)
+            assert abs(opt.x_value - truth) <= 90 and opt.clock_ci[0] <= truth <= opt.clock_ci[1], (seed, objective)
+            covered += opt.value.ci_low <= true_value(objective, opt.x_value) <= opt.value.ci_high
+    assert covered >= 12  # of 16
+
+
+def test_high_noise_says_the_data_cannot_support_the_claim() -> None:
+    a = known_sweep(seed=5, noise_rel=0.3, rounds=3)
+    for objective in ("energy", "edp"):
+        opt = a.optima[objective]
+        assert opt.label is not None and not opt.supported and opt.support == "unsupported"
+        assert any("does not locate the optimum" in r for r in opt.support_reasons)
+        text = opt.statement()
+        assert "NOT SUPPORTED" in text and "cannot support this claim" in text
+        # No confidence language: no clock interval, no resampling share, no "saves".
+        assert "95% CI" not in text and "chosen in" not in text and "saves" not in text
+    assert any("NOT SUPPORTED: minimum energy" in w for w in a.headline_warnings)
+
+
+def test_under_high_noise_a_claim_made_is_never_a_wrong_one() -> None:
+    """The rule may let a lucky noisy sweep through, but then its clock interval holds the truth."""
+    claimed = 0
+    for seed in range(8):
+        a = known_sweep(seed=seed, noise_rel=0.25, rounds=4)
+        for objective in ("energy", "edp"):
+            opt = a.optima[objective]
+            if opt.supported:
+                claimed += 1
+                assert opt.clock_ci[0] <= true_optimum(objective) <= opt.clock_ci[1], (seed, objective)
+    assert claimed <= 3  # of 16
+
+
+def test_injected_drift_flags_points_and_withdraws_every_claim() -> None:
+    a = known_sweep(seed=5, drift_rel=0.08)
+    assert a.drifted and a.default is not None and a.default.drift_check is not None
+    assert a.default.drift_check.significant and a.default.drift_check.metric == "energy"
+    assert a.drift_flagged and all(p.drift_affected == (p.label in a.drift_flagged) for p in a.points)
+    (warning, *_) = a.headline_warnings
+    assert warning.startswith("WARNING: the default clock drifted beyond its noise")
+    assert f"{len(a.drift_flagged)} of {len(a.points)} clock point(s)" in warning
+    for opt in a.optima.values():
+        if opt.label is None:
+            continue
+        assert not opt.supported and opt.support == "unsupported"
+        assert any(r.startswith("the default clock drifted beyond its noise") for r in opt.support_reasons)
+        text = opt.statement()
+        assert "cannot support this claim" in text and "95 % confidence" not in text and "saves" not in text
+    md = a.markdown()
+    assert "**WARNING: the default clock drifted" in md and "AFTER DEFAULT-CLOCK DRIFT" in md
+    d = a.to_dict()
+    assert d["headline_warnings"] and d["drift_flagged"] == a.drift_flagged
+    assert all(o["supported"] is False for o in d["optima"].values())
+    json.dumps(d)
+
+
+def test_drift_flags_only_points_measured_after_the_last_agreeing_remeasurement() -> None:
+    recs = synthetic_sweep_records(sm_clocks_mhz=KNOWN_GRID_MHZ, true_curve=known_curve, default_repeats=4,
+                                   rounds=8, noise_rel=0.005, seed=21)
+    defaults = sorted((r for r in recs if r["point_role"] == "default-clock"), key=lambda r: r["sweep_order_index"])
+    third = defaults[2]["sweep_order_index"]
+    # The GPU changes after the third default re-measurement: everything measured later draws 10 % more power.
+    for r in recs:
+        if r["sweep_order_index"] > third:
+            r["energy_per_image_j_samples"] = [1.1 * e for e in r["energy_per_image_j_samples"]]
+    a = analyze_sweep(recs, **FAST)
+    assert a.drifted and a.default.drift_check.onset == 3
+    assert a.default.drift_after_order == third
+    later = {f"SM {r['sm_clock_mhz_setting']} MHz" for r in recs
+             if r["point_role"] == "point" and r["sweep_order_index"] > third}
+    assert set(a.drift_flagged) == later and 0 < len(later) < len(a.points)
+
+
+def test_incomplete_sweep_says_n_of_m_and_no_optimum_is_stated_with_confidence() -> None:
+    # 16 clocks x 2 repeats + 3 default re-measurements = 35 planned points.
+    recs = synthetic_sweep_records(sm_clocks_mhz=KNOWN_GRID_MHZ, true_curve=known_curve, repeats=2, rounds=5,
+                                   noise_rel=0.005, seed=22)
+    assert len(recs) == 35
+    in_order = sorted(recs, key=lambda r: r["sweep_order_index"])
+    meta = {"points_planned": 35, "points_to_measure": 35, "status": "interrupted"}
+    a = analyze_sweep(in_order[:4], meta=meta, **FAST)  # interrupted after 4 of 35 points
+    assert a.incomplete and a.coverage == {"points_planned": 35, "points_measured": 4, "points_failed": 0,
+                                           "complete": False, "sweep_status": "interrupted", "repeats_planned": None}
+    assert a.headline_warnings[0] == ("INCOMPLETE SWEEP: 4 of 35 planned points measured, sweep interrupted; "
+                                      "every optimum is provisional.")
+    assert "INCOMPLETE SWEEP: 4 of 35" in a.markdown()
+    for opt in a.optima.values():
+        if opt.label is None:
+            continue
+        assert not opt.supported and opt.support_reasons[0] == "incomplete sweep: only 4 of 35 planned points measured"
+        text = opt.statement()
+        assert "4 of 35 planned points measured" in text
+        assert "chosen in" not in text and "95% CI" not in text
+    # Most of the sweep measured and nothing else wrong: the optimum is provisional, not refuted.
+    most = analyze_sweep(in_order[:30], meta=meta, **FAST)
+    energy = most.optima["energy"]
+    assert energy.support == "provisional" and energy.support_reasons == [
+        "incomplete sweep: only 30 of 35 planned points measured"]
+    assert energy.statement().startswith("minimum energy: SM ") and "[PROVISIONAL: " in energy.statement()
+
+
+def test_a_complete_sweep_says_so_in_its_headline() -> None:
+    recs = synthetic_sweep_records(sm_clocks_mhz=KNOWN_GRID_MHZ, true_curve=known_curve, rounds=8, noise_rel=0.005,
+                                   seed=23)
+    a = analyze_sweep(recs, meta={"points_planned": len(recs), "status": "complete"}, **FAST)
+    assert a.coverage["complete"] is True and not a.headline_warnings
+    (line,) = a.headline
+    assert line.startswith(f"{len(recs)} of {len(recs)} planned points measured; default clock stable within the noise")
+
+
+def test_every_optimum_says_how_many_points_and_repeats_stand_behind_it() -> None:
+    recs = synthetic_sweep_records(sm_clocks_mhz=(1980, 1620, 1260, 900), repeats=3, rounds=5, noise_rel=0.005,
+                                   seed=24)
+    a = analyze_sweep(recs, meta={"points_planned": len(recs)}, **FAST)
+    n = len(recs)
+    for opt in a.optima.values():
+        if opt.label is None:
+            continue
+        assert opt.n_candidates == 4 and opt.repeats_per_point == [3, 3] and opt.rounds_per_repeat == [5, 5]
+        assert opt.points_measured == n and opt.points_planned == n
+        basis = f"4 verified clock points ({n} of {n} planned points measured), 3 repeats each x 5 rounds"
+        assert opt.basis_text() == basis and basis in opt.statement()
+        assert opt.to_dict()["n_candidates"] == 4
+    assert "| based on |" in a.markdown()
+
+
+def test_default_clock_drift_without_samples_is_judged_by_its_size() -> None:
+    def rem(t: float, e: float) -> dict[str, Any]:
+        return {"time_per_image_s": [t], "energy_per_image_j": [e]}
+
+    big = default_drift_check([rem(1.0, 100.0), rem(1.0, 112.0)])
+    assert big.significant and not big.tested and big.onset == 1 and "untested" in big.verdict
+    small = default_drift_check([rem(1.0, 100.0), rem(1.0, 102.0)])
+    assert small.significant is False and "could not be tested" in small.verdict
+    once = default_drift_check([rem(1.0, 100.0)])
+    assert once.significant is None and "measured once" in once.verdict
+
+
+def test_drift_interval_and_verdict_come_from_one_test() -> None:
+    rng = np.random.default_rng(0)
+    for shift in (0.0, 0.004, 0.02, 0.1):
+        first = 100 * np.exp(0.01 * rng.standard_normal(6))
+        later = 100 * (1 + shift) * np.exp(0.01 * rng.standard_normal(6))
+        check = default_drift_check([{"time_per_image_s": [1.0] * 6, "energy_per_image_j": first},
+                                     {"time_per_image_s": [1.0] * 6, "energy_per_image_j": later}])
+        (energy,) = [c for c in check.comparisons if c["metric"] == "energy"]
+        lo, hi = energy["ratio_ci"]
+        excludes_one = lo > 1 or hi < 1
+        assert excludes_one == (energy["p_value"] < DRIFT_ALPHA / len(check.comparisons))
+        assert energy["drift"] == (excludes_one and abs(energy["rel_change"]) > 0.01)
+
+
+# --- intervals that respect the quantity ---------------------------------------------------------------------
+def test_an_estimate_outside_its_interval_is_refused() -> None:
+    with pytest.raises(ValueError, match="outside its interval"):
+        Estimate(5.0, 1.0, 4.0)
+    assert Estimate(2.0, 1.0, 4.0).excludes(0.0) and not Estimate(2.0, -1.0, 4.0).excludes(0.0)
+
+
+def _pct_estimates(a: SweepAnalysis) -> list[tuple[str, Estimate]]:
+    out = []
+    for p in a.points:
+        for name in ("energy_saving_pct", "net_energy_saving_pct", "time_change_pct", "edp_change_pct",
+                     "ed2p_change_pct"):
+            e = getattr(p, name)
+            if e is not None:
+                out.append((name, e))
+    for opt in a.optima.values():
+        for name in ("saving_pct", "time_change_pct", "objective_change_pct"):
+            e = getattr(opt, name)
+            if e is not None:
+                out.append((name, e))
+    return out
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10_000), noise=st.floats(0.0, 0.4), rounds=st.integers(2, 6),
+       drift=st.floats(-0.5, 0.5), default_drift=st.floats(-0.5, 0.5), n_clocks=st.integers(1, 6),
+       statistic=st.sampled_from(["mean", "median"]))
+def test_ratio_intervals_lie_above_minus_100_and_contain_their_estimate(
+        seed: int, noise: float, rounds: int, drift: float, default_drift: float, n_clocks: int, statistic: str) -> None:
+    recs = synthetic_sweep_records(sm_clocks_mhz=KNOWN_GRID_MHZ[::3][:n_clocks], true_curve=known_curve,
+                                   rounds=rounds, noise_rel=noise, drift_rel=drift, default_drift_rel=default_drift,
+                                   seed=seed, activity=False)
+    a = analyze_sweep(recs, n_resamples=100, seed=seed, statistic=statistic)
+    for name, e in _pct_estimates(a):
+        lo = e.ci_low if e.has_ci else e.value
+        hi = e.ci_high if e.has_ci else e.value
+        assert lo <= e.value <= hi, name
+        if "saving" in name:
+            assert hi < 100.0, name  # nothing saves more than everything
+        else:
+            assert lo > -100.0, name  # a time or energy cannot fall by more than 100 %
+    for opt in a.optima.values():
+        text = opt.statement()
+        if opt.label is None:
+            continue
+        if "saves" in text:
+            assert opt.supported and opt.saving_pct.ci_low > 0
+        if "more energy than the default" in text:
+            assert opt.saving_pct.ci_high < 0
+        if "(slower)" in text:
+            assert opt.time_change_pct.ci_low > 0
+        if "(faster)" in text:
+            assert opt.time_change_pct.ci_high < 0
+        if not opt.supported:
+            assert "95 % confidence" not in text and "chosen in" not in text
+
+
+def _printed_interval(text: str) -> tuple[float, float]:
+    lo, hi = text[text.index("[") + 1:text.index("]")].split(", ")
+    return float(lo), float(hi)
+
+
+@given(value=st.floats(-300, 99.9), below=st.floats(0, 200), above=st.floats(0, 200))
+def test_a_printed_verdict_never_contradicts_its_printed_interval(value: float, below: float, above: float) -> None:
+    e = Estimate(value, value - below, value + above)
+    text = saving_text(e)
+    lo, hi = _printed_interval(text)
+    if text.startswith("saves"):
+        assert e.ci_low > 0 and lo > 0
+    elif text.startswith("uses"):
+        assert e.ci_high < 0 and lo > 0  # printed as "more energy", positive
+    else:
+        assert "not distinguishable from no saving" in text and e.ci_low <= 0 <= e.ci_high
+    t = time_change_text(e)
+    lo, hi = _printed_interval(t)
+    if t.endswith("(slower)"):
+        assert e.ci_low > 0 and lo > 0
+    elif t.endswith("(faster)"):
+        assert e.ci_high < 0 and hi < 0
+    else:
+        assert e.ci_low <= 0 <= e.ci_high
+
+
+def test_a_stable_default_clock_is_called_drifted_at_most_at_the_nominal_rate() -> None:
+    rng = np.random.default_rng(1)
+    trials, flagged = 600, 0
+    for _ in range(trials):
+        rem = [{"time_per_image_s": 2.0 * np.exp(0.02 * rng.standard_normal(4)),
+                "energy_per_image_j": 900.0 * np.exp(0.02 * rng.standard_normal(4))} for _ in range(5)]
+        flagged += bool(default_drift_check(rem).significant)
+    assert flagged / trials <= DRIFT_ALPHA + 0.02  # family-wise 5 % (Bonferroni keeps it at or under)
