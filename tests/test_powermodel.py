@@ -19,6 +19,7 @@ from sdbench.powermodel import (
     clock_folds,
     clock_group,
     feature_rows,
+    fit_error_status,
     fit_kernel_ridge,
     fit_loglinear,
     fit_power_models,
@@ -205,3 +206,43 @@ def test_runtime_polynomial_is_linear_through_few_clocks() -> None:
     assert "log_sm_clock_mhz^2" not in fit_loglinear(few, "time_per_image_s").design.names
     assert "poly1" in fit_loglinear(few, "time_per_image_s").form
     assert "log_sm_clock_mhz^2" in fit_loglinear(rows, "time_per_image_s").design.names
+
+
+# --- failed fits are reported as failed, never as a number -----------------------------------------------
+@pytest.mark.parametrize("mape, rmse, status", [(1.6, 9.5, "ok"), (99.9, 1.0, "ok"), (100.5, 1.0, "failed"),
+                                                (1.05e56, 3.0e53, "failed"), (math.inf, 1.0, "failed"),
+                                                (math.nan, math.nan, "failed"), (5.0, math.inf, "failed")])
+def test_fit_error_status(mape: float, rmse: float, status: str) -> None:
+    got, reason = fit_error_status(mape, rmse)
+    assert got == status and (reason is None) == (status == "ok")
+
+
+def test_a_fit_that_explodes_is_failed_in_every_output(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sdbench.powermodel as pm
+
+    rows = _loglinear_rows(-2.0, 1.1, 0.6, 0.35, noise_rel=0.002)
+    real = pm._errors
+
+    def runtime_blows_up(pred: Any, truth: Any) -> tuple[float, float]:
+        return (math.inf, math.inf) if float(np.mean(truth)) < 50 else real(pred, truth)  # times are ~2-6 s
+
+    monkeypatch.setattr(pm, "_errors", runtime_blows_up)
+    result = fit_power_models(rows, n_folds=4)
+    runtime = [v for v in result.validation if v.target == "time_per_image_s"]
+    assert runtime and all(v.failed and v.mape_pct is None and v.rmse is None for v in runtime)
+    assert all(f["fit_status"] == "failed" and f["mape_pct"] is None for v in runtime for f in v.folds)
+    assert all(v.text().startswith("fit failed (held-out error not finite") for v in runtime)
+    power = result.error("loglinear", "power_w")
+    assert power is not None and not power.failed and power.text().startswith("held-out MAPE ")
+    header, table = result.validation_table()
+    failed_rows = [r for r in table if r[1] == "time_per_image_s"]
+    assert all(r[2].startswith("fit failed: ") and r[3] == "-" for r in failed_rows)
+    assert result.fits["loglinear_runtime"]["fit_status"] == "failed"
+    assert result.fits["loglinear_power"]["fit_status"] == "ok"
+    md = result.markdown()
+    assert "**fit failed**" in md and "inf" not in md.lower().replace("information", "")
+    assert result.failed_fits() == [
+        "log-linear runtime model: fit failed (held-out error not finite (predictions overflowed or were undefined))",
+        "kernel ridge runtime model: fit failed (held-out error not finite (predictions overflowed or were undefined))"]
+    doc = json.loads(json.dumps(result.to_dict()))
+    assert all(v["fit_status"] == "failed" for v in doc["validation"] if v["target"] == "time_per_image_s")
