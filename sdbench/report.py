@@ -76,6 +76,15 @@ def load_results(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], di
             if not isinstance(loaded, dict):
                 raise SdbenchError(f"{meta_path} must hold a JSON object")
             meta = loaded
+        plan_path = p / "plan.json"
+        if "points_planned" not in meta and plan_path.is_file():
+            # A sweep killed before writing sweep.json: its plan still says how many points were planned.
+            try:
+                plan_doc = json.loads(plan_path.read_text(encoding="utf-8"))
+            except json.JSONDecodeError:
+                plan_doc = None
+            if isinstance(plan_doc, dict) and isinstance(plan_doc.get("points"), list):
+                meta = {**meta, "points_planned": len(plan_doc["points"])}
         files = [p / "results.jsonl"] if (p / "results.jsonl").is_file() else sorted(p.glob("results-shard*.jsonl"))
         if not files:
             files = sorted(p.glob("*.jsonl"))
@@ -120,9 +129,14 @@ def _figure(width_in: float, height_in: float) -> Any:
 
 
 def _title(a: SweepAnalysis, what: str) -> str:
-    title = f"{what}: {a.workload_label}"
-    if a.simulated:
-        title = "[SIMULATED] " + title
+    """``[SIMULATED] what: workload on GPU`` (or ``(measured)``), plus the headline's first warning."""
+    gpus = ", ".join(a.provenance.get("gpu_names") or []) or "unknown GPU"
+    title = f"{what}: {a.workload_label} on {gpus}"
+    title = ("[SIMULATED] " + title) if a.simulated else (title + " (measured)")
+    warnings = a.headline_warnings
+    if warnings:
+        first = warnings[0].split(";")[0].split(" (")[0]
+        title += f"\n{first}" + (f" (+{len(warnings) - 1} more warnings)" if len(warnings) > 1 else "")
     return title
 
 
@@ -289,8 +303,9 @@ def call_segments(rec: Mapping[str, Any]) -> list[tuple[str, str, float, float]]
         d, e = phase(name)
         if name == "denoise" and steps_t:
             energies = steps_e if steps_e and len(steps_e) == len(steps_t) else [math.nan] * len(steps_t)
+            labels = step_marks(rec, len(steps_t)).labels
             for i, (st, se) in enumerate(zip(steps_t, energies)):
-                segs.append(("denoise", f"step {i + 1}", float(st), float(se)))
+                segs.append(("denoise", f"step {labels[i]}", float(st), float(se)))
             if d is not None and d > sum(steps_t):
                 # Time in the denoise phase outside the steps (scheduler bookkeeping, syncs).
                 rest_e = e - sum(energies) if math.isfinite(e) and all(math.isfinite(x) for x in energies) else math.nan
@@ -384,27 +399,87 @@ def plot_power_timeline(a: SweepAnalysis, path: str | Path) -> Path:
     return _save(fig, path)
 
 
+@dataclass
+class StepMarks:
+    """What the per-step marks of a record are: a label per mark, which marks are not steps of their
+    own (``extra``), and the caption that says why (``None`` when marks and steps agree)."""
+
+    labels: list[str]
+    extra: set[int]
+    caption: str | None
+
+
+def step_marks(rec: Mapping[str, Any], n_marks: int) -> StepMarks:
+    """Label a record's ``n_marks`` step marks against its ``steps``.
+
+    diffusers calls the step callback once per timestep. PNDM (PLMS) evaluates the UNet twice for its
+    first step (a warm-up that starts the multistep history: the second mark repeats the first step's
+    timestep), so ``steps`` steps give ``steps + 1`` marks; that second mark is labelled the warm-up.
+    Other schedulers with more marks than steps (second-order samplers evaluate the UNet twice per
+    step) get their marks numbered with a caption saying so.
+    """
+    steps = rec.get("steps")
+    n_steps = int(steps) if isinstance(steps, (int, float)) and not isinstance(steps, bool) else None
+    labels = [str(i + 1) for i in range(n_marks)]
+    if n_steps is None or n_marks <= n_steps:
+        return StepMarks(labels, set(), None)
+    scheduler = str(rec.get("scheduler") or "")
+    if scheduler == "pndm" and n_marks == n_steps + 1 and n_marks >= 2:
+        labels = ["1", "1 warm-up", *[str(i) for i in range(2, n_steps + 1)]]
+        caption = (f"PNDM (PLMS) runs one extra warm-up UNet evaluation for its first step; diffusers calls the step "
+                   f"callback once per timestep, so {n_steps} steps show {n_marks} marks (hatched: the warm-up)")
+        return StepMarks(labels, {1}, caption)
+    caption = (f"{scheduler or 'this scheduler'}: {n_marks} step marks for {n_steps} steps (the scheduler evaluates "
+               "the UNet more than once per step; diffusers marks every timestep)")
+    return StepMarks(labels, set(), caption)
+
+
 def plot_step_energy(a: SweepAnalysis, path: str | Path) -> Path:
-    """Energy per denoising step and per phase (one call) for the default clock and the energy optimum."""
+    """Energy per denoising step and per phase (one call) for the default clock and the energy optimum.
+
+    Marks that are not steps of their own (PNDM's warm-up evaluation) are hatched and labelled, with
+    the reason above the plot (:func:`step_marks`)."""
     reps = _representative(a)
-    fig = _figure(11.0, 3.8)
+    fig = _figure(11.0, 4.2)
     ax_s, ax_p = fig.subplots(1, 2, width_ratios=[3, 1])
     width = 0.8 / max(1, len(reps))
     any_steps = any_phase = False
+    captions: list[str] = []
+    tick_labels: list[str] = []
+    any_extra = False
     for k, (name, rec) in enumerate(reps):
         steps = rec.get("step_energy_j")
         if isinstance(steps, list) and steps:
+            marks = step_marks(rec, len(steps))
             xs = np.arange(1, len(steps) + 1) + (k - (len(reps) - 1) / 2) * width
-            ax_s.bar(xs, [float(v) if isinstance(v, (int, float)) else np.nan for v in steps], width=width, label=name)
+            bars = ax_s.bar(xs, [float(v) if isinstance(v, (int, float)) else np.nan for v in steps], width=width,
+                            label=name)
+            for i in marks.extra:
+                bars[i].set_hatch("//")
+                bars[i].set_edgecolor("black")
+                any_extra = True
+            if marks.caption and marks.caption not in captions:
+                captions.append(marks.caption)
+            if len(marks.labels) > len(tick_labels):
+                tick_labels = marks.labels
             any_steps = True
         vals = [rec.get(f"phase_{ph}_energy_j") for ph in PHASES]
         if any(isinstance(v, (int, float)) for v in vals):
             xs = np.arange(len(PHASES)) + (k - (len(reps) - 1) / 2) * width
             ax_p.bar(xs, [float(v) if isinstance(v, (int, float)) else np.nan for v in vals], width=width, label=name)
             any_phase = True
-    ax_s.set_xlabel("denoising step")
+    if tick_labels and (any_extra or len(tick_labels) <= 40):
+        ax_s.set_xticks(range(1, len(tick_labels) + 1), tick_labels, fontsize=7,
+                        rotation=45 if any(len(t) > 3 for t in tick_labels) else 0)
+    ax_s.set_xlabel("denoising step (one mark per UNet step callback)")
     ax_s.set_ylabel("energy per step, one call (J)")
+    if captions:
+        # Above the axes (constrained layout makes room), and a legend entry for the hatched bars.
+        ax_s.set_title("\n".join(captions), fontsize=7, color="dimgrey")
+    if any_extra:
+        ax_s.bar([], [], hatch="//", facecolor="white", edgecolor="black", label="warm-up: not a step of its own")
     ax_p.set_xticks(range(len(PHASES)), [p.replace("_", "\n") for p in PHASES], fontsize=7)
+    ax_p.set_xlabel("pipeline phase")
     ax_p.set_ylabel("energy per phase, one call (J)")
     for ax, present, what in ((ax_s, any_steps, "no per-step energy in the records"),
                               (ax_p, any_phase, "no per-phase energy")):
@@ -448,6 +523,24 @@ class ReportResult:
     def png_paths(self) -> list[Path]:
         return [p for paths in self.plots.values() for p in paths]
 
+    @property
+    def headline_warnings(self) -> list[str]:
+        """Every workload's headline warnings (prefixed by the workload when there are several) and
+        every failed power-model fit."""
+        several = len(self.analyses) > 1
+        out = [f"{a.workload_label}: {w}" if several else w for a in self.analyses for w in a.headline_warnings]
+        if self.powermodel is not None:
+            out += [f"POWER MODEL: {line}" for line in self.powermodel.failed_fits()]
+        return out
+
+    @property
+    def headline(self) -> list[str]:
+        """The report's first lines: the warnings, or what was measured and that it held."""
+        if self.headline_warnings:
+            return self.headline_warnings
+        several = len(self.analyses) > 1
+        return [f"{a.workload_label}: {line}" if several else line for a in self.analyses for line in a.headline]
+
 
 def generate_report(
     input_path: str | os.PathLike[str],
@@ -485,7 +578,7 @@ def generate_report(
     doc = {"simulated": result.simulated, "sources": [str(s) for s in sources], "sweep_meta": meta,
            "workloads": [a.to_dict() for a in analyses],
            "powermodel": result.powermodel.to_dict() if result.powermodel is not None else None,
-           "notes": result.notes}
+           "notes": result.notes, "headline": result.headline, "headline_warnings": result.headline_warnings}
     result.analysis_json.write_text(json.dumps(json_safe(doc), indent=2) + "\n", encoding="utf-8")
     result.markdown.write_text(render_markdown(result, sources), encoding="utf-8")
     result.html.write_text(render_html(result, sources), encoding="utf-8")
@@ -523,6 +616,10 @@ def render_markdown(result: ReportResult, sources: Sequence[Path]) -> str:
     out = ["# sdbench DVFS report", ""]
     if result.simulated:
         out += [f"> **{SIM_BANNER}.**", ""]
+    warnings = result.headline_warnings
+    out += ["## Headline", ""]
+    out += [f"- **{line}**" if warnings else f"- {line}" for line in result.headline]
+    out.append("")
     out.append("Sources: " + ", ".join(f"`{s}`" for s in sources))
     out.append("")
     out.append("Savings are always against the default clock (never against the worst clock): energy saved % = "
@@ -555,6 +652,8 @@ tr.excluded td{color:#999} tr.default td{font-weight:bold}
 .real{background:#1b5e20;color:#fff;padding:0.6em 1em;border-radius:4px}
 img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}
 .note{color:#555;font-size:0.9em}
+.warning{background:#fff3cd;border:2px solid #b26a00;color:#5c3a00;padding:0.6em 1em;border-radius:4px;font-weight:bold}
+.headline{background:#eef5ee;padding:0.6em 1em;border-radius:4px}
 """
 
 
@@ -576,6 +675,12 @@ def render_html(result: ReportResult, sources: Sequence[Path]) -> str:
         body.append(f'<div class="banner">SIMULATED &mdash; {e(SIM_BANNER)}.</div>')
     else:
         body.append('<div class="real">Measured on real hardware (see provenance below).</div>')
+    warnings = result.headline_warnings
+    body.append("<h2>Headline</h2>")
+    if warnings:
+        body += [f'<div class="warning">{e(line)}</div>' for line in warnings]
+    else:
+        body.append('<div class="headline">' + "<br>".join(e(line) for line in result.headline) + "</div>")
     body.append(f"<p class='note'>Sources: {e(', '.join(str(s) for s in sources))}</p>")
     body.append("<p class='note'>Savings are always against the default clock (never the worst clock): "
                 "energy saved % = 100 (1 &minus; E / E<sub>default</sub>); time change % = "
@@ -626,12 +731,18 @@ def render_html(result: ReportResult, sources: Sequence[Path]) -> str:
                     f"{'used' if pm.activity_used else 'absent (workload features instead)'}.</p><ul>")
         for key in ("loglinear_power", "loglinear_runtime"):
             fit = pm.fits.get(key)
-            if fit:
+            if fit and fit.get("fit_status") == "failed":
+                body.append(f"<li><code>{e(fit['form'])}</code>: <strong>fit failed</strong> "
+                            f"({e(str(fit.get('fit_failure_reason')))})</li>")
+            elif fit:
                 coefs = ", ".join(f"{n} = {c:.4g}" for n, c in fit["coefficients"].items())
                 body.append(f"<li><code>{e(fit['form'])}</code>: intercept {fit['intercept']:.4g}; {e(coefs)}</li>")
         for key in ("kernel_ridge_power", "kernel_ridge_runtime"):
             fit = pm.fits.get(key)
-            if fit:
+            if fit and fit.get("fit_status") == "failed":
+                body.append(f"<li>{e(fit['learner'])} of {e(fit['target'])}: <strong>fit failed</strong> "
+                            f"({e(str(fit.get('fit_failure_reason')))})</li>")
+            elif fit:
                 body.append(f"<li>{e(fit['learner'])} of {e(fit['target'])}: length scale {fit['length_scale']:.3g}, "
                             f"ridge {fit['alpha']:.3g}</li>")
         body.append("</ul>")
@@ -699,6 +810,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     if not args.quiet:
         if result.simulated:
             print("SIMULATED data: energy and clocks come from the simulated GPU model")
+        for line in result.headline:
+            print(line)
         for a in result.analyses:
             print(f"{a.workload_label}:")
             for obj in OBJECTIVES:
@@ -706,7 +819,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         pm = result.powermodel
         if pm is not None:
             for v in pm.validation:
-                print(f"  power model {v.model} {v.target}: held-out MAPE {v.mape_pct:.2f} %")
+                print(f"  power model {v.model} {v.target}: {v.text()}")
         for note in result.notes:
             print(f"note: {note}")
     print(f"report: {result.html}")

@@ -1,20 +1,22 @@
 """`sdbench report`: every plot, the HTML and markdown reports and the power-model files are written from a
 sweep directory, a results file or plain single-clock results; simulated data are bannered; bad input is a
-clear error."""
+clear error. Contaminated data are refused in the headline (drift, an incomplete sweep, a failed fit), and
+plots say what they show (PNDM's warm-up step)."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from sdbench.analysis import synthetic_sweep_records
+from sdbench.analysis import analyze_records, synthetic_sweep_records
 from sdbench.cli import main
 from sdbench.errors import SdbenchError
 from sdbench.records import ResultsWriter
-from sdbench.report import call_segments, generate_report, load_results
+from sdbench.report import _title, call_segments, generate_report, load_results, step_marks
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("vs-clock.png", "edp.png", "power-timeline.png", "step-energy.png")
@@ -176,3 +178,122 @@ def test_cli_bad_input_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert rc == 2
     assert "report input not found" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+
+
+# --- reports that refuse contaminated data ------------------------------------------------------------------
+def _sweep_dir(path: Path, records: list[dict[str, Any]], meta: dict[str, Any] | None) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    _write(path / "results.jsonl", records)
+    if meta is not None:
+        (path / "sweep.json").write_text(json.dumps(meta))
+    return path
+
+
+def test_drifted_default_clock_puts_a_warning_in_every_headline(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    recs = synthetic_sweep_records(sm_clocks_mhz=tuple(range(1980, 700, -140)), rounds=5, noise_rel=0.005, seed=41,
+                                   drift_rel=0.1)
+    src = _sweep_dir(tmp_path / "sweep", recs, {"simulated": True, "points_planned": len(recs), "status": "complete"})
+    out = tmp_path / "out"
+    assert main(["report", str(src), "--output-dir", str(out), "--resamples", "100", "--no-power-model"]) == 0
+    cli = capsys.readouterr().out
+    md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    warning = "WARNING: the default clock drifted beyond its noise"
+    # The warning comes first: before any optimum in the CLI, right under the title in the documents.
+    assert warning in cli and cli.index(warning) < cli.index("minimum energy")
+    assert md.index("## Headline") < md.index(warning) < md.index("Optima")
+    assert f'<div class="warning">{warning}' in html and html.index(warning) < html.index("<h3>Optima")
+    for text in (cli, md, html):
+        assert "95 % confidence" not in text and "saves " not in text and "cannot support this claim" in text
+    doc = json.loads((out / "analysis.json").read_text())
+    (w,) = doc["workloads"]
+    assert doc["headline_warnings"][0].startswith(warning) and w["drift_flagged"]
+    assert all(o["supported"] is False for o in w["optima"].values())
+
+
+def test_interrupted_sweep_says_n_of_m_points_in_the_headline(tmp_path: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    recs = synthetic_sweep_records(sm_clocks_mhz=tuple(range(1980, 700, -80)), repeats=2, rounds=4, noise_rel=0.005,
+                                   seed=42)
+    assert len(recs) == 35
+    first = sorted(recs, key=lambda r: r["sweep_order_index"])[:4]
+    src = _sweep_dir(tmp_path / "sweep", first, {"simulated": True, "points_planned": 35, "points_to_measure": 35,
+                                                 "status": "interrupted"})
+    out = tmp_path / "out"
+    assert main(["report", str(src), "--output-dir", str(out), "--resamples", "100", "--no-power-model"]) == 0
+    cli = capsys.readouterr().out
+    md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    headline = "INCOMPLETE SWEEP: 4 of 35 planned points measured, sweep interrupted"
+    for text in (cli, md, html):
+        # No resampling share beside an optimum of an incomplete sweep.
+        assert headline in text and not re.search(r"chosen in \d+ ?% of", text)
+    assert "4 of 35 planned points measured" in cli.split("minimum energy:")[1]
+
+
+def test_a_sweep_killed_before_sweep_json_still_counts_its_planned_points(tmp_path: Path) -> None:
+    recs = sorted(synthetic_sweep_records(sm_clocks_mhz=(1980, 1500, 1260, 900), rounds=4, seed=43),
+                  key=lambda r: r["sweep_order_index"])
+    src = _sweep_dir(tmp_path / "sweep", recs[:3], None)
+    (src / "plan.json").write_text(json.dumps({"points": [{"point_id": f"p{i}"} for i in range(7)]}))
+    records, meta, _ = load_results(src)
+    assert meta["points_planned"] == 7
+    result = generate_report(src, tmp_path / "out", power_model=False, n_resamples=100)
+    assert "INCOMPLETE SWEEP: 3 of 7 planned points measured" in result.markdown.read_text()
+
+
+def test_a_failed_power_model_fit_is_reported_not_printed(sweep_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import sdbench.powermodel as pm
+
+    real = pm._errors
+
+    def runtime_blows_up(pred: Any, truth: Any) -> tuple[float, float]:
+        mape, rmse = real(pred, truth)
+        # The runtime fits extrapolate to 1.05e56 % (as seen on an interrupted sweep).
+        return (1.05e56, 3.1e53) if float(truth.mean()) < 50 else (mape, rmse)
+
+    monkeypatch.setattr(pm, "_errors", runtime_blows_up)
+    out = tmp_path / "out"
+    assert main(["report", str(sweep_dir), "--output-dir", str(out), "--resamples", "100", "--folds", "3"]) == 0
+    cli = capsys.readouterr().out
+    md, html = (out / "report.md").read_text(), (out / "report.html").read_text()
+    for text in (cli, md, html):
+        assert "fit failed" in text and "e+56" not in text and "e+53" not in text and "1.05e56" not in text
+    assert "POWER MODEL: log-linear runtime model: fit failed" in md
+    doc = json.loads((out / "powermodel.json").read_text())
+    runtime = [v for v in doc["validation"] if v["target"] == "time_per_image_s"]
+    assert runtime and all(v["fit_status"] == "failed" and v["mape_pct"] is None and v["reason"] for v in runtime)
+    power = [v for v in doc["validation"] if v["target"] == "power_w"]
+    assert all(v["fit_status"] == "ok" and v["mape_pct"] < 100 for v in power)
+    assert doc["fits"]["loglinear_runtime"]["fit_status"] == "failed"
+
+
+# --- plots say what they show ------------------------------------------------------------------------------
+def test_pndm_warm_up_step_is_labelled_with_its_reason() -> None:
+    marks = step_marks({"steps": 4, "scheduler": "pndm"}, 5)
+    assert marks.labels == ["1", "1 warm-up", "2", "3", "4"] and marks.extra == {1}
+    assert marks.caption is not None and "warm-up UNet evaluation" in marks.caption and "4 steps show 5 marks" in marks.caption
+    plain = step_marks({"steps": 4, "scheduler": "euler"}, 4)
+    assert plain.labels == ["1", "2", "3", "4"] and not plain.extra and plain.caption is None
+    other = step_marks({"steps": 3, "scheduler": "heun"}, 5)
+    assert not other.extra and "5 step marks for 3 steps" in (other.caption or "")
+    rec = {"steps": 2, "scheduler": "pndm", "phase_denoise_s": 0.3, "step_time_s": [0.1, 0.1, 0.1],
+           "step_energy_j": [1.0, 1.0, 1.0]}
+    assert [s[1] for s in call_segments(rec)] == ["step 1", "step 1 warm-up", "step 2"]
+
+
+def test_pndm_sweep_plots_and_titles(tmp_path: Path) -> None:
+    recs = synthetic_sweep_records(sm_clocks_mhz=(1980, 1500, 1260), rounds=4, steps=4, seed=44,
+                                   workload={"scheduler": "pndm"})
+    for r in recs:  # diffusers' PNDM: 4 steps, 5 step marks
+        r["step_time_s"] = r["step_time_s"] + [r["step_time_s"][-1]]
+        r["step_energy_j"] = r["step_energy_j"] + [r["step_energy_j"][-1]]
+    result = generate_report(_write(tmp_path / "r.jsonl", recs), tmp_path / "out", power_model=False, n_resamples=100)
+    assert _is_png(tmp_path / "out" / "step-energy.png")
+    (a,) = result.analyses
+    title = _title(a, "energy per denoising step and phase")
+    assert title.startswith("[SIMULATED] ") and a.workload_label in title and f"on {recs[0]['env_gpu_name']}" in title
+    real = analyze_records(synthetic_sweep_records(sm_clocks_mhz=(1980, 1500), rounds=3, seed=45, workload=REAL),
+                           n_resamples=50)[0]
+    assert _title(real, "x").endswith("on NVIDIA H100 80GB HBM3 (measured)")
