@@ -20,7 +20,9 @@ writes clean records for the analysis (``sdbench.analysis``) and reports (``sdbe
 4. The original GPU settings are restored at the end, on an exception, and on SIGINT/SIGTERM.
 
 Output directory: ``plan.json``, ``results.jsonl``, ``sweep.json`` (device, grid, order, seed,
-timestamps, status, the restore and the default-clock drift check).
+timestamps, status, the restore, the default-clock drift check, and planned against measured points:
+``points_planned``, ``points_to_measure``, ``points_done``, ``points_failed``, ``points_complete``,
+``points_flagged`` = ``points_clock_flagged`` + ``points_drift_flagged``, each point once).
 
 Read-only mode (machines whose clocks must not change): query the grid, write the plan, and
 measure only the default-clock points, with telemetry (``clock_verified: read-only``).
@@ -53,6 +55,7 @@ from sdbench.case import Case
 from sdbench.dcgm import ActivityMonitor
 from sdbench.errors import ConfigError, SdbenchError
 from sdbench.gpu.base import GpuDevice, GpuNoPermission, GpuNotSupported
+from sdbench.gpu.clock import WALL_CLOCK
 from sdbench.gpu.clocks import (
     ClockController,
     ClockVerification,
@@ -75,13 +78,16 @@ __all__ = [
     "SweepSetting",
     "build_parser",
     "cooldown",
+    "default_clock_checks",
     "order_settings",
     "parse_clock_spec",
     "plan_sweep",
+    "point_counts",
     "resolve_clock_spec",
     "resolve_mem_clock_spec",
     "resolve_power_limit_spec",
     "run_sweep",
+    "summary_lines",
     "sweep_points_from_grid",
 ]
 
@@ -503,28 +509,31 @@ def _optional_range(ctrl: ClockController) -> tuple[float, ...]:
 
 
 # ---- cooldown ------------------------------------------------------------------------------------
-def cooldown(device: GpuDevice, max_temperature_c: float, timeout_s: float, poll_s: float = 0.5,
-             sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
+def cooldown(device: GpuDevice, max_temperature_c: float, timeout_s: float, poll_s: float = 0.5) -> dict[str, Any]:
     """Wait, idle, until the GPU is at or below ``max_temperature_c`` (or ``timeout_s`` passes).
 
-    Returns the record fields ``cooldown_s``, ``cooldown_start_temperature_c``,
-    ``cooldown_end_temperature_c``, ``cooldown_timed_out`` (or ``cooldown_status`` if the
-    temperature cannot be read).
+    Time is the device's own clock (``device.clock``): the wall clock for a real GPU, the simulated
+    GPU's virtual clock for it, so a simulated cooldown takes no host time and does not depend on
+    the host's load. Returns the record fields ``cooldown_s`` (device seconds),
+    ``cooldown_start_temperature_c``, ``cooldown_end_temperature_c``, ``cooldown_timed_out`` (or
+    ``cooldown_status`` if the temperature cannot be read).
     """
+    # A stand-in device without a clock (a test double) runs on the host's.
+    clock = getattr(device, "clock", None) or WALL_CLOCK
     try:
         start_c = float(device.temperature_c())
     except GpuNotSupported as exc:
         return {"cooldown_status": f"unavailable: {exc}", "cooldown_s": 0.0}
-    t0 = time.perf_counter()
+    t0 = clock.now_s()
     temp_c = start_c
     timed_out = False
     while temp_c > max_temperature_c:
-        if time.perf_counter() - t0 >= timeout_s:
+        if clock.now_s() - t0 >= timeout_s:
             timed_out = True
             break
-        sleep(poll_s)
+        clock.sleep(poll_s)
         temp_c = float(device.temperature_c())
-    return {"cooldown_status": "timed-out" if timed_out else "ok", "cooldown_s": time.perf_counter() - t0,
+    return {"cooldown_status": "timed-out" if timed_out else "ok", "cooldown_s": clock.now_s() - t0,
             "cooldown_target_c": max_temperature_c, "cooldown_start_temperature_c": start_c,
             "cooldown_end_temperature_c": temp_c, "cooldown_timed_out": timed_out}
 
@@ -699,9 +708,20 @@ def _write_json(path: Path, doc: dict[str, Any]) -> None:
 
 
 def default_clock_checks(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """How much the default clock's time and energy per image moved over the sweep (drift check)."""
-    defaults = sorted((r for r in records if r.get("point_role") == ROLE_DEFAULT and r.get("point_status") == "ok"),
-                      key=lambda r: r.get("sweep_order_index", 0))
+    """How much the default clock's time and energy per image moved over the sweep, whether that is
+    beyond their noise, and which points it flags.
+
+    ``time_drift_rel`` / ``energy_drift_rel``: ``max / min - 1`` of the re-measurements' medians.
+    ``drift_significant``, ``drift_verdict``, ``drift_test`` and ``comparisons`` come from
+    :func:`sdbench.analysis.default_drift_check` on the per-round samples (the same test the report
+    uses). When it drifted, ``drift_after_order_index`` is the ``sweep_order_index`` of the last
+    re-measurement that agreed with the first, and ``drift_flagged_point_ids`` the sweep points
+    (role ``point``) measured after it.
+    """
+    from sdbench.analysis import default_drift_check, record_samples
+
+    ok = [r for r in records if r.get("point_status") == "ok"]
+    defaults = sorted((r for r in ok if r.get("point_role") == ROLE_DEFAULT), key=lambda r: r.get("sweep_order_index", 0))
     rows = [{"sweep_order_index": r.get("sweep_order_index"), "point_id": r.get("point_id"),
              "time_per_image_s_median": r.get("time_per_image_s_median"),
              "energy_per_image_j_median": r.get("energy_per_image_j_median"),
@@ -710,7 +730,33 @@ def default_clock_checks(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for key, name in (("time_per_image_s_median", "time"), ("energy_per_image_j_median", "energy")):
         values = [row[key] for row in rows if row[key]]
         out[f"{name}_drift_rel"] = (max(values) / min(values) - 1.0) if len(values) >= 2 else None
+    series = []
+    for r in defaults:
+        t = record_samples(r, "time_per_image_s")
+        if t is None:
+            continue
+        series.append({"time_per_image_s": t, "energy_per_image_j": record_samples(r, "energy_per_image_j"),
+                       "sweep_order_index": r.get("sweep_order_index", 0)})
+    check = default_drift_check(series)
+    out.update(drift_significant=check.significant, drift_verdict=check.verdict, drift_test=check.test,
+               comparisons=check.comparisons, drift_after_order_index=None, drift_flagged_point_ids=[])
+    if check.significant and check.onset is not None:
+        after = series[check.onset - 1]["sweep_order_index"]
+        out["drift_after_order_index"] = after
+        out["drift_flagged_point_ids"] = [r.get("point_id") for r in ok if r.get("point_role") == ROLE_POINT
+                                          and r.get("sweep_order_index", 0) > after]
     return out
+
+
+def point_counts(records: Sequence[dict[str, Any]], checks: dict[str, Any]) -> dict[str, int]:
+    """What sweep.json says about the measured points: ``points_done`` (ok), ``points_failed``,
+    ``points_clock_flagged`` (clock not verified), ``points_drift_flagged`` (measured after the default
+    clock drifted) and ``points_flagged`` (either; each point once)."""
+    ok = [r for r in records if r.get("point_status") == "ok"]
+    clock = {r.get("point_id") for r in ok if r.get("clock_verified") not in ("ok", "read-only")}
+    drift = set(checks.get("drift_flagged_point_ids") or [])
+    return {"points_done": len(ok), "points_failed": len(records) - len(ok), "points_clock_flagged": len(clock),
+            "points_drift_flagged": len(drift), "points_flagged": len(clock | drift)}
 
 
 def _progress_bar(enabled: bool) -> tuple[Callable[[int, int, PlanPoint], None], Callable[[], None]]:
@@ -869,10 +915,10 @@ def run_sweep(bench: Any, base_case: Case, output_dir: str | os.PathLike[str], o
         meta["settings_after"] = current_settings(gpu).as_dict()
         meta["settings_restored"] = not controller.changed
         done = read_records(results_path) if results_path.is_file() else []
-        meta["points_done"] = sum(1 for r in done if r.get("point_status") == "ok")
-        meta["points_flagged"] = sum(1 for r in done if r.get("point_status") == "ok"
-                                     and r.get("clock_verified") not in ("ok", "read-only"))
         meta["default_clock_checks"] = default_clock_checks(done)
+        meta.update(point_counts(done, meta["default_clock_checks"]))
+        # Planned against measured, for the report's "N of M points" (points_to_measure is the plan).
+        meta["points_complete"] = meta["points_done"] >= meta["points_to_measure"]
         _write_json(out / META_FILE, meta)
         if state_file is not None:
             write_state_file(state_file, gpu, controller, status)
@@ -897,9 +943,11 @@ def write_state_file(path: str | os.PathLike[str], gpu: GpuDevice, controller: C
 
 
 # ---- command line --------------------------------------------------------------------------------
-def _summary_table(records: Sequence[dict[str, Any]]) -> str:
+def _summary_table(records: Sequence[dict[str, Any]], checks: dict[str, Any] | None = None) -> str:
+    """One row per point in sweep order; a point measured after the default clock drifted says so."""
     from tabulate import tabulate
 
+    drifted = set((checks or {}).get("drift_flagged_point_ids") or [])
     rows = []
     for r in sorted(records, key=lambda r: r.get("sweep_order_index", 0)):
         if r.get("point_status") != "ok":
@@ -907,10 +955,38 @@ def _summary_table(records: Sequence[dict[str, Any]]) -> str:
                          "-", "-", r.get("point_error")])
             continue
         e = r.get("energy_per_image_j_median")
+        note = r.get("clock_verify_message") or ""
+        if r.get("point_id") in drifted:
+            note = "FLAGGED: after the default clock drifted" + (f"; {note}" if note else "")
         rows.append([r.get("sweep_order_index"), r.get("point_role"), r.get("sm_clock_mhz_setting") or "default",
                      r.get("clock_verified"), f"{r['time_per_image_s_median']:.4g}",
-                     f"{e:.4g}" if e is not None else "-", r.get("clock_verify_message")])
+                     f"{e:.4g}" if e is not None else "-", note])
     return tabulate(rows, headers=["#", "role", "sm MHz", "verified", "s/image", "J/image", "note"])
+
+
+def summary_lines(meta: dict[str, Any]) -> list[str]:
+    """The sweep's closing lines: the default-clock check (a WARNING when it drifted beyond its
+    noise), then done/planned and flagged counts."""
+    lines = []
+    checks = meta.get("default_clock_checks") or {}
+    drift_t, drift_e = checks.get("time_drift_rel"), checks.get("energy_drift_rel")
+    if drift_t is not None:
+        line = (f"default clock re-measured {len(checks.get('points', []))} times: time moved {100 * drift_t:.1f} %"
+                + (f", energy {100 * drift_e:.1f} %" if drift_e is not None else ""))
+        if checks.get("drift_verdict"):
+            line += f"; {checks['drift_verdict']}"
+        lines.append(line)
+    if checks.get("drift_significant"):
+        lines.append(f"WARNING: the default clock drifted beyond its noise; {meta.get('points_drift_flagged', 0)} "
+                     f"point(s) measured after index {checks.get('drift_after_order_index')} are flagged: savings "
+                     "and optima from this sweep cannot be claimed with confidence")
+    done, planned = meta.get("points_done"), meta.get("points_to_measure")
+    incomplete = "" if done is None or planned is None or done >= planned else " (INCOMPLETE)"
+    lines.append(f"sweep {meta['status']}: {done} of {planned} point(s) done{incomplete}, "
+                 f"{meta.get('points_flagged', 0)} flagged ({meta.get('points_clock_flagged', 0)} clock not verified, "
+                 f"{meta.get('points_drift_flagged', 0)} after default-clock drift); order {meta['order']} "
+                 f"(seed {meta['order_seed']}); settings restored: {meta['settings_restored']}")
+    return lines
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -962,15 +1038,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
               f"{result.output_dir / PLAN_FILE}")
         return 0
     if result.records:
-        print(_summary_table(result.records))
-    checks = meta.get("default_clock_checks") or {}
-    drift_t, drift_e = checks.get("time_drift_rel"), checks.get("energy_drift_rel")
-    if drift_t is not None:
-        print(f"default clock re-measured {len(checks.get('points', []))} times: time moved {100 * drift_t:.1f} %"
-              + (f", energy {100 * drift_e:.1f} %" if drift_e is not None else ""))
-    print(f"sweep {meta['status']}: {meta['points_done']} of {meta['points_to_measure']} point(s) done, "
-          f"{meta['points_flagged']} flagged; order {meta['order']} (seed {meta['order_seed']}); "
-          f"settings restored: {meta['settings_restored']} -> {result.output_dir}")
+        print(_summary_table(result.records, meta.get("default_clock_checks")))
+    for line in summary_lines(meta):
+        print(line)
+    print(f"-> {result.output_dir}")
     failed = [r for r in result.records if r.get("point_status") != "ok"]
     return 1 if failed else 0
 

@@ -34,12 +34,16 @@ from sdbench.sweep import (
     ClockedBench,
     SweepOptions,
     SweepSetting,
+    _summary_table,
     cooldown,
+    default_clock_checks,
     order_settings,
     parse_clock_spec,
+    point_counts,
     resolve_clock_spec,
     resolve_power_limit_spec,
     run_sweep,
+    summary_lines,
     sweep_points_from_grid,
 )
 
@@ -230,14 +234,92 @@ def test_thermal_throttling_is_flagged(bench: Bench, case: Case) -> None:
 def test_cooldown_waits_for_the_temperature_band_or_times_out() -> None:
     gpu = SimulatedGpu(thermal_time_constant_s=0.1)
     with gpu.workload():
-        time.sleep(0.3)  # heats towards the full-load steady state (about 75 degC)
+        gpu.clock.sleep(0.3)  # heats towards the full-load steady state (about 75 degC), on the device's clock
     hot_c = gpu.temperature_c()
     assert hot_c > 45
+    t0 = gpu.clock.now_s()
     done = cooldown(gpu, 40.0, timeout_s=30.0, poll_s=0.02)
     assert done["cooldown_status"] == "ok" and done["cooldown_end_temperature_c"] <= 40.0
     assert done["cooldown_start_temperature_c"] > 40.0
+    assert done["cooldown_s"] == pytest.approx(gpu.clock.now_s() - t0)  # device seconds, whatever the host did
     stuck = cooldown(gpu, 0.0, timeout_s=0.05, poll_s=0.01)  # below ambient: never reached
     assert stuck["cooldown_timed_out"] is True and stuck["cooldown_status"] == "timed-out"
+
+
+class _StepClock:
+    """A device clock that moves only when slept on (as the simulated GPU's virtual clock does)."""
+
+    def __init__(self) -> None:
+        self.t_s = 0.0
+        self.slept: list[float] = []
+
+    def now_s(self) -> float:
+        return self.t_s
+
+    def sleep(self, duration_s: float) -> None:
+        self.slept.append(duration_s)
+        self.t_s += duration_s
+
+
+class _CoolingDevice:
+    """Cools by 1 degC per device second from 80 degC: only the device's clock can cool it."""
+
+    def __init__(self) -> None:
+        self.clock = _StepClock()
+
+    def temperature_c(self) -> float:
+        return 80.0 - self.clock.now_s()
+
+
+def test_cooldown_waits_on_the_devices_own_clock() -> None:
+    dev = _CoolingDevice()
+    done = cooldown(dev, 50.0, timeout_s=600.0, poll_s=0.5)  # type: ignore[arg-type]
+    assert done["cooldown_status"] == "ok" and done["cooldown_s"] == pytest.approx(30.0)
+    assert done["cooldown_end_temperature_c"] == pytest.approx(50.0) and set(dev.clock.slept) == {0.5}
+    dev = _CoolingDevice()
+    stuck = cooldown(dev, 0.0, timeout_s=20.0, poll_s=1.0)  # type: ignore[arg-type]
+    assert stuck["cooldown_timed_out"] is True and stuck["cooldown_s"] == pytest.approx(20.0)
+
+
+# ---- the default-clock drift check and the summary -----------------------------------------------------
+def _synthetic_sweep(**kwargs: Any) -> list[dict[str, Any]]:
+    from sdbench.analysis import synthetic_sweep_records
+
+    return synthetic_sweep_records(sm_clocks_mhz=(1980, 1620, 1260, 900, 720), default_repeats=3, rounds=6,
+                                   noise_rel=0.005, seed=7, **kwargs)
+
+
+def test_a_default_clock_that_drifts_beyond_its_noise_flags_the_points_after_it() -> None:
+    recs = _synthetic_sweep(drift_rel=0.15)
+    checks = default_clock_checks(recs)
+    assert checks["drift_significant"] is True and "drift beyond the noise" in checks["drift_verdict"]
+    after = checks["drift_after_order_index"]
+    expected = sorted(r["point_id"] for r in recs if r["point_role"] == "point" and r["sweep_order_index"] > after)
+    assert expected and sorted(checks["drift_flagged_point_ids"]) == expected
+    counts = point_counts(recs, checks)
+    assert counts == {"points_done": len(recs), "points_failed": 0, "points_clock_flagged": 0,
+                      "points_drift_flagged": len(expected), "points_flagged": len(expected)}
+    meta = {"status": "complete", "points_to_measure": len(recs), "order": "random", "order_seed": 7,
+            "settings_restored": True, "default_clock_checks": checks, **counts}
+    lines = summary_lines(meta)
+    assert any(line.startswith("WARNING: the default clock drifted beyond its noise") for line in lines)
+    assert f"{len(expected)} flagged (0 clock not verified, {len(expected)} after default-clock drift)" in lines[-1]
+    table = _summary_table(recs, checks)
+    assert table.count("FLAGGED: after the default clock drifted") == len(expected)
+
+
+def test_a_stable_default_clock_flags_nothing_and_an_unfinished_sweep_says_so() -> None:
+    recs = _synthetic_sweep()
+    recs[-1]["clock_verified"] = "drift"  # one clock point failed its verification
+    checks = default_clock_checks(recs)
+    assert checks["drift_significant"] is False and checks["drift_flagged_point_ids"] == []
+    counts = point_counts(recs, checks)
+    assert counts["points_flagged"] == counts["points_clock_flagged"] == 1
+    meta = {"status": "interrupted", "points_to_measure": len(recs) + 4, "order": "random", "order_seed": 7,
+            "settings_restored": True, "default_clock_checks": checks, **counts}
+    lines = summary_lines(meta)
+    assert not any("WARNING" in line for line in lines)
+    assert lines[-1].startswith(f"sweep interrupted: {len(recs)} of {len(recs) + 4} point(s) done (INCOMPLETE), 1 flagged")
 
 
 # ---- whole sweeps ------------------------------------------------------------------------------------
@@ -288,6 +370,10 @@ def test_end_to_end_sweep_recovers_the_simulated_optimum(bench: Bench, case: Cas
         assert r["is_default_clock"] == (r["point_role"] == "default-clock")
     meta = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
     assert meta["status"] == "complete" and meta["simulated"] is True and meta["order_seed"] == 3
+    # Planned against measured: what the report's "N of M points" reads.
+    assert meta["points_done"] == meta["points_to_measure"] == meta["points_planned"] == len(records)
+    assert meta["points_complete"] is True and meta["points_failed"] == 0
+    assert meta["points_flagged"] == meta["points_clock_flagged"] + meta["points_drift_flagged"]
     assert meta["grid"]["sm_clocks_mhz"] == clocks and meta["settings_restored"] is True
     assert gpu.state() == gpu.default_state
 
@@ -313,6 +399,9 @@ def test_read_only_sweep_plans_everything_and_measures_the_default_clock(bench: 
     assert all(r["is_default_clock"] and r["telemetry_sm_clock_mhz_mean"] for r in records)
     meta = json.loads((tmp_path / "sweep.json").read_text())
     assert meta["clock_control"] == "read-only" and meta["points_to_measure"] == 2
+    # Planned (5) is not what a read-only sweep measures (2): it is complete when both are done.
+    assert meta["points_planned"] == 5 and meta["points_done"] == 2 and meta["points_complete"] is True
+    assert meta["points_flagged"] == 0 and meta["default_clock_checks"]["drift_significant"] is not None
 
 
 def test_a_permission_refusal_aborts_the_sweep_and_changes_nothing(bench: Bench, case: Case, tmp_path: Path) -> None:
