@@ -192,9 +192,12 @@ def _mark_optima(ax: Any, a: SweepAnalysis, get: Callable[[PointStats], Estimate
         if e is None or x is None:
             continue
         colour, marker, name = _OPT_STYLE[obj]
+        # An optimum the data cannot support is drawn as an estimate, without its resampling share or band.
+        how = (f"{100 * (opt.choice_fraction or 0):.0f}% of resamples" if opt.supported
+               else f"estimate only, {'provisional' if opt.support == 'provisional' else 'NOT SUPPORTED'}")
         ax.plot([x], [e.value], marker=marker, markersize=13, color=colour, linestyle="none", markeredgecolor="black",
-                label=f"{name}: {opt.label} ({100 * (opt.choice_fraction or 0):.0f}% of resamples)")
-        if opt.clock_ci is not None and opt.clock_ci[0] != opt.clock_ci[1]:
+                label=f"{name}: {opt.label} ({how})")
+        if opt.supported and opt.clock_ci is not None and opt.clock_ci[0] != opt.clock_ci[1]:
             ax.axvspan(opt.clock_ci[0], opt.clock_ci[1], color=colour, alpha=0.07)
 
 
@@ -474,17 +477,23 @@ def plot_step_energy(a: SweepAnalysis, path: str | Path) -> Path:
     ax_s.set_xlabel("denoising step (one mark per UNet step callback)")
     ax_s.set_ylabel("energy per step, one call (J)")
     if captions:
-        # Above the axes (constrained layout makes room), and a legend entry for the hatched bars.
-        ax_s.set_title("\n".join(captions), fontsize=7, color="dimgrey")
-    if any_extra:
-        ax_s.bar([], [], hatch="//", facecolor="white", edgecolor="black", label="warm-up: not a step of its own")
+        # Above the axes (constrained layout makes room for a title, wrapped to the axes' width).
+        import textwrap
+
+        ax_s.set_title("\n".join(textwrap.fill(c, 110) for c in captions), fontsize=7, color="dimgrey")
     ax_p.set_xticks(range(len(PHASES)), [p.replace("_", "\n") for p in PHASES], fontsize=7)
     ax_p.set_xlabel("pipeline phase")
     ax_p.set_ylabel("energy per phase, one call (J)")
     for ax, present, what in ((ax_s, any_steps, "no per-step energy in the records"),
                               (ax_p, any_phase, "no per-phase energy")):
         if present:
-            ax.legend(fontsize=6)
+            handles, labels = ax.get_legend_handles_labels()
+            if ax is ax_s and any_extra:
+                from matplotlib.patches import Patch
+
+                handles.append(Patch(facecolor="white", edgecolor="black", hatch="//"))
+                labels.append("warm-up: an extra UNet evaluation, not a step of its own")
+            ax.legend(handles, labels, fontsize=6)
         else:
             ax.text(0.5, 0.5, what, transform=ax.transAxes, ha="center", va="center", color="grey")
     fig.suptitle(_title(a, "energy per denoising step and phase"), fontsize=8)
