@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
 from sdbench.case import Case, resolve_device
 from sdbench.environment import environment
+from sdbench.errors import ConfigError
 from sdbench.optimize import Applied, apply, check_supported
 from sdbench.pipelines import BuiltPipeline, PipelineCache, PipelineKey, build_pipeline
 from sdbench.runner import Measurement, Runner, RunnerConfig
@@ -27,6 +29,25 @@ def open_gpu_for(device: str) -> Any:
     return None
 
 
+def set_cpu_threads() -> int:
+    """Run CPU compute on ``SDBENCH_CPU_THREADS`` torch threads (default 1); returns the previous count.
+
+    On a shared 2-core machine a second OpenMP thread spin-waits for a descheduled partner: a tiny-sd call
+    took 0.15 s on one thread and 0.9-2.6 s on two with the host loaded (BENCHMARKS.md)."""
+    import torch
+
+    previous = torch.get_num_threads()
+    text = os.environ.get("SDBENCH_CPU_THREADS", "1")
+    try:
+        threads = int(text)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ConfigError("SDBENCH_CPU_THREADS", text, "a whole number >= 1")
+    torch.set_num_threads(threads)
+    return previous
+
+
 class Bench:
     """Measures cases through one Runner, keeping pipelines warm between them."""
 
@@ -35,7 +56,7 @@ class Bench:
         self.device = resolve_device(device)
         self.gpu = open_gpu_for(self.device) if gpu == "open" else gpu
         if runner_config is None:
-            runner_config = RunnerConfig() if self.device.startswith("cuda") else RunnerConfig.for_cpu()
+            runner_config = RunnerConfig.for_device(self.device)
         self.runner = Runner(runner_config, self.gpu)
         budget = None
         if self.device.startswith("cuda"):
@@ -44,6 +65,9 @@ class Bench:
             # Weights of warm pipelines may fill 60 % of the card; the rest is for activations.
             budget = int(0.6 * torch.cuda.get_device_properties(torch.device(self.device)).total_memory)
         self.cache = PipelineCache(max_pipelines=max_pipelines, vram_budget_bytes=budget)
+        self._saved_threads: int | None = None
+        if not self.device.startswith("cuda"):
+            self._saved_threads = set_cpu_threads()
         self._applied: dict[PipelineKey, Applied] = {}
         self._environment: dict[str, Any] | None = None
 
@@ -99,10 +123,19 @@ class Bench:
         from sdbench.tokenizer import prompt_token_fields
 
         rec.update(prompt_token_fields(built.pipe, case.prompt))
+        if not case.compute_device.startswith("cuda"):
+            import torch
+
+            rec["torch_threads"] = torch.get_num_threads()
         rec.update({f"env_{k}": v for k, v in self.environment.items()})
         return rec, m
 
     def close(self) -> None:
         self.cache.clear()
+        if self._saved_threads is not None:
+            import torch
+
+            torch.set_num_threads(self._saved_threads)
+            self._saved_threads = None
         if self.gpu is not None:
             self.gpu.close()

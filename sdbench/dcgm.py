@@ -34,6 +34,7 @@ from typing import Any
 
 from sdbench.errors import ConfigError
 from sdbench.gpu.base import GpuDevice, GpuError, GpuNotSupported
+from sdbench.gpu.clock import WALL_CLOCK, Clock
 from sdbench.measure.telemetry import PeriodicThread
 
 __all__ = [
@@ -155,6 +156,8 @@ class _Backend(ABC):
 
     name: str = "?"
     status: str = "measured"
+    #: The clock samples are stamped with: the measured device's (virtual for the simulated GPU).
+    clock: Clock = WALL_CLOCK
 
     def __init__(self) -> None:
         self._samples: list[ActivitySample] = []
@@ -164,7 +167,7 @@ class _Backend(ABC):
 
     def _add(self, values: dict[str, float | None]) -> None:
         with self._lock:
-            self._samples.append(ActivitySample(time.perf_counter(), values))
+            self._samples.append(ActivitySample(self.clock.now_s(), values))
 
     def samples(self) -> list[ActivitySample]:
         with self._lock:
@@ -200,7 +203,8 @@ class _PolledBackend(_Backend):
     def start(self) -> None:
         self.reset()
         self._sample()
-        self._thread = PeriodicThread(self._sample, self.rate_hz, name=f"sdbench-activity-{self.name}")
+        self._thread = PeriodicThread(self._sample, self.rate_hz, name=f"sdbench-activity-{self.name}",
+                                      clock=self.clock)
         self._thread.start()
 
     def stop(self) -> None:
@@ -222,6 +226,7 @@ class _SimulatedBackend(_PolledBackend):
     def __init__(self, device: GpuDevice, rate_hz: float) -> None:
         super().__init__(rate_hz)
         self.device = device
+        self.clock = device.clock
         self.unavailable = {n: "the simulated GPU models no FP32 pipe activity" for n in ACTIVITY_NAMES
                             if n not in ("sm_active", "tensor_active", "dram_active", "fp16_active")}
 
@@ -390,7 +395,7 @@ class ActivityMonitor:
     def mark_measured_start(self) -> None:
         """From now on samples count (the measured rounds begin)."""
         if self._mark_t is None:
-            self._mark_t = time.perf_counter()
+            self._mark_t = self._backend.clock.now_s() if self._backend is not None else time.perf_counter()
 
     def progress_hook(self, message: str) -> None:
         """A Runner progress callback: the first ``round ...`` message marks the measured start."""

@@ -388,7 +388,7 @@ class SessionState:
             value = self.config.getoption(opt)
             if value is not None:
                 over[key] = value
-        return RunnerConfig(**over) if device.startswith("cuda") else RunnerConfig.for_cpu(**over)
+        return RunnerConfig.for_device(device, **over)
 
     def keep(self, record: dict[str, Any]) -> None:
         self.records.append(record)

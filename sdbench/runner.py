@@ -15,9 +15,9 @@ timing, energy and telemetry are taken in exactly one place:
 Every host-side time is read from the measured device's clock (``gpu.clock``). For a real GPU that is the
 wall clock. The simulated GPU has a virtual clock: each call's marks are events the device turns into
 modelled work (``SimulatedGpu.on_event``), so time and energy follow its physical model and seeded noise,
-never the host's load. There the first calls of the warm-up and the first call of each window run the
-real pipeline (its images are real); the others replay the recorded events of a real call on the device,
-which is what a measurement reads, so a simulated case costs a handful of real calls.
+never the host's load. There the first warm-up call runs the real pipeline (its images are real) and every
+other call replays that call's recorded events on the device, which is what a measurement reads: a
+simulated case costs one real call.
 """
 
 from __future__ import annotations
@@ -89,6 +89,16 @@ class RunnerConfig:
         # A cap below the default floor lowers the floor (asking for at most 2 rounds means 2).
         if self.max_rounds < self.min_rounds:
             self.min_rounds = self.max_rounds
+
+    @classmethod
+    def for_device(cls, device: str, **overrides: Any) -> RunnerConfig:
+        """The defaults for ``device``: a GPU's for CUDA and for the simulated GPU (its seconds are virtual, so
+        the GPU's idle baseline, warm-up and rounds cost a few real calls), the short CPU ones otherwise."""
+        from sdbench.case import is_simulated_device
+
+        if device.startswith("cuda") or is_simulated_device(device):
+            return cls(**overrides)
+        return cls.for_cpu(**overrides)
 
     @classmethod
     def for_cpu(cls, **overrides: Any) -> RunnerConfig:
@@ -213,6 +223,7 @@ class Measurement:
     preroll_calls: int = 0  # unmeasured calls before each window (see RunnerConfig.preroll_s)
     calibration_call_s: float | None = None  # what the window was sized on: median of the last 3 warm-up calls
     time_source: str = "perf_counter"
+    stop_details: dict[str, Any] = field(default_factory=dict)  # what the stop rule saw when it stopped
     simulation: dict[str, Any] | None = None  # virtual-clock simulated GPU: its settings and the true answer
 
     def to_record(self, matmul_ceiling_tflops: float | None = None) -> dict[str, Any]:
@@ -420,7 +431,7 @@ class Runner:
                 t_c = clock.now_s()
                 ctx = gpu.workload() if gpu is not None else contextlib.nullcontext()
                 with ctx:
-                    events.run_call(call, real=n_warm < min_warm)
+                    events.run_call(call, real=n_warm < min_warm and not virtual)
                     _sync(device)
                 warm_calls_s.append(clock.now_s() - t_c)
                 if n_warm == 0:
@@ -468,6 +479,7 @@ class Runner:
                 telemetry.start()
             t_start = clock.now_s()
             stop_reason = "max_rounds"
+            decision = None
             try:
                 while True:
                     say(f"round {len(windows) + 1} ({n_calls} call(s) per window)")
@@ -536,6 +548,7 @@ class Runner:
             cpu_energy_source="rapl" if any(w.cpu_energy_j is not None for w in windows) else None,
             preroll_calls=preroll,
             calibration_call_s=calibration_s,
+            stop_details=_stop_details(decision),
             time_source=_time_source(case, clock),
             simulation=simulation,
         )
@@ -546,6 +559,7 @@ class Runner:
         device = case.compute_device
         gpu = self.gpu
         clock = self.clock
+        virtual = clock.virtual
         marks: list[Marks] = []
         if preroll:
             with gpu.workload() if gpu is not None else contextlib.nullcontext():
@@ -569,7 +583,7 @@ class Runner:
             for i in range(n_calls):
                 m = Marks(cuda, origin, clock) if (self.config.per_step or self.config.per_phase) else None
                 events.marks = m
-                events.run_call(call, real=i == 0)
+                events.run_call(call, real=i == 0 and not virtual)
                 if m is not None:
                     marks.append(m)
             events.marks = None
@@ -736,6 +750,15 @@ def _agreement(windows: list[Window]) -> float | None:
     return float(np.median(ratios)) if ratios else None
 
 
+def _stop_details(decision: Any) -> dict[str, Any]:
+    """The stop rule's view at the last round: which metric limited the precision, its spread per round, the
+    relative half-width reached and the rounds the target would have needed (`noise_limited` says why)."""
+    if decision is None:
+        return {}
+    return {"stop_limiting_metric": decision.limiting_metric, "stop_spread_cv": decision.spread_cv,
+            "stop_rel_halfwidth": decision.rel_halfwidth, "stop_rounds_needed": decision.rounds_needed}
+
+
 def _time_source(case: Case, clock: Clock) -> str:
     if clock.virtual:
         return "virtual clock of the simulated GPU"
@@ -803,6 +826,7 @@ def build_record(m: Measurement, matmul_ceiling_tflops: float | None = None) -> 
     rec["calibration_call_s"] = m.calibration_call_s
     rec["images_measured"] = sum(w.images for w in m.windows)
     rec["stop_reason"] = m.stop_reason
+    rec.update(m.stop_details)
     rec["warmup_s"] = m.warmup_s
     rec["warmup_energy_j"] = m.warmup_energy_j
     rec["warmup_calls"] = m.warmup_calls

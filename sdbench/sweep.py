@@ -45,7 +45,6 @@ import secrets
 import shlex
 import statistics
 import sys
-import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -869,7 +868,7 @@ def run_sweep(bench: Any, base_case: Case, output_dir: str | os.PathLike[str], o
     def settle() -> dict[str, Any]:
         fields: dict[str, Any] = {"idle_gap_s": 0.0}
         if first["done"] and options.idle_gap_s > 0:
-            time.sleep(options.idle_gap_s)
+            gpu.clock.sleep(options.idle_gap_s)  # the device's clock: virtual on the simulated GPU
             fields["idle_gap_s"] = options.idle_gap_s
         first["done"] = True
         if options.cooldown_c is not None and start_temperature_c is not None:

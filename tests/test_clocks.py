@@ -38,7 +38,7 @@ def busy_summary(gpu: SimulatedGpu, busy_s: float = 0.15, rate_hz: float = 100.0
     sampler = TelemetrySampler(gpu, rate_hz=rate_hz)
     with gpu.workload():
         sampler.start()
-        time.sleep(busy_s)
+        gpu.clock.sleep(busy_s)
         summary = sampler.stop()
     return summary
 
@@ -282,7 +282,7 @@ def test_verify_accepts_records_and_samples_and_never_passes_without_telemetry()
     assert verify_clock(record, 1410, grid).status == "throttled"
     sampler = TelemetrySampler(gpu, rate_hz=50)
     sampler.start()
-    time.sleep(0.05)
+    gpu.clock.sleep(0.05)
     sampler.stop()
     assert verify_clock(sampler.samples(), None, grid).status == "ok"
     none = {"telemetry_available": False, "telemetry_reason": "no NVIDIA GPU/NVML on this machine"}

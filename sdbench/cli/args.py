@@ -138,7 +138,7 @@ def runner_config(args: argparse.Namespace, device: str) -> Any:
         raise ConfigError("min_rounds", over["min_rounds"], f"<= max_rounds ({over['max_rounds']})")
     if "warmup_calls" in over and over["warmup_calls"] < 1:
         raise ConfigError("warmup", over["warmup_calls"], "a whole number >= 1")
-    return RunnerConfig(**over) if device.startswith("cuda") else RunnerConfig.for_cpu(**over)
+    return RunnerConfig.for_device(device, **over)
 
 
 def default_model(device: str) -> str:

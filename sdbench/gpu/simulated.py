@@ -63,6 +63,7 @@ H100's reading trails the load by ~0.25 s); ``power_average_w`` averages over ``
 
 from __future__ import annotations
 
+import bisect
 import collections
 import math
 import random
@@ -504,7 +505,8 @@ class SimulatedGpu(GpuDevice):
         self._power_factor = 1.0
         self._progress_ref_s = 0.0
         # (time, energy) at segment ends; power is constant in between, so interpolation is exact.
-        self._history: collections.deque[tuple[float, float]] = collections.deque([(now, 0.0)])
+        self._hist_t: list[float] = [now]
+        self._hist_e: list[float] = [0.0]
         # The call in progress (events from the Runner): its noise and which parts it has done.
         self._profile: WorkProfile | None = None
         self._profile_work: dict[str, Work] = {}
@@ -721,10 +723,15 @@ class SimulatedGpu(GpuDevice):
                     self._thermal_throttled = True
                 elif self._thermal_throttled and self._temp_c < self._throttle_above_c - self._hysteresis_c:
                     self._thermal_throttled = False
-            self._history.append((self._t, self._energy_j))
-        horizon = self._t - 2.0 * max(self._avg_window_s, self._lag_s, self.energy_update_period_s)
-        while len(self._history) > 2 and self._history[1][0] <= horizon:
-            self._history.popleft()
+            self._hist_t.append(self._t)
+            self._hist_e.append(self._energy_j)
+        # Forget what no query can reach any more (in batches: the lists are searched by bisection).
+        if len(self._hist_t) > 4096:
+            horizon = self._t - 2.0 * max(self._avg_window_s, self._lag_s, self.energy_update_period_s)
+            cut = bisect.bisect_right(self._hist_t, horizon) - 1
+            if cut > 0:
+                del self._hist_t[:cut]
+                del self._hist_e[:cut]
 
     def _on_clock_move(self, t_s: float) -> None:
         with self._lock:
@@ -736,17 +743,17 @@ class SimulatedGpu(GpuDevice):
 
     def _energy_at(self, t: float) -> float:
         """Integrated energy at time ``t`` within the kept history (linear: power is piecewise constant)."""
-        hist = self._history
-        if t <= hist[0][0]:
-            return hist[0][1]
-        prev_t, prev_e = hist[0]
-        for t_i, e_i in hist:
-            if t_i >= t:
-                if t_i == prev_t:
-                    return e_i
-                return prev_e + (e_i - prev_e) * (t - prev_t) / (t_i - prev_t)
-            prev_t, prev_e = t_i, e_i
-        return prev_e
+        ts, es = self._hist_t, self._hist_e
+        if t <= ts[0]:
+            return es[0]
+        i = bisect.bisect_left(ts, t)
+        if i >= len(ts):
+            return es[-1]
+        t_i, e_i = ts[i], es[i]
+        prev_t, prev_e = ts[i - 1], es[i - 1]
+        if t_i == prev_t:
+            return e_i
+        return prev_e + (e_i - prev_e) * (t - prev_t) / (t_i - prev_t)
 
     def _check(self, method: str) -> None:
         if method in self._unsupported:
@@ -801,15 +808,15 @@ class SimulatedGpu(GpuDevice):
 
     def _power_at(self, t: float) -> float:
         """The (piecewise-constant) power at time ``t`` within the kept history; idle before it."""
-        hist = self._history
-        prev_t, prev_e = hist[0]
-        if t < prev_t:
+        ts, es = self._hist_t, self._hist_e
+        if t < ts[0]:
             return self.card.idle_power_w
-        for t_i, e_i in hist:
-            if t_i > t and t_i > prev_t:
-                return (e_i - prev_e) / (t_i - prev_t)
-            prev_t, prev_e = t_i, e_i
-        return self._operating_point().power_w
+        i = bisect.bisect_right(ts, t)  # the first segment end after t
+        while i < len(ts) and ts[i] <= ts[i - 1]:
+            i += 1
+        if i >= len(ts):
+            return self._operating_point().power_w
+        return (es[i] - es[i - 1]) / (ts[i] - ts[i - 1])
 
     def power_average_w(self) -> float:
         """Trailing average over ``power_average_window_s`` (shorter right after construction)."""
