@@ -10,6 +10,7 @@ from typing import Any
 from sdbench.case import Case, resolve_device
 from sdbench.environment import environment
 from sdbench.errors import ConfigError
+from sdbench.measure.ceiling import Ceiling, matmul_ceiling
 from sdbench.optimize import Applied, apply, check_supported
 from sdbench.pipelines import BuiltPipeline, PipelineCache, PipelineKey, build_pipeline
 from sdbench.runner import Measurement, Runner, RunnerConfig
@@ -69,6 +70,7 @@ class Bench:
         if not self.device.startswith("cuda"):
             self._saved_threads = set_cpu_threads()
         self._applied: dict[PipelineKey, Applied] = {}
+        self._ceilings: dict[str, Ceiling] = {}
         self._environment: dict[str, Any] | None = None
 
     @property
@@ -117,7 +119,12 @@ class Bench:
         """Measure one case; returns its record and the Runner's Measurement (per-window data, for sweeps)."""
         built, applied = self.pipeline(case)
         m = self.runner.run(case, built, applied, progress=progress)
-        rec = m.to_record(self.runner.config.matmul_ceiling_tflops)
+        ceiling = self.ceiling(case.dtype)
+        rec = m.to_record(ceiling.tflops)
+        rec.update(ceiling.fields())
+        if rec.get("mfu") is None:
+            rec["mfu_unavailable_reason"] = (ceiling.reason if ceiling.tflops is None
+                                             else "no FLOP count for this case (count_flops off)")
         rec.update(applied.as_dict())
         # The pipeline's warnings about a cut prompt are silenced; the record says it instead.
         from sdbench.tokenizer import prompt_token_fields
@@ -129,6 +136,16 @@ class Bench:
             rec["torch_threads"] = torch.get_num_threads()
         rec.update({f"env_{k}": v for k, v in self.environment.items()})
         return rec, m
+
+    def ceiling(self, dtype: str) -> Ceiling:
+        """The dense matmul ceiling MFU is taken against for ``dtype`` (a RunnerConfig value wins; else measured
+        once per card and cached, the datasheet's, or the simulated card's; None with a reason on the CPU)."""
+        fixed = self.runner.config.matmul_ceiling_tflops
+        if fixed:
+            return Ceiling(float(fixed), "configured")
+        if dtype not in self._ceilings:
+            self._ceilings[dtype] = matmul_ceiling(self.device, self.gpu, dtype)
+        return self._ceilings[dtype]
 
     def close(self) -> None:
         self.cache.clear()

@@ -109,3 +109,20 @@ def export_metrics(records: list[Mapping[str, Any]], path: str | os.PathLike[str
 def flatten(prefix: str, values: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
     for k, v in values.items():
         yield (f"{prefix}_{k}" if prefix else k), v
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
+    """Write ``text`` to ``path`` all or nothing: a temporary file beside it, flushed, then renamed over it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
