@@ -47,7 +47,7 @@ from sdbench.measure.energy import (
     measure_idle_power_w,
     select_energy_meter,
 )
-from sdbench.measure.telemetry import TelemetrySampler
+from sdbench.measure.telemetry import TelemetrySampler, summarise_samples
 from sdbench.optimize import Applied
 from sdbench.pipelines import BuiltPipeline, set_scheduler
 from sdbench.schedulers import describe_scheduler
@@ -67,7 +67,7 @@ class RunnerConfig:
     warmup_min_s: float = 2.0  # keep warming up this long after the first call (clocks, caches, CUDA graphs settle)
     min_rounds: int = 3
     max_rounds: int = 30
-    max_time_s: float = 300.0
+    max_time_s: float = 30.0  # measured rounds of one case; the stop rule also ends noise-limited cases early
     target_rel_ci: float = 0.02
     energy: str = "auto"  # auto | counter | timeline | rapl | none
     idle_s: float = 1.0  # idle-power baseline before the case; 0 disables (net energy then unavailable)
@@ -499,8 +499,13 @@ class Runner:
                     timeline.stop()
                 tel_summary = telemetry.stop() if telemetry is not None else None
 
-        # Per-window telemetry and timeline energy (after the fact, from the stored samples).
+        # Per-window telemetry and timeline energy (after the fact, from the stored samples). The case's own
+        # summary covers the measured windows only: the idle gaps between them say nothing of the clock the
+        # work ran at.
         if telemetry is not None:
+            in_windows = [smp for smp in telemetry.samples() if any(w.t0_s <= smp.t_s <= w.t1_s for w in windows)]
+            if in_windows:
+                tel_summary = summarise_samples(in_windows, telemetry.unavailable)
             for w in windows:
                 s = telemetry.summary_for_window(w.t0_s, w.t1_s)
                 w.throttled = getattr(s, "throttled", None)

@@ -85,4 +85,9 @@ def test_per_image_arithmetic() -> None:
         "flop_text_encode_per_image": 3.0,
         "flop_per_image": (500.0 + 40.0 + 6.0) / 2,
     }
-    assert w.as_dict() == {"unet_flop_per_eval": 100.0, "vae_decode_flop": 40.0, "text_encode_flop": 6.0}
+    flops = {k: v for k, v in w.as_dict().items() if k.endswith("_flop") or k == "unet_flop_per_eval"}
+    assert flops == {"unet_flop_per_eval": 100.0, "vae_decode_flop": 40.0, "text_encode_flop": 6.0}
+    # Bytes and kernels (the simulated GPU's work model) default to none.
+    assert {k: v for k, v in w.as_dict().items() if k not in flops} == {
+        "unet_bytes_per_eval": 0.0, "vae_decode_bytes": 0.0, "text_encode_bytes": 0.0,
+        "unet_kernels_per_eval": 0, "vae_decode_kernels": 0, "text_encode_kernels": 0}

@@ -118,7 +118,8 @@ def add_case_arguments(p: argparse.ArgumentParser) -> None:
     d.add_argument("--warmup", type=integer("warmup"), default=None, help="warm-up calls (at least 1)")
     d.add_argument("--min-rounds", type=positive_int("min_rounds"), default=None, help="fewest measured rounds")
     d.add_argument("--max-rounds", type=positive_int("max_rounds"), default=None, help="most measured rounds")
-    d.add_argument("--max-time", type=number("max_time", 0.0), default=None, help="time cap for measured rounds, s")
+    d.add_argument("--max-time", type=number("max_time", 0.0), default=None, help="time cap for one case's measured rounds, s (default 30 on a GPU; a multi-case study "
+                        "shares 60 s among its cases, at least 4 s each)")
     d.add_argument("--target-ci", type=number("target_ci", 0.0), default=None,
                    help="stop when the 95%% CI half-width is within this fraction (default 0.02)")
     d.add_argument("--idle-seconds", type=number("idle_seconds", 0.0), default=None, help="idle-power baseline length, s")

@@ -204,6 +204,8 @@ CARDS: dict[str, CardSpec] = {
     ),
 }
 DEFAULT_CARD = "h100"
+#: The fourth group of a simulated card's UUID (hex, like NVML's): the H100 keeps the UUID it always had.
+_CARD_UUID_CODES = {"v100": "7000", "a100": "a100", "h100": "8000", "h200": "9200"}
 
 #: Methods that the ``unsupported`` fault can switch off.
 SIMULATED_METHOD_NAMES: frozenset[str] = frozenset(
@@ -775,7 +777,7 @@ class SimulatedGpu(GpuDevice):
         return GpuInfo(
             index=self.index,
             name=self.name,
-            uuid=f"GPU-51a0a7ed-0000-4000-8000-{self.card.key}{self.index:0{12 - len(self.card.key)}d}",
+            uuid=f"GPU-51a0a7ed-0000-4000-{_CARD_UUID_CODES.get(self.card.key, '8000')}-{self.index:012d}",
             driver_version="simulated",
             cuda_driver_version=None,
             memory_total_bytes=int(self.card.memory_total_bytes),
