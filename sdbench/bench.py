@@ -7,11 +7,12 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from sdbench.capability import check_case
 from sdbench.case import Case, resolve_device
 from sdbench.environment import environment
 from sdbench.errors import ConfigError
 from sdbench.measure.ceiling import Ceiling, matmul_ceiling
-from sdbench.optimize import Applied, apply, check_supported
+from sdbench.optimize import Applied, apply
 from sdbench.pipelines import BuiltPipeline, PipelineCache, PipelineKey, build_pipeline
 from sdbench.runner import Measurement, Runner, RunnerConfig
 
@@ -88,7 +89,9 @@ class Bench:
 
     def pipeline(self, case: Case) -> tuple[BuiltPipeline, Applied]:
         """The warm pipeline for `case`: rebuilt only when model, weights, dtype, device or profile change."""
-        check_supported(case.dtype, case.attention, case.offload, case.compute_device, case.profile, case.knobs)
+        # The rules read the device the run uses (this bench's NVML or simulated GPU when it measures the case),
+        # so a simulated V100 refuses bf16 as a real one would, and nothing is built for a case that cannot run.
+        check_case(case, gpu=self.gpu if case.device == self.device else None)
         key = PipelineKey(case.model, case.weights, case.dtype, case.compute_device,
                           f"{case.profile}/{case.knobs}/{case.attention}/{case.offload}")
 

@@ -487,26 +487,35 @@ def test_changing_the_pinned_sdpa_backend_drops_compiled_graphs(isolated_compile
     assert len(resets) == n + 1
 
 
-def test_offload_with_cuda_graphs_is_refused_before_building(monkeypatch: pytest.MonkeyPatch) -> None:
+def _cuda_card(cc: tuple[int, int], name: str = "a CUDA GPU") -> Any:
+    """A real card's capability as NVML would describe it (check_supported is a pure function of it)."""
+    from sdbench.capability import DeviceCapability
+
+    return DeviceCapability("cuda:0", name, cc, 80 * 2**30, False, "cuda", "NVML")
+
+
+def test_offload_with_cuda_graphs_is_refused_before_building() -> None:
     """CUDA graphs need weights at fixed GPU addresses; CPU offload moves them."""
     from sdbench.optimize import check_supported
 
-    monkeypatch.setattr("sdbench.optimize.compute_capability", lambda device: (9, 0))
+    h100 = _cuda_card((9, 0))
     with pytest.raises(ConfigError, match=r"offload.*compile_unet, compile_text use CUDA graphs.*'max'"):
-        check_supported("fp16", "sdpa", "model", "cuda:0", "max")
+        check_supported("fp16", "sdpa", "model", h100, "max")
     with pytest.raises(ConfigError, match="compile_vae use CUDA graphs"):
-        check_supported("fp16", "sdpa", "sequential", "cuda:0", "eager", "compile_vae=reduce-overhead")
-    check_supported("fp16", "sdpa", "model", "cuda:0", "compile")  # compiled without graphs: allowed
-    check_supported("fp16", "sdpa", "none", "cuda:0", "max")
+        check_supported("fp16", "sdpa", "sequential", h100, "eager", "compile_vae=reduce-overhead")
+    check_supported("fp16", "sdpa", "model", h100, "compile")  # compiled without graphs: allowed
+    check_supported("fp16", "sdpa", "none", h100, "max")
 
 
-def test_fp8_is_refused_before_building_on_an_a100(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fp8_is_refused_before_building_on_an_a100() -> None:
     from sdbench.optimize import check_supported
 
-    monkeypatch.setattr("sdbench.optimize.compute_capability", lambda device: (8, 0))
-    with pytest.raises(ConfigError, match=r"fp8_unet.*8\.9\+"):
-        check_supported("fp16", "sdpa", "none", "cuda:0", "fp8")
-    check_supported("fp16", "sdpa", "none", "cuda:0", "max")
+    a100 = _cuda_card((8, 0), "NVIDIA A100-SXM4-40GB")
+    with pytest.raises(ConfigError, match=r"profile: 'fp8'.*8\.9\+.*A100-SXM4-40GB has 8\.0"):
+        check_supported("fp16", "sdpa", "none", a100, "fp8")
+    with pytest.raises(ConfigError, match=r"fp8_unet: 'on'.*8\.9\+"):
+        check_supported("fp16", "sdpa", "none", a100, "max", "fp8_unet=on")
+    check_supported("fp16", "sdpa", "none", a100, "max")
 
 
 def test_an_offloaded_pipeline_gets_the_weights_of_the_plain_one(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -532,7 +541,7 @@ def test_an_offloaded_pipeline_gets_the_weights_of_the_plain_one(monkeypatch: py
 
     monkeypatch.setattr(bench_mod, "build_pipeline", fake_build)
     monkeypatch.setattr(bench_mod, "apply", fake_apply)
-    monkeypatch.setattr(bench_mod, "check_supported", lambda *a, **k: None)
+    monkeypatch.setattr(bench_mod, "check_case", lambda *a, **k: None)  # no CUDA card here to read rules from
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: events.append("empty_cache"))
     bench = Bench("cpu", runner_config=RunnerConfig.for_cpu(), gpu=None)
     case = bench.case("tiny-sd", device="cuda:0", dtype="fp16", offload="model")
