@@ -4,16 +4,29 @@ fixtures, pytest-benchmark integration, GPU-aware histories and an energy-aware 
 Every case is measured by the same Runner as the CLI. pytest-benchmark's time columns are the
 Runner's synchronised per-image times (one per measured round, replayed through a timer that
 returns them), and `extra_info` holds the rest of the record.
+
+Each case's matrix axes (model, scheduler, resolution, batch_size, steps, dtype, profile, attention,
+knobs, weights, prompt, sm_clock_mhz) are pytest parameters of its test next to `sd_case`, so
+`--benchmark-group-by=param:scheduler` works; the test ids stay the case ids.
+
+A run keeps its results in a folder under the current directory (`sdbench-results/<time>-<suites>/`,
+`--sd-results-dir`, off with `--sd-no-results-dir`), created at the first record: `records.jsonl` (every
+record, flushed after each case), `benchmark.json` (pytest-benchmark's JSON) and `summary.md` (the closing
+table, the environment, what to do next). A live line per case shows its progress and the suite's ETA.
 """
 
 from __future__ import annotations
 
+import argparse
 import collections
+import datetime as _dt
 import functools
 import itertools
 import os
 import platform
 import re
+import shutil
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +37,13 @@ import pytest
 from sdbench.errors import ConfigError, SdbenchError
 
 DEFAULT_STORAGE = "file://./.benchmarks"
+RESULTS_ROOT = "sdbench-results"
+RECORDS_NAME = "records.jsonl"
+BENCHMARK_JSON_NAME = "benchmark.json"
+SUMMARY_NAME = "summary.md"
+# pytest-benchmark's columns when a run with sdbench cases names none: sdbench's own table (printed after it)
+# has images/s, the intervals, energy and the stop reason.
+COMPACT_COLUMNS = ["median", "iqr", "rounds"]
 CPU_MATRIX = {"models": ["tiny-sd", "tiny-sd2", "tiny-sdxl"], "batch_sizes": [1, 2]}
 GPU_MATRIX = {"models": ["sd-v1.5", "sdxl"], "batch_sizes": [1, 4]}
 MATRIX_AXES = ("models", "schedulers", "resolutions", "batch_sizes", "steps", "dtypes", "profiles", "weights",
@@ -62,7 +82,14 @@ def _add_measurement_options(group: Any) -> None:
 
 
 def _add_output_options(group: Any) -> None:
-    group.addoption("--sd-results", default=None, help="append every record to this JSON Lines file")
+    group.addoption("--sd-results-dir", default=None, metavar="DIR",
+                    help="the run's results folder: records.jsonl, benchmark.json, summary.md (default "
+                         "sdbench-results/<time>-<suites> under the current directory, made at the first record)")
+    group.addoption("--sd-no-results-dir", action="store_true", help="write no results folder")
+    group.addoption("--sd-no-progress", action="store_true", help="no live progress line per case")
+    # `sdbench bench` prints the run's status, folder and next steps itself, after pytest's last line.
+    group.addoption("--sd-caller-prints-next", action="store_true", help=argparse.SUPPRESS)
+    group.addoption("--sd-results", default=None, help="append every record to this JSON Lines file (as well)")
     group.addoption("--sd-export", default=None, help="write all records as one --export-metrics JSON document")
     group.addoption("--sd-compare", default=None, metavar="BASELINE",
                     help="at the end, compare this run with a saved pytest-benchmark JSON or sdbench results file")
@@ -71,7 +98,7 @@ def _add_output_options(group: Any) -> None:
     group.addoption("--sd-allow-cross-gpu", action="store_true",
                     help="allow comparing histories of different GPUs or clock settings")
     group.addoption("--sd-no-storage-split", action="store_true",
-                    help="keep pytest-benchmark histories in --benchmark-storage as given (no per-GPU/clock folder)")
+                    help="keep pytest-benchmark histories in --benchmark-storage as given (no per-GPU/clock root)")
 
 
 def _images_per_case(text: str) -> int:
@@ -142,16 +169,76 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--sd-device: {exc}") from None
     config._sdbench = SdConfig(device=device, options={})  # type: ignore[attr-defined]
     config._sdbench_matrix_errors = []  # type: ignore[attr-defined]
-    # Histories are stored per GPU and clock setting, so --benchmark-compare compares like with like.
+    config.pluginmanager.register(ProgressHooks(config), f"sdbench-progress-{id(config)}")
+    if config.getoption("--sd-results-dir") and config.getoption("--sd-no-results-dir"):
+        raise pytest.UsageError("--sd-results-dir and --sd-no-results-dir: choose one")
+    explicit = config.getoption("--sd-results-dir")
+    if explicit and (Path(explicit) / RECORDS_NAME).exists():
+        raise pytest.UsageError(f"--sd-results-dir {explicit}: it already holds the records of another run "
+                                f"({RECORDS_NAME}); choose a new folder")
+    # Histories are stored per GPU and clock setting, so --benchmark-compare compares like with like. The
+    # storage root itself is per GPU and clock (pytest-benchmark keeps <root>/<machine_id>/NNNN_name.json),
+    # so `pytest-benchmark --storage <root> list` and `compare` find them.
     storage = config.getoption("benchmark_storage", default=None)
     if storage == DEFAULT_STORAGE and not config.getoption("--sd-no-storage-split"):
-        config.option.benchmark_storage = f"{DEFAULT_STORAGE}/{storage_slug(device)}"
+        storage = config.option.benchmark_storage = f"{DEFAULT_STORAGE}/{storage_slug(device)}"
+    # pytest-benchmark creates its storage folder when it starts, even for a run that saves nothing (or a
+    # usage error): the folders it makes here are removed again at the end if they are still empty.
+    config._sdbench_new_dirs = _missing_dirs(storage_path(storage))  # type: ignore[attr-defined]
+
+
+def storage_path(storage: str | None) -> Path | None:
+    """The folder of a file:// (or plain path) --benchmark-storage, as given (relative to the cwd); else None."""
+    if not storage:
+        return None
+    if "://" in storage:
+        scheme, _, rest = storage.partition("://")
+        if scheme != "file":
+            return None
+        storage = rest
+    return Path(storage)
+
+
+def _missing_dirs(path: Path | None) -> list[Path]:
+    """`path` and those of its ancestors that do not exist yet, deepest first (absolute)."""
+    if path is None:
+        return []
+    path = Path.cwd() / path
+    out = []
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        out.append(p)
+    return out
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    for folder in getattr(config, "_sdbench_new_dirs", []):
+        try:
+            folder.rmdir()  # only an empty folder: anything saved in it stays
+        except FileNotFoundError:
+            continue
+        except OSError:
+            break
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
 
 
 def storage_slug(device: str) -> str:
-    """A folder name for this GPU and clock setting, e.g. nvidia-h100-80gb-hbm3-1a2b3c4d/default-clocks."""
+    """The history root's name for this GPU and clock setting, e.g. nvidia-h100-80gb-hbm3-1a2b3c4d-default-clocks."""
     ident = gpu_identity(device)
-    name = re.sub(r"[^a-z0-9]+", "-", str(ident.get("gpu_name", "cpu")).lower()).strip("-")
+    name = _slug(str(ident.get("gpu_name", "cpu")))
+    uuid = str(ident.get("gpu_uuid") or "").replace("GPU-", "")[:8]
+    return f"{name}-{uuid}-{ident['clock_setting']}" if uuid else f"{name}-{ident['clock_setting']}"
+
+
+def legacy_storage_slug(device: str) -> str:
+    """Where sdbench before the flat layout kept this GPU's histories (<gpu>-<uuid>/<clocks>, one level too deep
+    for pytest-benchmark's own list/compare)."""
+    ident = gpu_identity(device)
+    name = _slug(str(ident.get("gpu_name", "cpu")))
     uuid = str(ident.get("gpu_uuid") or "").replace("GPU-", "")[:8]
     return f"{name}-{uuid}/{ident['clock_setting']}" if uuid else f"{name}/{ident['clock_setting']}"
 
@@ -343,9 +430,57 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if drop:
             config.hook.pytest_deselected(items=[it for it in items if id(it) in drop])
             items[:] = [it for it in items if id(it) not in drop]
+    found = False
     for item in items:
+        add_axis_params(item)
         if {"sd_measure", "sd_keep"} & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.benchmark(timer=REPLAY_TIMER, group=_group_of(item)))
+            found = True
+    bs = getattr(config, "_benchmarksession", None)
+    if found and bs is not None and not config.getoption("benchmark_columns", default=None):
+        # pytest-benchmark's default table is ~240 columns of time only; sdbench's own follows it.
+        bs.columns = list(COMPACT_COLUMNS)
+
+
+def axis_params(case: Any) -> dict[str, Any]:
+    """The matrix axes of `case` as pytest parameters (what --benchmark-group-by=param:NAME reads)."""
+    return {"model": case.model, "scheduler": case.scheduler, "resolution": f"{case.width}x{case.height}",
+            "batch_size": case.batch_size, "steps": case.steps, "dtype": case.dtype, "profile": case.profile,
+            "attention": case.attention, "knobs": case.knobs or "none", "weights": case.weights,
+            "prompt": case.prompt, "sm_clock_mhz": case.sm_clock_mhz or "default"}
+
+
+def add_axis_params(item: pytest.Item) -> None:
+    """Give a test parametrised by `sd_case` one parameter per matrix axis (pytest-benchmark's `params`
+    come from the test's callspec). The test id stays the case id; a parameter or fixture of the test's own
+    with an axis's name is left alone."""
+    callspec = getattr(item, "callspec", None)
+    case = callspec.params.get("sd_case") if callspec is not None else None
+    if case is None or not hasattr(case, "case_hash"):
+        return
+    names = set(getattr(item, "fixturenames", ()))
+    for name, value in axis_params(case).items():
+        if name not in callspec.params and name not in names:
+            callspec.params[name] = value
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Count the sdbench cases of this run (after every selection): the progress lines' `case k/N`."""
+    cases = [it for it in session.items if {"sd_case", "sd_measure", "sd_keep"} & set(getattr(it, "fixturenames", ()))]
+    state = _state(session.config)
+    state.case_ids = {it.nodeid: _param_id(it) for it in cases}
+    state.suites = sorted({_group_of(it) for it in cases}, key=_suite_order)
+    state.progress = CaseProgress.for_config(session.config, state, len(cases))
+
+
+def _param_id(item: pytest.Item) -> str:
+    callspec = getattr(item, "callspec", None)
+    return callspec.id if callspec is not None else item.name
+
+
+def _suite_order(name: str) -> int:
+    names = list(SUITE_MARKERS)
+    return names.index(name) if name in names else len(names)
 
 
 def _group_of(item: pytest.Item) -> str:
@@ -358,16 +493,22 @@ def _group_of(item: pytest.Item) -> str:
 
 # --- fixtures ------------------------------------------------------------------------------------------
 class SessionState:
-    """Per-session objects: the Bench (warm pipelines, Runner, device) and the records of this run."""
+    """Per-session objects: the Bench (warm pipelines, Runner, device), the records of this run, its results
+    folder and its progress lines."""
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self._bench: Any = None
         self.records: list[dict[str, Any]] = []
-        path = config.getoption("--sd-results")
-        from sdbench.records import ResultsWriter
-
-        self.writer = ResultsWriter(path) if path else None
+        self.results_path = config.getoption("--sd-results")
+        self.writer: Any = None  # the --sd-results file, opened at the first record
+        self.folder = ResultsFolder(config)
+        self.case_ids: dict[str, str] = {}
+        self.suites: list[str] = []
+        self.progress: CaseProgress | None = None
+        self.finished: set[str] = set()  # node ids of the sdbench cases that ran to their end
+        self.last_record: dict[str, dict[str, Any]] = {}
+        self.summary_lines: list[str] = []
 
     @property
     def bench(self) -> Any:
@@ -390,15 +531,218 @@ class SessionState:
                 over[key] = value
         return RunnerConfig.for_device(device, **over)
 
+    def target_rel_ci(self) -> float:
+        sd: SdConfig = self.config._sdbench  # type: ignore[attr-defined]
+        return float(self.runner_config(sd.device).target_rel_ci)
+
     def keep(self, record: dict[str, Any]) -> None:
+        from sdbench.records import ResultsWriter
+
         self.records.append(record)
-        if self.writer is not None:
+        if record.get("test"):
+            self.last_record[str(record["test"])] = record
+        if self.results_path:
+            if self.writer is None:
+                self.writer = ResultsWriter(self.results_path)
             self.writer.append(record)
+        self.folder.append(record, self.suites)
 
     def close(self) -> None:
         if self._bench is not None:
             self._bench.close()
             self._bench = None
+
+
+def results_label(suites: list[str] | None) -> str:
+    """The suites part of a results folder's name: 'speed', 'speed+dvfs', 'all', '4-suites' ('sdbench' for none)."""
+    if not suites:
+        return "sdbench"
+    if set(suites) >= set(SUITE_MARKERS):
+        return "all"
+    if len(suites) <= 3:
+        return "+".join(suites)
+    return f"{len(suites)}-suites"
+
+
+def default_results_dir(suites: list[str] | None, when: _dt.datetime | None = None) -> Path:
+    """sdbench-results/<YYYYmmdd-HHMMSS>-<suites>, relative to the current directory, not taken yet."""
+    stamp = (when or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
+    base = Path(RESULTS_ROOT) / f"{stamp}-{results_label(suites)}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """`path` relative to the current directory when it lies under it (as a user would type it)."""
+    p = Path(path)
+    try:
+        return str(p.resolve().relative_to(Path.cwd().resolve())) if p.is_absolute() else str(p)
+    except ValueError:
+        return str(p)
+
+
+class ResultsFolder:
+    """The run's results folder, made at its first record (a run that measures nothing leaves no folder)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.disabled = bool(config.getoption("--sd-no-results-dir"))
+        explicit = config.getoption("--sd-results-dir")
+        self.explicit = Path(explicit) if explicit else None
+        self.started = _dt.datetime.now()
+        self.started_s = time.monotonic()
+        self.path: Path | None = None
+        self.writer: Any = None
+        self.user_json = config.getoption("benchmark_json", default=None)
+        self.json_path: Path | None = None
+
+    def ensure(self, suites: list[str]) -> Path | None:
+        if self.disabled:
+            return None
+        if self.path is None:
+            from sdbench.records import ResultsWriter
+
+            path = Path.cwd() / (self.explicit or default_results_dir(suites, self.started))
+            path.mkdir(parents=True, exist_ok=True)
+            self.path = path
+            self.writer = ResultsWriter(path / RECORDS_NAME)
+            bs = getattr(self.config, "_benchmarksession", None)
+            if bs is not None and not bs.disabled:
+                if bs.json is None:
+                    bs.json = self.json_path = path / BENCHMARK_JSON_NAME
+                if isinstance(bs.histogram, str) and re.fullmatch(r"benchmark_\d{8}_\d{6}", bs.histogram):
+                    bs.histogram = str(path / "histogram")  # a bare --benchmark-histogram: into the folder too
+        return self.path
+
+    def append(self, record: dict[str, Any], suites: list[str]) -> None:
+        if self.ensure(suites) is not None:
+            self.writer.append(record)
+
+    def finish(self) -> None:
+        """Copy a --benchmark-json the user named into the folder (pytest-benchmark has written it by now)."""
+        if self.path is None or self.json_path is not None or not self.user_json:
+            return
+        src = Path(self.user_json)
+        if src.is_file():
+            shutil.copyfile(src, self.path / BENCHMARK_JSON_NAME)
+            self.json_path = self.path / BENCHMARK_JSON_NAME
+
+
+class CaseProgress:
+    """One live line per sdbench case on the terminal reporter: `case k/N <id>: <state> | ETA ...`.
+
+    On a terminal the line is rewritten in place (pytest's `rewrite`) and stays, finished, once the case is
+    done; elsewhere (a pipe, CI logs) only the finished line is printed, plus a line at most every
+    `PLAIN_EVERY_S` while a case runs long. The counts are of cases started and finished: an interrupted run
+    never shows all of them done. Writes happen with pytest's capture suspended and keep the reporter's idea
+    of the current line, so pytest's own progress stays where it belongs.
+    """
+
+    PLAIN_EVERY_S = 15.0
+
+    def __init__(self, reporter: Any, capman: Any, state: SessionState, total: int) -> None:
+        from sdbench.output.tables import CaseClock
+
+        self.reporter = reporter
+        self.capman = capman
+        self.state = state
+        self.clock = CaseClock(total)
+        self.live = bool(reporter.isatty())
+        self.verbose = reporter.verbosity > 0
+        self.nodeid: str | None = None
+        self.shown: set[str] = set()
+        self._saved_fspath: Any = None
+        self._last_plain_s = 0.0
+        self._open = False  # a line of ours is on the screen without its newline
+
+    @classmethod
+    def for_config(cls, config: pytest.Config, state: SessionState, total: int) -> CaseProgress | None:
+        reporter = config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is None or total == 0 or config.getoption("--sd-no-progress"):
+            return None
+        return cls(reporter, config.pluginmanager.get_plugin("capturemanager"), state, total)
+
+    def _write(self, text: str) -> None:
+        def write() -> None:
+            if self.live:
+                # Within the terminal's width: a wrapped line cannot be rewritten in place.
+                tw = getattr(self.reporter, "_tw", None)
+                width = getattr(tw, "fullwidth", 120) or 120
+                self.reporter.rewrite(text[:max(20, width - 1)], erase=True)
+            else:
+                self.reporter.write(("\n" if self._open else "") + text)
+            self._open = True
+            self.reporter.flush()
+
+        if self.capman is not None:
+            with self.capman.global_and_fixture_disabled():
+                write()
+        else:
+            write()
+
+    def _line(self, state: str) -> str:
+        assert self.nodeid is not None
+        eta = self.clock.eta_text()
+        label = self.state.case_ids.get(self.nodeid, self.nodeid)
+        return f"{self.clock.label()} {label}: {state}" + (f" | {eta}" if eta else "")
+
+    def begin(self, nodeid: str) -> None:
+        self.nodeid = nodeid
+        self.clock.start()
+        self.shown.add(nodeid)
+        self._saved_fspath = self.reporter.currentfspath
+        self._last_plain_s = time.monotonic()
+        tw = getattr(self.reporter, "_tw", None)
+        if getattr(tw, "width_of_current_line", 1) != 0:
+            self.reporter.write("\n", flush=True)  # off pytest's line (file name and letters so far)
+        if self.live:
+            self._write(self._line("starting"))
+
+    def update(self, message: str) -> None:
+        if self.nodeid is None:
+            return
+        elapsed = self.clock.elapsed_s()
+        if not self.live:
+            now = time.monotonic()
+            if now - self._last_plain_s < self.PLAIN_EVERY_S:
+                return
+            self._last_plain_s = now
+        from sdbench.output.tables import duration
+
+        self._write(self._line(f"{message}, {duration(elapsed)}"))
+
+    def end(self, report: Any) -> None:
+        """The case's last line: done with its numbers, or how it ended."""
+        if self.nodeid != report.nodeid:
+            return
+        from sdbench.output.tables import duration, with_interval
+
+        took = duration(self.clock.finish())
+        self.state.finished.add(report.nodeid)
+        rec = self.state.last_record.get(report.nodeid)
+        if report.failed:
+            what = f"failed after {took}"
+        elif report.skipped:
+            what = f"skipped after {took}"
+        elif rec is None:
+            what = f"done in {took}"
+        elif rec.get("oom"):
+            what = f"done in {took}: out of memory (a recorded result)"
+        else:
+            t = with_interval(rec.get("time_per_image_s_median"), rec.get("time_per_image_s_ci95_low"),
+                              rec.get("time_per_image_s_ci95_high"))
+            what = f"done in {took}, {t} s/image, {rec.get('stop_reason') or '-'}"
+        self._write(self._line(what))
+        if not self.verbose:
+            self.reporter.write("\n")
+        self._open = False
+        # pytest's next write goes where it expects: on to the same file's letters (default), or a new
+        # line for the verbose result word.
+        self.reporter.currentfspath = None if self.verbose else self._saved_fspath
+        self.nodeid = None
 
 
 def _state(config: pytest.Config) -> SessionState:
@@ -445,7 +789,11 @@ def sd_measure(request: pytest.FixtureRequest, benchmark: Any, sd_bench: Any) ->
     state = _state(request.config)
 
     def measure(case: Any, **extra: Any) -> dict[str, Any]:
-        record = sd_bench.measure(case)
+        progress = state.progress
+        say = progress.update if progress is not None and progress.nodeid == request.node.nodeid else None
+        if say is not None:
+            say("building the pipeline (or taking the warm one)")
+        record = sd_bench.measure(case, progress=say)
         record.update(extra)
         record["test"] = request.node.nodeid
         keep_and_report(benchmark, state, record)
@@ -458,7 +806,50 @@ def sd_measure(request: pytest.FixtureRequest, benchmark: Any, sd_bench: Any) ->
 def sd_keep(request: pytest.FixtureRequest, benchmark: Any) -> Callable[[dict[str, Any]], None]:
     """Keep a record measured some other way (an out-of-memory outcome, say): results file, export, extra_info."""
     state = _state(request.config)
-    return lambda record: keep_and_report(benchmark, state, record)
+
+    def keep(record: dict[str, Any]) -> None:
+        record.setdefault("test", request.node.nodeid)
+        keep_and_report(benchmark, state, record)
+
+    return keep
+
+
+# --- progress lines ----------------------------------------------------------------------------------
+class ProgressHooks:
+    """The per-session hooks that start and finish each case's progress line (registered at configure, as
+    pytest_runtest_logstart is given no config)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def _progress(self) -> CaseProgress | None:
+        state: SessionState | None = getattr(self.config, "_sdbench_state", None)
+        return state.progress if state is not None else None
+
+    @pytest.hookimpl(trylast=True)
+    def pytest_runtest_logstart(self, nodeid: str, location: tuple[str, int | None, str]) -> None:
+        progress = self._progress()
+        if progress is not None and nodeid in progress.state.case_ids:
+            progress.begin(nodeid)
+
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """The case's line is finished before pytest writes its letter (the call's, or a failed/skipped setup's)."""
+        progress = self._progress()
+        if progress is None or progress.nodeid != report.nodeid:
+            return
+        if report.when == "call" or (report.when == "setup" and not report.passed):
+            progress.end(report)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, str] | None:
+    """A passed case's dot is left out: its progress line says it is done (failures keep their letter)."""
+    state: SessionState | None = getattr(config, "_sdbench_state", None)
+    if (state is None or state.progress is None or report.when != "call" or not report.passed
+            or hasattr(report, "wasxfail") or report.nodeid not in state.progress.shown):
+        return None
+    return "passed", "", "PASSED"
 
 
 def keep_and_report(benchmark: Any, state: SessionState, record: dict[str, Any]) -> None:
@@ -480,6 +871,14 @@ def pytest_benchmark_update_machine_info(config: pytest.Config, machine_info: di
     if sd is None:
         return
     machine_info["sdbench"] = dict(gpu_identity(sd.device))
+
+
+def pytest_benchmark_update_json(config: pytest.Config, benchmarks: Any, output_json: dict[str, Any]) -> None:
+    """A case parameter is saved as its case id (JSON has no Case), next to the axis parameters."""
+    for bench in output_json.get("benchmarks", []):
+        params = bench.get("params")
+        if isinstance(params, dict) and any(hasattr(v, "case_hash") for v in params.values()):
+            bench["params"] = {k: v.case_id if hasattr(v, "case_hash") else v for k, v in params.items()}
 
 
 def pytest_benchmark_compare_machine_info(config: pytest.Config, benchmarksession: Any, machine_info: dict[str, Any],
@@ -513,8 +912,98 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             code = _compare_at_end(config, state, baseline)
             if code and session.exitstatus == 0:
                 session.exitstatus = code
+        if (state.case_ids or state.records) and not config.option.collectonly:
+            state.summary_lines = _finish_results(config, state, int(exitstatus))
     finally:
         state.close()
+
+
+def _status(state: SessionState, exitstatus: int) -> str:
+    total, done = len(state.case_ids), len(state.finished & set(state.case_ids))
+    if exitstatus == int(pytest.ExitCode.INTERRUPTED):
+        return f"interrupted: {done} of {total} cases"
+    if done < total:
+        return f"stopped early: {done} of {total} cases"
+    return f"complete: {done} of {total} cases"
+
+
+def _history(config: pytest.Config) -> tuple[str | None, bool]:
+    """The history storage as `pytest-benchmark --storage` takes it, and whether it holds saved runs."""
+    folder = storage_path(config.getoption("benchmark_storage", default=None))
+    if folder is None:
+        return None, False
+    text = str(folder)
+    text = text[2:] if text.startswith("./") else text
+    return text, any((Path.cwd() / folder).glob("*/[0-9][0-9][0-9][0-9]_*.json"))
+
+
+def _next_steps(config: pytest.Config, state: SessionState, folder: Path | None) -> list[str]:
+    steps = []
+    if folder is not None:
+        here = shown_path(folder)
+        data = f"{here}/{BENCHMARK_JSON_NAME}" if (folder / BENCHMARK_JSON_NAME).is_file() else f"{here}/{RECORDS_NAME}"
+        steps.append(f"sdbench compare {data} LATER/{Path(data).name}   # this run as the baseline of a later one")
+        clocks = {r.get("sm_clock_mhz_setting") for r in state.records if r.get("dvfs_planned_sm_clocks_mhz") is not None}
+        if len(clocks) >= 2:
+            steps.append(f"sdbench report {here}   # the clock points: energy, EDP and their optima")
+    storage, saved = _history(config)
+    if storage is not None and saved:
+        steps.append(f"pytest-benchmark --storage {storage} list   # this GPU and clock setting's history")
+        steps.append(f"pytest-benchmark --storage {storage} compare --group-by=param:scheduler")
+    elif storage is not None:
+        steps.append("# keep a history: add --benchmark-autosave (sdbench bench does), then --benchmark-compare")
+    return steps
+
+
+def _finish_results(config: pytest.Config, state: SessionState, exitstatus: int) -> list[str]:
+    """Write summary.md into the results folder; return the lines the terminal summary prints."""
+    from sdbench.output.tables import duration, environments_of, legend, results_table, summary_markdown
+
+    folder = state.folder
+    folder.finish()
+    target = state.target_rel_ci()
+    table = results_table(state.records, target)
+    legend_lines = legend(target) if table else []
+    status = _status(state, exitstatus)
+    took = duration(time.monotonic() - folder.started_s)
+    steps = _next_steps(config, state, folder.path)
+    caller_prints = bool(config.getoption("--sd-caller-prints-next"))
+    lines = [*table, *legend_lines] + ([] if caller_prints else [status + f" in {took}"])
+    if folder.path is not None:
+        files = [(RECORDS_NAME, "every record, one JSON object a line (appended after each case)"),
+                 (SUMMARY_NAME, "this summary")]
+        if (folder.path / BENCHMARK_JSON_NAME).is_file():
+            files.insert(1, (BENCHMARK_JSON_NAME, "pytest-benchmark's JSON (its machine_info names the GPU and clocks)"))
+        envs = environments_of(state.records)
+        if not envs and state._bench is not None:
+            envs = [state._bench.environment]
+        storage, saved = _history(config)
+        status_lines = [f"{status} in {took}", f"started {folder.started.isoformat(timespec='seconds')}",
+                        f"{len(state.records)} record(s)"]
+        if storage is not None:
+            status_lines.append(f"history: {storage}" + ("" if saved else " (nothing saved)"))
+        text = summary_markdown(title=f"sdbench results: {', '.join(state.suites) or 'sdbench'}", status=status_lines,
+                                table=table, legend_lines=legend_lines, environments=envs, files=files,
+                                next_steps=steps, command=" ".join(["pytest", *config.invocation_params.args]))
+        (folder.path / SUMMARY_NAME).write_text(text, encoding="utf-8")
+        names = ", ".join(name for name, _ in files)
+        lines.append(f"results: {shown_path(folder.path)}/ ({names})")
+    elif not folder.disabled:
+        lines.append("results: no case was measured, no results folder written")
+    if caller_prints:
+        return [line for line in lines if not line.startswith("results: ")]
+    return lines + [f"next: {step}" if not step.startswith("#") else step for step in steps]
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pytest.Config) -> None:
+    """sdbench's table after pytest-benchmark's (so it is not lost above a wide table), then where it all is."""
+    state: SessionState | None = getattr(config, "_sdbench_state", None)
+    if state is None or not state.summary_lines:
+        return
+    terminalreporter.write_sep("-", "sdbench results")
+    for line in state.summary_lines:
+        terminalreporter.write_line(line)
 
 
 def _compare_at_end(config: pytest.Config, state: SessionState, baseline: str) -> int:
@@ -543,5 +1032,12 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     if sd is None:
         return []
     storage = config.getoption("benchmark_storage", default=None)
-    return [f"sdbench: device {sd.device}; histories in {storage}",
-            f"sdbench: HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}"]
+    lines = [f"sdbench: device {sd.device}; histories in {storage}",
+             f"sdbench: HF_HUB_OFFLINE={os.environ.get('HF_HUB_OFFLINE', '0')}"]
+    folder = storage_path(storage)
+    if folder is not None and storage == f"{DEFAULT_STORAGE}/{storage_slug(sd.device)}":
+        legacy = Path(".benchmarks") / legacy_storage_slug(sd.device)
+        if any(legacy.glob("*/*.json")):
+            lines.append(f"sdbench: histories of this GPU from an older sdbench are in {legacy}/ (too deep for "
+                         f"pytest-benchmark's list/compare): move its machine folders into {folder}/ to keep comparing")
+    return lines

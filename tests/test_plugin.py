@@ -188,7 +188,9 @@ def test_bad_device_is_a_usage_error(collect_dir: pytest.Pytester) -> None:
 
 def test_histories_are_split_per_gpu_unless_storage_is_given(collect_dir: pytest.Pytester) -> None:
     slug = storage_slug("simulated")
-    assert slug == "simulated-h100-80gb-hbm3-simulated-51a0a7ed/default-clocks"
+    # One folder per GPU and clock setting, directly under .benchmarks: the storage root pytest-benchmark's
+    # own CLI takes (`pytest-benchmark --storage .benchmarks/<slug> list`).
+    assert "/" not in slug and slug.endswith(f"-{SIM_UUID.replace('GPU-', '')[:8]}-default-clocks"), slug
     base = ["--collect-only", "--sd-device", "simulated", "-k", "marked"]
     result = collect_dir.runpytest_inprocess(*base)
     result.stdout.fnmatch_lines([f"sdbench: device simulated; histories in file://./.benchmarks/{slug}"])
@@ -202,7 +204,8 @@ def test_gpu_identity_and_slug_of_the_cpu() -> None:
     ident = gpu_identity("cpu")
     assert ident["gpu_uuid"] is None and ident["gpu_simulated"] is False
     assert ident["clock_setting"] == "default-clocks"
-    assert storage_slug("cpu").startswith("cpu-") and storage_slug("cpu").endswith("/default-clocks")
+    assert storage_slug("cpu").startswith("cpu-") and storage_slug("cpu").endswith("-default-clocks")
+    assert "/" not in storage_slug("cpu")
     sim = gpu_identity("simulated")
     assert sim["gpu_uuid"] == SIM_UUID and sim["gpu_simulated"] is True
 
@@ -261,8 +264,8 @@ def test_benchmark_json_holds_the_runner_record(bench_dir: pytest.Pytester) -> N
     sd = doc["machine_info"]["sdbench"]
     assert sd["gpu_uuid"] == SIM_UUID and sd["gpu_simulated"] is True and sd["clock_setting"] == "default-clocks"
 
-    # The default storage is split per GPU and clock setting.
-    saved = list((bench_dir.path / ".benchmarks").glob("*/*/*/0001_base.json"))
+    # The default storage is split per GPU and clock setting: <root per GPU and clocks>/<machine_id>/NNNN_name.json.
+    saved = list((bench_dir.path / ".benchmarks").glob("*/*/0001_base.json"))
     assert len(saved) == 1, saved
     assert saved[0].parent.parent.relative_to(bench_dir.path / ".benchmarks").as_posix() == storage_slug("simulated")
     assert json.loads(saved[0].read_text())["machine_info"]["sdbench"]["gpu_uuid"] == SIM_UUID
