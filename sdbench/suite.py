@@ -64,32 +64,48 @@ def pytest_args(*, suites: list[str] | None, device: str, models: str | None = N
                 resolutions: str | None = None, batch_sizes: str | None = None, steps: str | None = None,
                 dtypes: str | None = None, profiles: str | None = None, weights: str | None = None,
                 export: str | None = None, results: str | None = None, num_images: int | None = None,
+                results_dir: str | None = None, no_results_dir: bool = False, history: bool = False,
                 extra: list[str] | None = None) -> list[str]:
-    """The pytest command line for the requested suites and matrix (`num_images`: the quality suite's seeds)."""
+    """The pytest command line for the requested suites and matrix (`num_images`: the quality suite's seeds).
+
+    `results_dir` is the run's results folder (`--sd-results-dir`; `no_results_dir` writes none). `history`
+    saves the run into pytest-benchmark's history (`--benchmark-autosave`) unless `extra` already says
+    what to save, or disables or skips the benchmarks.
+    """
     args = [str(benchmarks_dir()), "-p", "no:cacheprovider", "--sd-device", device]
     if suites:
         args += ["-m", " or ".join(suites)]
     for opt, value in (("--sd-models", models), ("--sd-schedulers", schedulers), ("--sd-resolutions", resolutions),
                        ("--sd-batch-sizes", batch_sizes), ("--sd-steps", steps), ("--sd-dtypes", dtypes),
                        ("--sd-profiles", profiles), ("--sd-weights", weights), ("--sd-export", export),
-                       ("--sd-results", results)):
+                       ("--sd-results", results), ("--sd-results-dir", results_dir)):
         if value:
             args += [opt, value]
+    if no_results_dir:
+        args.append("--sd-no-results-dir")
+    else:
+        args.append("--sd-caller-prints-next")  # finish_run prints the folder and next steps last
     if num_images is not None:
         args += ["--sd-num-images", str(num_images)]
-    return args + list(extra or [])
+    extra = list(extra or [])
+    if history and not any(a.startswith(HISTORY_OPTIONS) for a in extra):
+        args.append("--benchmark-autosave")
+    return args + extra
 
 
-def run_pytest(args: list[str]) -> int:
-    """Run pytest on the suites in a child process (a fresh interpreter, so CUDA state does not leak).
+# pytest options after which `sdbench bench` does not add --benchmark-autosave on its own.
+HISTORY_OPTIONS = ("--benchmark-save", "--benchmark-autosave", "--benchmark-disable", "--benchmark-skip")
 
-    The child runs in the caller's working directory, so pytest-benchmark's histories and every relative
-    output path land where the user ran sdbench, never beside the suites. In a checkout (the suites' parent
-    holds pytest.ini) pytest finds the checkout's pytest.ini and root conftest.py itself, as `pytest
-    benchmarks` does. Installed suites run with no configuration file (pytest would otherwise take the
-    first pytest.ini/pyproject.toml above site-packages, e.g. the user's project around a venv), rootdir
-    the package folder (node ids stay `benchmarks/test_*.py::...`, as in a checkout), no conftest.py from
-    above the suites, the cwd kept off sys.path and no bytecode or cache written into site-packages.
+
+def pytest_command(args: list[str]) -> tuple[list[str], dict[str, str] | None]:
+    """The interpreter command line and environment (None: the caller's) that run pytest on the suites.
+
+    In a checkout (the suites' parent holds pytest.ini) pytest finds the checkout's pytest.ini and root
+    conftest.py itself, as `pytest benchmarks` does. Installed suites run with no configuration file
+    (pytest would otherwise take the first pytest.ini/pyproject.toml above site-packages, e.g. the user's
+    project around a venv), rootdir the package folder (node ids stay `benchmarks/test_*.py::...`, as in a
+    checkout), no conftest.py from above the suites, the cwd kept off sys.path and no bytecode or cache
+    written into site-packages.
     """
     import os
 
@@ -105,9 +121,56 @@ def run_pytest(args: list[str]) -> int:
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
     else:
         cmd += ["-m", "pytest"]
-    cmd += args
+    return cmd + list(args), env
+
+
+def run_pytest(args: list[str]) -> int:
+    """Run pytest on the suites in a child process (a fresh interpreter, so CUDA state does not leak).
+
+    The child runs in the caller's working directory, so pytest-benchmark's histories and every relative
+    output path land where the user ran sdbench, never beside the suites. In a checkout (the suites' parent
+    holds pytest.ini) pytest finds the checkout's pytest.ini and root conftest.py itself, as `pytest
+    benchmarks` does. Installed suites run with no configuration file (pytest would otherwise take the
+    first pytest.ini/pyproject.toml above site-packages, e.g. the user's project around a venv), rootdir
+    the package folder (node ids stay `benchmarks/test_*.py::...`, as in a checkout), no conftest.py from
+    above the suites, the cwd kept off sys.path and no bytecode or cache written into site-packages
+    (`pytest_command`).
+
+    Ctrl-C reaches the child too (one process group): the parent waits for it to keep what it measured and
+    write its summary, instead of killing it mid-write.
+    """
+    cmd, env = pytest_command(args)
     print("sdbench: " + " ".join(cmd), file=sys.stderr, flush=True)
-    return subprocess.call(cmd, env=env)
+    with _child_keeps_the_interrupt():
+        return subprocess.call(cmd, env=env)
+
+
+class _child_keeps_the_interrupt:
+    """While a child runs: a SIGINT is noted, not raised (the child got it as well and ends on its own).
+
+    A Python handler, not SIG_IGN: an ignored signal would stay ignored in the child after exec."""
+
+    interrupted = False
+
+    def __enter__(self) -> _child_keeps_the_interrupt:
+        import signal
+        import threading
+
+        self._previous = None
+        if threading.current_thread() is threading.main_thread():
+            type(self).interrupted = False
+
+            def note(_signum: int, _frame: Any) -> None:
+                type(self).interrupted = True
+
+            self._previous = signal.signal(signal.SIGINT, note)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -118,43 +181,176 @@ def cmd_bench(args: argparse.Namespace) -> int:
     for s in suites or []:
         if s not in SUITES:
             raise ConfigError("suite", s, SUITES)
+    if getattr(args, "output_dir", None) and getattr(args, "no_output_dir", False):
+        raise ConfigError("output_dir", args.output_dir, "a folder, or --no-output-dir alone",
+                          reason="--no-output-dir was also given")
     check_matrix(args.device, {axis: getattr(args, axis) for axis in PLUGIN_OPTIONS}, BENCH_FLAGS)
+    folder = results_folder(args, suites)
     if args.gpus:
-        return _bench_per_gpu(args, suites, extra)
-    return run_pytest(pytest_args(suites=suites, device=args.device, models=args.models, schedulers=args.schedulers,
+        return _bench_per_gpu(args, suites, extra, folder)
+    code = run_pytest(pytest_args(suites=suites, device=args.device, models=args.models, schedulers=args.schedulers,
                                   resolutions=args.resolutions, batch_sizes=args.batch_sizes, steps=args.steps,
                                   dtypes=args.dtypes, profiles=args.profiles, weights=args.weights,
-                                  export=args.export_metrics, results=args.results, extra=extra))
+                                  export=args.export_metrics, results=args.results,
+                                  results_dir=str(folder) if folder else None, no_results_dir=folder is None,
+                                  history=not getattr(args, "no_history", False), extra=extra))
+    return finish_run(folder, code)
 
 
-def _bench_per_gpu(args: argparse.Namespace, suites: list[str] | None, extra: list[str]) -> int:
-    """`--gpus`: the suite's cases dealt round-robin to one pinned pytest per GPU; their records merged."""
+def results_folder(args: argparse.Namespace, suites: list[str] | None) -> Path | None:
+    """The run's results folder (not made yet): --output-dir, else sdbench-results/<time>-<suites> in the
+    current directory; None with --no-output-dir."""
+    from sdbench.pytest_plugin import default_results_dir
+
+    if getattr(args, "no_output_dir", False):
+        return None
+    if getattr(args, "output_dir", None):
+        return Path(args.output_dir)
+    return default_results_dir(list(suites) if suites else list(SUITES))
+
+
+def finish_run(folder: Path | None, code: int) -> int:
+    """The run's last lines: how it ended, where its results are and what to do next (from its summary.md).
+
+    Returns the exit code: pytest's, or EXIT_INTERRUPTED after a Ctrl-C."""
+    from sdbench.errors import EXIT_INTERRUPTED
+    from sdbench.output.tables import next_steps_in, status_in
+
+    interrupted = _child_keeps_the_interrupt.interrupted
+    _child_keeps_the_interrupt.interrupted = False
+    if folder is not None:
+        summary = folder / "summary.md"
+        shown = _shown(folder)
+        if summary.is_file():
+            text = summary.read_text(encoding="utf-8")
+            files = ", ".join(p.name for p in sorted(folder.iterdir(), key=_file_order) if p.is_file())
+            print(f"sdbench: {status_in(text) or 'finished'}; results in {shown}/ ({files})", flush=True)
+            for step in next_steps_in(text):
+                print(f"  {step}" if step.startswith("#") else f"  next: {step}", flush=True)
+        elif folder.is_dir():
+            print(f"sdbench: the run ended before its summary; the records measured are in {shown}/", flush=True)
+        else:
+            print("sdbench: no case was measured; no results folder was written", flush=True)
+    return EXIT_INTERRUPTED if interrupted else code
+
+
+def _file_order(path: Path) -> tuple[int, str]:
+    order = ("summary.md", "records.jsonl", "benchmark.json")
+    return (order.index(path.name) if path.name in order else len(order), path.name)
+
+
+def _shown(path: Path) -> str:
+    from sdbench.pytest_plugin import shown_path
+
+    return shown_path(path)
+
+
+def _bench_per_gpu(args: argparse.Namespace, suites: list[str] | None, extra: list[str], folder: Path | None) -> int:
+    """`--gpus`: the suite's cases dealt round-robin to one pinned pytest per GPU, each started as `run_pytest`
+    starts one (same command, the caller's cwd). Each worker writes its own results folder under the run's
+    (`shards/shardI-of-N/`); their records are merged into the run's records.jsonl (and --results)."""
     from sdbench.records import ResultsWriter, read_records
     from sdbench.workers import parse_gpus, run_command_per_gpu
 
     count = len(parse_gpus(args.gpus))
-    results = Path(args.results or "sdbench-bench-results.jsonl").resolve()
+    results = Path(args.results).resolve() if args.results else None
+    if results is None and folder is None:
+        results = Path("sdbench-bench-results.jsonl").resolve()
 
-    def shard_results(i: int) -> Path:
-        return results.with_name(f"{results.stem}-shard{i}-of-{count}.jsonl")
+    def shard_results(i: int) -> Path | None:
+        return results.with_name(f"{results.stem}-shard{i}-of-{count}.jsonl") if results is not None else None
+
+    def shard_folder(i: int) -> Path | None:
+        return folder / "shards" / f"shard{i}-of-{count}" if folder is not None else None
 
     def command(spec: Any) -> list[str]:
+        mine, theirs = shard_results(spec.shard), shard_folder(spec.shard)
         argv = pytest_args(suites=suites, device=spec.device, models=args.models, schedulers=args.schedulers,
                            resolutions=args.resolutions, batch_sizes=args.batch_sizes, steps=args.steps,
                            dtypes=args.dtypes, profiles=args.profiles, weights=args.weights,
-                           results=str(shard_results(spec.shard)), extra=extra)
-        return [sys.executable, "-m", "pytest", *argv, "--sd-shard", f"{spec.shard}/{count}"]
+                           results=str(mine) if mine else None, results_dir=str(theirs) if theirs else None,
+                           no_results_dir=theirs is None, history=not getattr(args, "no_history", False),
+                           extra=[*extra, "--sd-shard", f"{spec.shard}/{count}"])
+        cmd, env = pytest_command(argv)
+        if env is not None:
+            cmd.insert(1, "-B")  # the workers get the caller's environment: no bytecode beside installed suites
+        return cmd
 
-    code = run_command_per_gpu(args.gpus, command, cwd=str(benchmarks_dir().parent))
-    writer = ResultsWriter(results)
-    merged = 0
+    with _child_keeps_the_interrupt():
+        code = run_command_per_gpu(args.gpus, command)
+    merged: list[dict[str, Any]] = []
     for i in range(count):
-        if shard_results(i).is_file():
-            for rec in read_records(shard_results(i)):
-                writer.append(rec)
-                merged += 1
-    print(f"sdbench: {merged} record(s) from {count} worker(s) -> {results}", file=sys.stderr)
-    return code
+        source = shard_folder(i)
+        path = source / "records.jsonl" if source is not None else shard_results(i)
+        if path is not None and path.is_file():
+            merged += read_records(path)
+    if results is not None:
+        writer = ResultsWriter(results)
+        for rec in merged:
+            writer.append(rec)
+        print(f"sdbench: {len(merged)} record(s) from {count} worker(s) -> {results}", file=sys.stderr)
+    if folder is not None and merged:
+        _write_merged_folder(folder, merged, count, extra, args.device)
+    return finish_run(folder, code)
+
+
+def _write_merged_folder(folder: Path, records: list[dict[str, Any]], count: int, extra: list[str], device: str) -> None:
+    """The run's records.jsonl and summary.md from its workers' folders."""
+    import re
+
+    from sdbench.output.tables import (
+        environments_of,
+        legend,
+        next_steps_in,
+        results_table,
+        status_in,
+        summary_markdown,
+    )
+    from sdbench.records import ResultsWriter
+
+    writer = ResultsWriter(folder / "records.jsonl")
+    for rec in records:
+        writer.append(rec)
+    target = _target_rel_ci(extra, device)
+    table = results_table(records, target)
+    done = total = 0
+    words: set[str] = set()
+    steps = [f"sdbench compare {_shown(folder)}/records.jsonl OTHER/records.jsonl   # this run as the baseline of a later one"]
+    for i in range(count):
+        summary = folder / "shards" / f"shard{i}-of-{count}" / "summary.md"
+        text = summary.read_text(encoding="utf-8") if summary.is_file() else ""
+        m = re.match(r"(\w[\w ]*): (\d+) of (\d+) cases", status_in(text) or "")
+        if m:
+            words.add(m.group(1))
+            done, total = done + int(m.group(2)), total + int(m.group(3))
+        else:
+            words.add("stopped early")
+        steps += [s for s in next_steps_in(text) if s.startswith("pytest-benchmark") and s not in steps]
+    word = "interrupted" if "interrupted" in words else "complete" if words == {"complete"} else "stopped early"
+    status = f"{word}: {done} of {total} cases on {count} worker(s)"
+    files = [("records.jsonl", "every worker's records, merged"),
+             ("shards/", "each worker's own results folder (records.jsonl, benchmark.json, summary.md)"),
+             ("summary.md", "this summary")]
+    text = summary_markdown(title="sdbench results", status=[status, f"{len(records)} record(s)"], table=table,
+                            legend_lines=legend(target), environments=environments_of(records), files=files,
+                            next_steps=steps)
+    (folder / "summary.md").write_text(text, encoding="utf-8")
+
+
+def _target_rel_ci(extra: list[str], device: str) -> float:
+    """The stop rule's target (relative CI half-width) the workers ran with: --sd-target-ci, else the default."""
+    for i, arg in enumerate(extra):
+        value = arg.split("=", 1)[1] if arg.startswith("--sd-target-ci=") else (
+            extra[i + 1] if arg == "--sd-target-ci" and i + 1 < len(extra) else None)
+        if value is not None:
+            try:
+                return float(value)
+            except ValueError:
+                break
+    from sdbench.case import resolve_device
+    from sdbench.runner import RunnerConfig
+
+    return float(RunnerConfig.for_device(resolve_device(device)).target_rel_ci)
 
 
 class _OptionsOnly:
@@ -231,6 +427,10 @@ def run_suite_from_generate(args: argparse.Namespace, *, model: str, scheduler: 
     if args.num_images != 1 and suite != "quality_test":
         print(f"sdbench: --num-images sets the images per case of the quality_test suite; the {suite} suite ignores it",
               file=sys.stderr, flush=True)
-    return run_pytest(pytest_args(suites=[suite], device=args.device, export=args.export_metrics,
+    from sdbench.pytest_plugin import default_results_dir
+
+    folder = Path(args.output_dir) if getattr(args, "output_dir", None) else default_results_dir([suite])
+    code = run_pytest(pytest_args(suites=[suite], device=args.device, export=args.export_metrics,
                                   num_images=args.num_images if suite == "quality_test" and args.num_images != 1 else None,
-                                  **axes))
+                                  results_dir=str(folder), **axes))
+    return finish_run(folder, code)

@@ -24,6 +24,7 @@ from sdbench.cli.args import (
     runner_config,
 )
 from sdbench.errors import ConfigError
+from sdbench.output.tables import CaseClock, duration
 from sdbench.suite import DEFAULT_SUITE, SUITES
 
 
@@ -137,6 +138,21 @@ def summary_table(records: Sequence[dict[str, Any]]) -> str:
                                    "peak GiB", "rounds", "stop"])
 
 
+def _case_progress(say: Any, clock: CaseClock, case_id: str) -> Any:
+    """The progress callback of one case: `case 2/5 <id>: <message> | ETA 1 min 10 s` in a study of several
+    cases (the ETA from the cases done so far), `<id>: <message>` for a single case."""
+    clock.start()
+
+    def step(message: str) -> None:
+        if clock.total <= 1:
+            say(f"{case_id}: {message}")
+            return
+        eta = clock.eta_text()
+        say(f"{clock.label()} {case_id}: {message}" + (f" | {eta}" if eta else ""))
+
+    return step
+
+
 def _check_study_flags(args: argparse.Namespace) -> None:
     if args.benchmark_type:
         raise ConfigError("benchmark_type", args.benchmark_type, "only together with --benchmark")
@@ -194,10 +210,12 @@ def run(args: argparse.Namespace) -> int:
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out_dir = Path(args.output_dir or Path("sdbench-output") / f"{stamp}-{model}")
         records = []
+        clock = CaseClock(len(cases))
         for case in cases:
+            step = _case_progress(say, clock, case.case_id)
             try:
-                say(f"{case.case_id}: building pipeline")
-                rec = bench.measure(case, progress=say)
+                step("building pipeline")
+                rec = bench.measure(case, progress=step)
                 if not args.no_save_images:
                     out_dir.mkdir(parents=True, exist_ok=True)
                     rec["images_saved"] = [str(p) for p in save_images(bench, case, args.num_images, out_dir, rec)]
@@ -207,6 +225,9 @@ def run(args: argparse.Namespace) -> int:
                 # One line instead of torch's traceback, with what the user can change.
                 raise out_of_memory(case.case_id, case.batch_size, case.compute_device, exc) from None
             records.append(rec)
+            took = clock.finish()
+            if len(cases) > 1:
+                step(f"done in {duration(took)}")
         print(summary_table(records))
         meta = {"command": "generate", "argv": list(args.argv), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
                 "environment": bench.environment}
