@@ -1,4 +1,10 @@
-"""`sdbench report`: plots, HTML and markdown report of a sweep."""
+"""`sdbench report`: plots, HTML and markdown report of a sweep; with `--across-gpus`, a cross-GPU study.
+
+The cross-GPU study lives here rather than in `sdbench compare`: its product is a report (markdown, HTML, JSON
+and a plot in an output folder, energy-optimal clocks from sweeps), while `compare` is a regression gate
+between a baseline and candidates that exits 1 on a regression and refuses results of different GPUs on
+purpose; that refusal stays as it is.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +22,16 @@ def register(sub: Any) -> None:
                     "power, EDP and ED2P per clock with bootstrap confidence intervals; energy, EDP, ED2P and "
                     "slowdown-capped optima with the confidence of the chosen clock; savings against the default "
                     "clock; power-model features (CSV, Parquet) and fits validated on held-out clocks.")
-    p.add_argument("input", metavar="DIR", help="sweep output directory, or a results .jsonl file")
-    p.add_argument("--output-dir", default=None, help="where the report goes (default: DIR/report, or FILE's stem + -report)")
+    p.add_argument("input", metavar="DIR", nargs="?", default=None,
+                   help="sweep output directory, or a results .jsonl file (not with --across-gpus)")
+    p.add_argument("--across-gpus", nargs="+", default=None, metavar="RESULTS",
+                   help="a cross-GPU study instead: the same cases from several GPUs (results files or sweep "
+                        "directories, oldest GPU first), side by side per case: time, throughput, energy gross and "
+                        "net with intervals, images/kJ, EDP, fraction of the FLOP floor, power, the energy-optimal "
+                        "clock where a sweep exists, and changes between GPUs naming what differs")
+    p.add_argument("--output-dir", default=None,
+                   help="where the report goes (default: DIR/report, or FILE's stem + -report; with --across-gpus: "
+                        "crossgpu-report)")
     p.add_argument("--slowdown-cap", type=number("slowdown_cap", 0.0), default=5.0, metavar="PCT",
                    help="the capped optimum may be at most this many percent slower than the default clock (default 5)")
     p.add_argument("--energy-basis", choices=["gross", "net"], default="gross",
@@ -33,7 +47,47 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Write the report; print the optima and where it went."""
+    """Write the report (or, with --across-gpus, the cross-GPU study); print its findings and where it went."""
+    from sdbench.errors import ConfigError
+
+    if args.across_gpus is not None:
+        if args.input is not None:
+            raise ConfigError("input", args.input, "either DIR or --across-gpus RESULTS..., not both",
+                              reason="--across-gpus takes every results file or sweep directory itself")
+        return across_gpus(args)
+    if args.input is None:
+        raise ConfigError("input", None, "a sweep directory or results .jsonl file, or --across-gpus RESULTS...")
     from sdbench.report import cmd_report
 
     return int(cmd_report(args))
+
+
+def across_gpus(args: argparse.Namespace) -> int:
+    """`sdbench report --across-gpus`: build and write the study, print its tables and statements."""
+    from sdbench.errors import ConfigError
+
+    if not 0.0 < args.confidence < 1.0:
+        raise ConfigError("confidence", args.confidence, reason="a probability strictly between 0 and 1")
+    from tabulate import tabulate
+
+    from sdbench.crossgpu import build_study, write_study
+
+    study = build_study(args.across_gpus, confidence=float(args.confidence), analysis_options={
+        "confidence": float(args.confidence), "n_resamples": args.resamples, "seed": args.seed,
+        "statistic": args.statistic, "energy_basis": args.energy_basis, "slowdown_cap_pct": args.slowdown_cap})
+    files = write_study(study, args.output_dir or "crossgpu-report")
+    if not args.quiet:
+        for line in study.headline():
+            print(line)
+        header, rows = study.differences_table()
+        print(tabulate(rows, headers=header, tablefmt="simple", disable_numparse=True))
+        for case in study.cases:
+            print(f"\n{case.label}:")
+            header, rows = study.table(case)
+            print(tabulate(rows, headers=header, tablefmt="simple", disable_numparse=True))
+            for comparison in case.comparisons:
+                print(f"  {comparison.statement}")
+        for note in study.notes:
+            print(f"note: {note}")
+    print(f"study: {files.html} ({files.markdown.name}, {files.json.name}, {files.plot.name})")
+    return 0

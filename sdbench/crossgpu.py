@@ -1,0 +1,870 @@
+"""Cross-GPU study: the same cases measured on several GPUs, side by side (``sdbench report --across-gpus``).
+
+Input: results from several GPUs (``--export-metrics`` documents, results JSON Lines, pytest-benchmark JSON,
+sweep directories), in any mix; a file may hold records of several GPUs. Records are grouped into *runs*:
+one GPU with one software stack and one setting of the card (:data:`RUN_FIELDS`, read from each record's
+``env_*`` and ``simulated_*`` fields), in the order they first appear (give the files oldest GPU first for a
+progression). Cases are matched across runs by workload identity (:data:`WORKLOAD_IDENTITY`: model,
+scheduler, steps, resolution, batch, dtype, profile, knobs, attention, prompt length, guidance, offload),
+never by clock or GPU.
+
+Per case and run, from the run's default-clock record (the card as found: no clock or power limit set):
+
+* s/image and images/s, J/image gross and net, images/kJ, each with the record's own interval
+  (``*_ci95_low/_high``, made by :func:`sdbench.stats.summarize`; images/s and images/kJ are the reciprocals
+  of the time and energy intervals, which are intervals of the reciprocal medians);
+* EDP (J*s per image: median energy times median time per image; a point estimate), the fraction of the
+  FLOP floor (``fraction_of_flop_floor``; None with its ``mfu_unavailable_reason``), power at load
+  (``power_w``, with :func:`sdbench.stats.summarize`'s interval of the per-round powers);
+* the energy-optimal clock, where the run holds a sweep's records of the case (two or more clock
+  settings): :func:`sdbench.analysis.analyze_records`'s ``energy`` optimum, with its support.
+
+Relative statements ("B vs A: time per image -34.0 % [-34.5 %, -33.5 %], faster") come from
+:func:`sdbench.stats.change_interval` on the per-round samples (``time_per_image_s_samples``,
+``energy_per_image_j_samples``), for every pair of runs in run order (the later against the earlier), so
+each carries an interval above -100 % that contains its estimate, and its verdict is read off that interval.
+Every statement starts with ``[MEASURED]``, ``[SIMULATED]`` or ``[SIMULATED vs MEASURED]`` and names what
+differs between its two runs (GPU, driver, torch, diffusers, power limit, simulated card, ...).
+
+:func:`build_study` makes the study; :meth:`CrossGpuStudy.markdown`, :meth:`CrossGpuStudy.html`,
+:meth:`CrossGpuStudy.to_dict` and :func:`plot_progression` render it; :func:`write_study` writes them all.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sdbench.analysis import (
+    Estimate,
+    analyze_records,
+    is_default_record,
+    record_is_simulated,
+    record_settings,
+)
+from sdbench.errors import ConfigError, SdbenchError
+from sdbench.records import atomic_write_text, json_safe, to_json
+from sdbench.stats import change_interval, summarize
+
+__all__ = [
+    "METRICS",
+    "RUN_FIELDS",
+    "WORKLOAD_IDENTITY",
+    "CaseStudy",
+    "Cell",
+    "Comparison",
+    "CrossGpuStudy",
+    "Run",
+    "StudyFiles",
+    "build_study",
+    "load_inputs",
+    "plot_progression",
+    "write_study",
+]
+
+#: What makes two records the same case on different GPUs (the prompt by its length in tokens).
+WORKLOAD_IDENTITY: tuple[str, ...] = ("model", "scheduler", "steps", "width", "height", "batch_size", "dtype",
+                                      "profile", "knobs", "attention", "prompt_tokens", "guidance_scale", "offload",
+                                      "strength", "timestep_spacing")
+
+#: What tells runs apart, and what every cross-GPU statement names when it differs: (label, record field).
+RUN_FIELDS: tuple[tuple[str, str], ...] = (
+    ("GPU", "env_gpu_name"),
+    ("GPU UUID", "env_gpu_uuid"),
+    ("simulated", "env_gpu_simulated"),
+    ("driver", "env_gpu_driver_version"),
+    ("CUDA driver", "env_gpu_cuda_driver_version"),
+    ("CUDA runtime", "env_cuda_runtime"),
+    ("torch", "env_torch"),
+    ("diffusers", "env_diffusers"),
+    ("transformers", "env_transformers"),
+    ("sdbench", "env_sdbench"),
+    ("python", "env_python"),
+    ("power limit W", "env_gpu_power_limit_w"),
+    ("host", "env_host"),
+    ("simulated card", "simulated_card"),
+    ("simulated noise CV", "simulated_noise_cv"),
+    ("simulated power noise CV", "simulated_power_noise_cv"),
+    ("simulated noise seed", "simulated_noise_seed"),
+    ("simulated clock", "simulated_clock"),
+)
+#: Fields that identify the card itself rather than how it was run (a UUID always differs between cards).
+_CARD_IDENTITY = ("GPU UUID",)
+
+#: Metrics compared between runs: (key, label, samples field, unit, lower-is-better words).
+METRICS: tuple[tuple[str, str, str, str, tuple[str, str]], ...] = (
+    ("time", "time per image", "time_per_image_s_samples", "s/image", ("faster", "slower")),
+    ("energy", "energy per image", "energy_per_image_j_samples", "J/image", ("less energy", "more energy")),
+)
+
+SIM_BANNER = ("SIMULATED: these runs come from sdbench's simulated GPUs (a physical model of each card on a "
+              "virtual clock), not from measurements on real hardware")
+
+
+# --- input -------------------------------------------------------------------------------------------------
+@dataclass
+class Source:
+    """One input: its records and, for a sweep directory, its ``sweep.json``."""
+
+    path: Path
+    records: list[dict[str, Any]]
+    meta: dict[str, Any]
+
+
+def load_inputs(paths: Sequence[str | os.PathLike[str]]) -> list[Source]:
+    """Read every input: a sweep directory or results ``.jsonl`` (as ``sdbench report`` reads it), an
+    ``--export-metrics`` document, or pytest-benchmark JSON (each benchmark's ``extra_info`` record)."""
+    from sdbench.report import load_results as load_report_input
+
+    if isinstance(paths, (str, os.PathLike)) or not paths:
+        raise ConfigError("across-gpus", paths, "one or more results files or sweep directories")
+    out = []
+    for raw in paths:
+        p = Path(raw)
+        if p.is_file() and p.suffix == ".json":
+            try:
+                doc = json.loads(p.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise SdbenchError(f"{p} is not a readable JSON results file: {exc}") from exc
+            if isinstance(doc, dict) and isinstance(doc.get("benchmarks"), list):
+                from sdbench.compare import load_results as load_compared
+
+                records = [dict(e.record) for e in load_compared(p).entries.values() if e.record]
+                out.append(Source(p, records, {}))
+                continue
+        records, meta, _files = load_report_input(p)
+        out.append(Source(p, [dict(r) for r in records if r.get("record_type", "case") == "case"], meta))
+    return out
+
+
+# --- the study's parts ----------------------------------------------------------------------------------------
+@dataclass
+class Run:
+    """One GPU as run: its identity and software (:data:`RUN_FIELDS`), whether simulated, its records."""
+
+    label: str
+    fields: dict[str, Any]
+    simulated: bool
+    sources: list[str]
+    records: list[dict[str, Any]] = field(default_factory=list, repr=False)
+    metas: list[dict[str, Any]] = field(default_factory=list, repr=False)
+
+    @property
+    def gpu_name(self) -> str:
+        return str(self.fields.get("GPU") or "unknown GPU")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"label": self.label, "simulated": self.simulated, "fields": self.fields, "sources": self.sources,
+                "records": len(self.records)}
+
+
+@dataclass
+class Cell:
+    """One case on one run, from its default-clock record. Intervals are the record's own."""
+
+    run: str
+    simulated: bool
+    case_id: str | None
+    rounds: int | None
+    energy_status: str | None
+    time_per_image_s: Estimate | None
+    images_per_s: Estimate | None
+    energy_per_image_j: Estimate | None
+    net_energy_per_image_j: Estimate | None
+    images_per_kj: Estimate | None
+    edp_js_per_image: float | None
+    fraction_of_flop_floor: float | None
+    fraction_of_flop_floor_unavailable_reason: str | None
+    power_w: Estimate | None
+    energy_optimal_clock: dict[str, Any] | None
+    true_time_per_image_s: float | None = None
+    true_energy_per_image_j: float | None = None
+    notes: list[str] = field(default_factory=list)
+    record: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        def est(e: Estimate | None) -> dict[str, Any] | None:
+            return None if e is None else {"value": e.value, "ci_low": e.ci_low, "ci_high": e.ci_high, "method": e.method}
+
+        return json_safe({
+            "run": self.run, "simulated": self.simulated, "case_id": self.case_id, "rounds": self.rounds,
+            "energy_status": self.energy_status, "time_per_image_s": est(self.time_per_image_s),
+            "images_per_s": est(self.images_per_s), "energy_per_image_j": est(self.energy_per_image_j),
+            "net_energy_per_image_j": est(self.net_energy_per_image_j), "images_per_kj": est(self.images_per_kj),
+            "edp_js_per_image": self.edp_js_per_image, "fraction_of_flop_floor": self.fraction_of_flop_floor,
+            "fraction_of_flop_floor_unavailable_reason": self.fraction_of_flop_floor_unavailable_reason,
+            "power_w": est(self.power_w), "energy_optimal_clock": self.energy_optimal_clock,
+            "true_time_per_image_s": self.true_time_per_image_s,
+            "true_energy_per_image_j": self.true_energy_per_image_j, "notes": self.notes,
+        })
+
+
+@dataclass
+class Comparison:
+    """``new`` against ``old`` for one metric of one case: :func:`sdbench.stats.change_interval` on the
+    per-round samples. ``differs``: what differs between the two runs; ``mixed``: one is simulated, one not."""
+
+    metric: str
+    new: str
+    old: str
+    estimate_rel: float | None
+    low_rel: float | None
+    high_rel: float | None
+    verdict: str
+    method: str
+    confidence: float
+    differs: list[str]
+    simulated: bool
+    mixed: bool
+    statement: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe(dict(self.__dict__))
+
+
+@dataclass
+class CaseStudy:
+    """One case across the runs: a cell per run that measured it, and the pairwise comparisons."""
+
+    workload: dict[str, Any]
+    label: str
+    cells: list[Cell]
+    missing: list[str]
+    comparisons: list[Comparison]
+
+    def order(self, metric: str) -> list[str]:
+        """Run labels by the metric's median, best (lowest) first; runs without it left out."""
+        get = {"time": lambda c: c.time_per_image_s, "energy": lambda c: c.energy_per_image_j}[metric]
+        have = [c for c in self.cells if get(c) is not None]
+        return [c.run for c in sorted(have, key=lambda c: get(c).value)]
+
+    def cell(self, run: str) -> Cell | None:
+        return next((c for c in self.cells if c.run == run), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return json_safe({"workload": self.workload, "label": self.label, "cells": [c.to_dict() for c in self.cells],
+                          "missing": self.missing, "order_time": self.order("time"),
+                          "order_energy": self.order("energy"),
+                          "comparisons": [c.to_dict() for c in self.comparisons]})
+
+
+@dataclass
+class CrossGpuStudy:
+    """Everything the study found (see the module docstring)."""
+
+    runs: list[Run]
+    cases: list[CaseStudy]
+    confidence: float
+    sources: list[str]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def simulated_runs(self) -> list[str]:
+        return [r.label for r in self.runs if r.simulated]
+
+    @property
+    def simulated(self) -> bool:
+        """Any run is simulated."""
+        return bool(self.simulated_runs)
+
+    @property
+    def mixed(self) -> bool:
+        """Simulated and measured runs side by side."""
+        return self.simulated and len(self.simulated_runs) < len(self.runs)
+
+    def differences(self) -> dict[str, dict[str, Any]]:
+        """Each :data:`RUN_FIELDS` label whose value differs between runs: {label: {run: value}}."""
+        out: dict[str, dict[str, Any]] = {}
+        for name, _key in RUN_FIELDS:
+            values = {r.label: r.fields.get(name) for r in self.runs}
+            if len({json.dumps(v, sort_keys=True, default=str) for v in values.values()}) > 1:
+                out[name] = values
+        return out
+
+    def same(self) -> dict[str, Any]:
+        """Each :data:`RUN_FIELDS` label with one value on every run (and stated)."""
+        diff = self.differences()
+        return {name: self.runs[0].fields.get(name) for name, _ in RUN_FIELDS
+                if name not in diff and self.runs and self.runs[0].fields.get(name) is not None}
+
+    def headline(self) -> list[str]:
+        """The lines a reader must see first: what is simulated, what differs between the runs."""
+        lines = []
+        if self.simulated:
+            which = "all runs" if not self.mixed else f"{len(self.simulated_runs)} of {len(self.runs)} runs"
+            lines.append(f"{SIM_BANNER} ({which}: {', '.join(self.simulated_runs)}).")
+        if self.mixed:
+            lines.append("WARNING: simulated and measured runs are side by side; every statement comparing them "
+                         "says SIMULATED vs MEASURED, and such a comparison is no measurement of the difference.")
+        diff = self.differences()
+        if diff:
+            lines.append(f"The runs differ in: {', '.join(diff)} (table 'What differs between the runs'); every "
+                         "statement below names what differs between its two runs.")
+        same = self.same()
+        if same:
+            lines.append("Same on every run: " + ", ".join(f"{k} {_show(v)}" for k, v in same.items()) + ".")
+        return lines
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON document."""
+        return json_safe({
+            "schema": "sdbench-crossgpu/1", "simulated": self.simulated, "mixed_simulated_and_measured": self.mixed,
+            "simulated_runs": self.simulated_runs, "confidence": self.confidence, "sources": self.sources,
+            "workload_identity": list(WORKLOAD_IDENTITY), "headline": self.headline(),
+            "runs": [r.to_dict() for r in self.runs], "differences": self.differences(), "same": self.same(),
+            "cases": [c.to_dict() for c in self.cases], "notes": self.notes,
+        })
+
+    # --- tables ---------------------------------------------------------------------------------------------
+    def table(self, case: CaseStudy) -> tuple[list[str], list[list[str]]]:
+        """One case's table: a row per run."""
+        pct = f"{100 * self.confidence:g} %"
+        header = ["GPU", "s/image [CI]", "images/s [CI]", "J/image [CI]", "net J/image [CI]", "images/kJ [CI]",
+                  "EDP J*s/image", "fraction of FLOP floor", "power W [CI]", "energy-optimal clock",
+                  f"time vs {self.runs[0].label} [{pct} CI]", f"energy vs {self.runs[0].label} [{pct} CI]"]
+        rows = []
+        for run in self.runs:
+            c = case.cell(run.label)
+            label = run.label + (" [SIMULATED]" if run.simulated else "")
+            if c is None:
+                rows.append([label, "not measured"] + [""] * (len(header) - 2))
+                continue
+            floor = (f"{c.fraction_of_flop_floor:.3g}" if c.fraction_of_flop_floor is not None
+                     else f"n/a ({c.fraction_of_flop_floor_unavailable_reason or 'not recorded'})")
+            rows.append([label, _est(c.time_per_image_s), _est(c.images_per_s), _est(c.energy_per_image_j),
+                         _est(c.net_energy_per_image_j), _est(c.images_per_kj),
+                         "-" if c.edp_js_per_image is None else f"{c.edp_js_per_image:.4g}", floor, _est(c.power_w),
+                         _optimum_text(c.energy_optimal_clock),
+                         _against_first(case, "time", run.label, self.runs[0].label),
+                         _against_first(case, "energy", run.label, self.runs[0].label)])
+        return header, rows
+
+    def markdown(self, plot_name: str | None = "progression.png") -> str:
+        """The markdown document (the plot by relative path)."""
+        out = ["# sdbench cross-GPU study", ""]
+        out += [f"> **{line}**" if line.startswith(("SIMULATED", "WARNING")) else f"> {line}" for line in self.headline()]
+        out += ["", "## What differs between the runs", "", _markdown_table(self.differences_table()), ""]
+        out += ["## Runs", "", _markdown_table(self.runs_table()), ""]
+        out += ["Sources: " + ", ".join(f"`{s}`" for s in self.sources), ""]
+        out.append(f"Intervals in the tables are each record's own ({_record_confidence(self)}, sdbench.stats); "
+                   f"changes are `sdbench.stats.change_interval` on the per-round samples at {100 * self.confidence:g} %. "
+                   "images/s and images/kJ intervals are the reciprocals of the time and energy intervals; EDP is a "
+                   "point estimate (median energy x median time per image).")
+        out.append("")
+        for case in self.cases:
+            out += [f"## {case.label}", "", _markdown_table(self.table(case)), ""]
+            for metric in ("time", "energy"):
+                order = case.order(metric)
+                if order:
+                    best = "fastest" if metric == "time" else "least energy"
+                    out.append(f"- order by median {metric} per image ({best} first): {' < '.join(order)}")
+            if case.missing:
+                out.append(f"- not measured on: {', '.join(case.missing)}")
+            out += [f"- {c.statement}" for c in case.comparisons]
+            notes = [f"{c.run}: {n}" for c in case.cells for n in c.notes]
+            out += [f"- note: {n}" for n in notes]
+            out.append("")
+        if plot_name:
+            out += [f"![progression]({plot_name})", ""]
+        if self.notes:
+            out += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
+        return "\n".join(out)
+
+    def differences_table(self) -> tuple[list[str], list[list[str]]]:
+        """A row per field that differs between the runs (or a line saying none does), a column per run."""
+        diff = self.differences()
+        header = ["field", *[r.label for r in self.runs]]
+        if not diff:
+            return header, [["(nothing recorded differs)", *[""] * len(self.runs)]]
+        return header, [[name, *[_show(values.get(r.label)) for r in self.runs]] for name, values in diff.items()]
+
+    def runs_table(self) -> tuple[list[str], list[list[str]]]:
+        """A row per run: every :data:`RUN_FIELDS` value it states."""
+        names = [name for name, _ in RUN_FIELDS if any(r.fields.get(name) is not None for r in self.runs)]
+        return ["run", *names, "sources"], [[r.label, *[_show(r.fields.get(n)) for n in names], ", ".join(r.sources)]
+                                            for r in self.runs]
+
+    def html(self, plot_name: str | None = "progression.png") -> str:
+        """A self-contained HTML document (inline CSS, the plot by relative path)."""
+        e = html.escape
+        body = ["<h1>sdbench cross-GPU study</h1>"]
+        for line in self.headline():
+            cls = "banner" if line.startswith("SIMULATED") else "warning" if line.startswith("WARNING") else "headline"
+            body.append(f'<div class="{cls}">{e(line)}</div>')
+        body += ["<h2>What differs between the runs</h2>", _html_table(self.differences_table()),
+                 "<h2>Runs</h2>", _html_table(self.runs_table()),
+                 f"<p class='note'>Sources: {e(', '.join(self.sources))}. Intervals in the tables are each record's "
+                 f"own ({e(_record_confidence(self))}); changes are sdbench.stats.change_interval on the per-round "
+                 f"samples at {100 * self.confidence:g} %.</p>"]
+        for case in self.cases:
+            body += [f"<h2>{e(case.label)}</h2>", _html_table(self.table(case)), "<ul>"]
+            for metric in ("time", "energy"):
+                order = case.order(metric)
+                if order:
+                    body.append(f"<li>order by median {metric} per image (best first): {e(' < '.join(order))}</li>")
+            if case.missing:
+                body.append(f"<li>not measured on: {e(', '.join(case.missing))}</li>")
+            body += [f"<li>{e(c.statement)}</li>" for c in case.comparisons]
+            body += [f"<li>note: {e(c.run)}: {e(n)}</li>" for c in case.cells for n in c.notes]
+            body.append("</ul>")
+        if plot_name:
+            body.append(f'<img src="{e(plot_name)}" alt="progression per case">')
+        if self.notes:
+            body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in self.notes) + "</ul>")
+        title = "sdbench cross-GPU study" + (" [SIMULATED]" if self.simulated else "")
+        return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
+                f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+# --- building it ----------------------------------------------------------------------------------------------
+def _num(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None
+    return float(value)
+
+
+def _run_fields(rec: Mapping[str, Any]) -> dict[str, Any]:
+    out = {name: rec.get(key) for name, key in RUN_FIELDS}
+    if out["GPU"] is None:
+        out["GPU"] = rec.get("env_torch_gpu_name")
+    if out["power limit W"] is None:
+        out["power limit W"] = rec.get("telemetry_power_limit_w")
+    if out["simulated"] is None:
+        out["simulated"] = record_is_simulated(rec) or None
+    return out
+
+
+def _identity(rec: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
+    return tuple((k, json.dumps(rec.get(k), sort_keys=True, default=str)) for k in WORKLOAD_IDENTITY)
+
+
+def _label_runs(runs: list[Run]) -> None:
+    """Label each run by its GPU name; runs sharing a name get the fields that tell them apart."""
+    by_name: dict[str, list[Run]] = {}
+    for r in runs:
+        by_name.setdefault(r.gpu_name, []).append(r)
+    for name, group in by_name.items():
+        if len(group) == 1:
+            group[0].label = name
+            continue
+        differing = [n for n, _ in RUN_FIELDS if n != "GPU"
+                     and len({json.dumps(r.fields.get(n), default=str) for r in group}) > 1]
+        shown = [n for n in differing if n not in _CARD_IDENTITY][:2] or differing[:1]
+        for i, r in enumerate(group, 1):
+            extra = ", ".join(f"{n} {_show(r.fields.get(n))}" for n in shown)
+            r.label = f"{name} ({extra})" if extra else f"{name} #{i}"
+        if len({r.label for r in group}) < len(group):
+            for i, r in enumerate(group, 1):
+                r.label = f"{r.label} #{i}"
+
+
+def _workload_label(w: Mapping[str, Any]) -> str:
+    parts = [str(w.get("model"))]
+    if w.get("width") and w.get("height"):
+        parts.append(f"{w['width']}x{w['height']}")
+    for key, fmt in (("scheduler", "{}"), ("steps", "{} steps"), ("batch_size", "batch {}"), ("dtype", "{}"),
+                     ("profile", "{}"), ("knobs", "knobs {}"), ("attention", "{} attention"),
+                     ("prompt_tokens", "{} prompt tokens"), ("guidance_scale", "CFG {}"), ("offload", "offload {}")):
+        value = w.get(key)
+        if value not in (None, "") and not (key == "offload" and value == "none"):
+            parts.append(fmt.format(value))
+    return ", ".join(parts)
+
+
+def _interval(rec: Mapping[str, Any], prefix: str) -> Estimate | None:
+    median = _num(rec.get(f"{prefix}_median"))
+    if median is None:
+        return None
+    low, high = _num(rec.get(f"{prefix}_ci95_low")), _num(rec.get(f"{prefix}_ci95_high"))
+    if low is None or high is None:
+        return Estimate(median)
+    return Estimate(median, min(low, median), max(high, median), rec.get(f"{prefix}_ci_method"))
+
+
+def _reciprocal(e: Estimate | None, scale: float) -> Estimate | None:
+    """``scale / x`` of a positive estimate: the interval's ends swap (1/x is decreasing)."""
+    if e is None or e.value <= 0:
+        return None
+    if not e.has_ci or (e.ci_low or 0) <= 0:
+        return Estimate(scale / e.value)
+    return Estimate(scale / e.value, scale / e.ci_high, scale / e.ci_low, "reciprocal")  # type: ignore[operator]
+
+
+def _power(rec: Mapping[str, Any]) -> Estimate | None:
+    samples = rec.get("power_w_samples")
+    if isinstance(samples, list) and len(samples) >= 2 and all(_num(s) is not None and s > 0 for s in samples):
+        s = summarize(samples)
+        return Estimate(s.median, s.ci95_low, s.ci95_high, s.method)
+    value = _num(rec.get("power_w"))
+    return None if value is None else Estimate(value)
+
+
+def _optimum(records: list[dict[str, Any]], metas: list[dict[str, Any]], analysis_options: Mapping[str, Any]
+             ) -> dict[str, Any] | None:
+    """The energy-optimal clock of a run's sweep of one case; None unless two or more clock settings exist."""
+    settings = {json.dumps(record_settings(r), sort_keys=True) for r in records}
+    if len(settings) < 2:
+        return None
+    meta = metas[0] if len(metas) == 1 else None
+    analyses = analyze_records(records, meta=meta, **analysis_options)
+    a = analyses[0]
+    opt = a.optima.get("energy")
+    if opt is None:
+        return None
+    out = {"x_field": opt.x_field, "value": opt.x_value, "label": opt.label, "clock_ci": opt.clock_ci,
+           "supported": opt.supported, "support": opt.support, "support_reasons": list(opt.support_reasons),
+           "energy_per_image_j": None if opt.value is None else opt.value.value,
+           "saving_pct": None if opt.saving_pct is None else opt.saving_pct.value,
+           "saving_pct_ci": None if opt.saving_pct is None else [opt.saving_pct.ci_low, opt.saving_pct.ci_high],
+           "statement": opt.statement(), "clock_points": opt.n_clock_points}
+    return out
+
+
+def _cell(run: Run, records: list[dict[str, Any]], analysis_options: Mapping[str, Any]) -> Cell | None:
+    ok = [r for r in records if r.get("point_status") in (None, "ok")]
+    defaults = [r for r in ok if is_default_record(r)]
+    notes = []
+    optimum = None
+    try:
+        optimum = _optimum(ok, run.metas, analysis_options)
+    except ConfigError as exc:
+        notes.append(f"no energy-optimal clock: {exc}")
+    if not defaults:
+        if optimum is None:
+            return None
+        notes.append("no default-clock record: only the sweep's optimum is shown")
+        rec: dict[str, Any] = {}
+    else:
+        # A plain measurement of the case wins over a sweep's default-clock points (those are re-measurements
+        # for the sweep's drift check); among equals the last, as sdbench compare takes the newest.
+        plain = [r for r in defaults if r.get("point_role") is None]
+        rec = (plain or defaults)[-1]
+        if len(defaults) > 1:
+            which = "a plain measurement" if plain else "the last sweep re-measurement"
+            notes.append(f"{len(defaults)} default-clock records; {which} is shown (a sweep's re-measurements are "
+                         "pooled in its energy-optimal clock)")
+    t = _interval(rec, "time_per_image_s")
+    e = _interval(rec, "energy_per_image_j") if rec.get("energy_status") != "unavailable" else None
+    en = _interval(rec, "net_energy_per_image_j") if e is not None else None
+    edp = e.value * t.value if (e is not None and t is not None) else None
+    floor = _num(rec.get("fraction_of_flop_floor"))
+    reason = None if floor is not None else (rec.get("mfu_unavailable_reason") or rec.get("flop_floor_unavailable_reason"))
+    if e is None and rec:
+        notes.append(f"energy unavailable: {rec.get('energy_unavailable_reason') or rec.get('energy_status')}")
+    return Cell(run=run.label, simulated=run.simulated, case_id=rec.get("case_id"), rounds=rec.get("rounds"),
+                energy_status=rec.get("energy_status"), time_per_image_s=t, images_per_s=_reciprocal(t, 1.0),
+                energy_per_image_j=e, net_energy_per_image_j=en, images_per_kj=_reciprocal(e, 1000.0),
+                edp_js_per_image=edp, fraction_of_flop_floor=floor, fraction_of_flop_floor_unavailable_reason=reason,
+                power_w=_power(rec) if e is not None else None, energy_optimal_clock=optimum,
+                true_time_per_image_s=_num(rec.get("simulated_true_time_per_image_s")),
+                true_energy_per_image_j=_num(rec.get("simulated_true_energy_per_image_j")), notes=notes, record=rec)
+
+
+def _differs(new: Run, old: Run) -> list[str]:
+    """``field old -> new`` for each :data:`RUN_FIELDS` value that differs (a card's UUID only when both runs
+    name the same GPU model: two different models are two different cards)."""
+    out = []
+    other_model = old.fields.get("GPU") != new.fields.get("GPU")
+    for name, _ in RUN_FIELDS:
+        a, b = old.fields.get(name), new.fields.get(name)
+        if name in _CARD_IDENTITY and other_model:
+            continue
+        if json.dumps(a, default=str) != json.dumps(b, default=str):
+            out.append(f"{name} {_show(a)} -> {_show(b)}")
+    return out
+
+
+def _samples(cell: Cell, key: str) -> list[float] | None:
+    raw = cell.record.get(key)
+    if not isinstance(raw, list) or not raw or not all(_num(v) is not None for v in raw):
+        return None
+    return [float(v) for v in raw]
+
+
+def _compare(metric: tuple[str, str, str, str, tuple[str, str]], new: Run, old: Run, cn: Cell,
+             co: Cell, confidence: float) -> Comparison | None:
+    key, label, samples_key, _unit, (better, worse) = metric
+    if key == "energy" and (cn.energy_per_image_j is None or co.energy_per_image_j is None):
+        return None
+    s_new, s_old = _samples(cn, samples_key), _samples(co, samples_key)
+    differs = _differs(new, old)
+    mixed = new.simulated != old.simulated
+    simulated = new.simulated and old.simulated
+    # Every statement says whether its numbers are measured, simulated, or one of each.
+    tag = "[SIMULATED vs MEASURED] " if mixed else "[SIMULATED] " if simulated else "[MEASURED] "
+    what = f"differs: {'; '.join(differs)}" if differs else "no difference recorded between the runs"
+    if s_new is None or s_old is None:
+        return Comparison(key, new.label, old.label, None, None, None, "not compared", "none", confidence, differs,
+                          simulated, mixed, f"{tag}{new.label} vs {old.label}: {label}: not compared (no per-round "
+                          f"samples on {'both sides' if s_new is None and s_old is None else 'one side'}); {what}")
+    ch = change_interval(s_new, s_old, confidence=confidence)
+    if not ch.noise_known:
+        verdict = "noise unknown (fewer than 2 rounds on a side)"
+    else:
+        verdict = {"faster": better, "slower": worse}.get(ch.verdict, "indistinguishable (the interval contains 0)")
+    interval = "" if ch.low_rel is None or ch.high_rel is None else (
+        f" [{_pct(ch.low_rel)}, {_pct(ch.high_rel)}]")
+    statement = (f"{tag}{new.label} vs {old.label}: {label} {_pct(ch.estimate_rel)}{interval} "
+                 f"({100 * confidence:g} % CI, {ch.method}): {verdict}; {what}")
+    return Comparison(key, new.label, old.label, ch.estimate_rel, ch.low_rel, ch.high_rel, verdict, ch.method,
+                      confidence, differs, simulated, mixed, statement)
+
+
+def build_study(inputs: Sequence[str | os.PathLike[str]] | Sequence[Source], *, confidence: float = 0.95,
+                analysis_options: Mapping[str, Any] | None = None) -> CrossGpuStudy:
+    """The study over ``inputs`` (paths, or already loaded :class:`Source` objects).
+
+    ``confidence``: level of the change intervals. ``analysis_options`` go to
+    :func:`sdbench.analysis.analyze_records` for the energy-optimal clocks (``n_resamples``, ``seed``,
+    ``statistic``, ``energy_basis``, ``slowdown_cap_pct``, ``confidence``). Raises :class:`ConfigError` when
+    fewer than two runs (GPUs) are found, or no case was measured on two of them.
+    """
+    if isinstance(confidence, bool) or not (isinstance(confidence, (int, float)) and 0.0 < confidence < 1.0):
+        raise ConfigError("confidence", confidence, "a probability strictly between 0 and 1")
+    confidence = float(confidence)
+    analysis_options = dict(analysis_options or {})
+    if inputs and all(isinstance(s, Source) for s in inputs):
+        loaded: list[Source] = list(inputs)  # type: ignore[arg-type]
+    else:
+        loaded = load_inputs(inputs)  # type: ignore[arg-type]
+    runs: dict[str, Run] = {}
+    for src in loaded:
+        for rec in src.records:
+            fields = _run_fields(rec)
+            key = json.dumps(fields, sort_keys=True, default=str)
+            run = runs.get(key)
+            if run is None:
+                run = runs[key] = Run("", fields, bool(record_is_simulated(rec)), [])
+            run.records.append(rec)
+            if str(src.path) not in run.sources:
+                run.sources.append(str(src.path))
+                if src.meta:
+                    run.metas.append(src.meta)
+    run_list = list(runs.values())
+    if len(run_list) < 2:
+        names = ", ".join(r.gpu_name for r in run_list) or "none"
+        raise ConfigError("across-gpus", [str(s.path) for s in loaded], "results from two or more GPUs",
+                          reason=f"found {len(run_list)} GPU run(s): {names}")
+    _label_runs(run_list)
+    workloads: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
+    for run in run_list:
+        for rec in run.records:
+            workloads.setdefault(_identity(rec), {k: rec.get(k) for k in WORKLOAD_IDENTITY})
+    cases = []
+    notes = []
+    for ident, workload in workloads.items():
+        label = _workload_label(workload)
+        cells = []
+        for run in run_list:
+            recs = [r for r in run.records if _identity(r) == ident]
+            c = _cell(run, recs, analysis_options) if recs else None
+            if c is not None:
+                cells.append(c)
+        if len(cells) < 2:
+            notes.append(f"{label}: measured on {len(cells)} GPU run(s) only ({', '.join(c.run for c in cells)}): "
+                         "not in the study")
+            continue
+        comparisons = []
+        for i, old in enumerate(run_list):
+            for new in run_list[i + 1:]:
+                co, cn = next((c for c in cells if c.run == old.label), None), next((c for c in cells if c.run == new.label), None)
+                if co is None or cn is None:
+                    continue
+                for metric in METRICS:
+                    cmp = _compare(metric, new, old, cn, co, confidence)
+                    if cmp is not None:
+                        comparisons.append(cmp)
+        missing = [r.label for r in run_list if all(c.run != r.label for c in cells)]
+        cases.append(CaseStudy(workload, label, cells, missing, comparisons))
+    if not cases:
+        raise ConfigError("across-gpus", [str(s.path) for s in loaded], "results of the same case from two or more GPUs",
+                          reason="no case (model, scheduler, steps, resolution, batch, dtype, profile, knobs, attention, "
+                                 "prompt length) was measured on two of the GPUs found")
+    return CrossGpuStudy(run_list, cases, confidence, [str(s.path) for s in loaded], notes)
+
+
+# --- the plot -------------------------------------------------------------------------------------------------
+def plot_progression(study: CrossGpuStudy, path: str | os.PathLike[str]) -> Path:
+    """Per case, the runs side by side (in run order): time per image and energy per image (gross, and net
+    hatched), with each record's interval as error bars. Agg backend, without touching pyplot's state."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    n = len(study.cases)
+    fig = Figure(figsize=(11.0, 3.4 * n + 0.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(n, 2, squeeze=False)
+    labels = [r.label for r in study.runs]
+    colours = [f"C{i % 10}" for i in range(len(labels))]
+    for row, case in enumerate(study.cases):
+        ax_t, ax_e = axes[row]
+        for i, run in enumerate(labels):
+            c = case.cell(run)
+            if c is None:
+                continue
+            _bar(ax_t, i, c.time_per_image_s, colours[i], 0.6)
+            _bar(ax_e, i - 0.18, c.energy_per_image_j, colours[i], 0.34)
+            _bar(ax_e, i + 0.18, c.net_energy_per_image_j, colours[i], 0.34, hatch="//")
+        for ax, ylabel in ((ax_t, "s / image"), (ax_e, "J / image (gross; net hatched)")):
+            ax.set_xticks(range(len(labels)))
+            ax.set_xticklabels([_short(x) for x in labels], rotation=15, ha="right", fontsize=8)
+            ax.set_ylabel(ylabel)
+            ax.set_ylim(bottom=0)
+            ax.grid(axis="y", alpha=0.3)
+        ax_t.set_title(_wrap(case.label), fontsize=9)
+        ax_e.set_title("error bars: each record's 95 % interval of the median", fontsize=8)
+    title = "Cross-GPU progression"
+    if study.simulated:
+        title = ("[SIMULATED] " if not study.mixed else "[SIMULATED and MEASURED] ") + title
+    fig.suptitle(title)
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, format="png", dpi=100)
+    return out
+
+
+def _bar(ax: Any, x: float, e: Estimate | None, colour: str, width: float, hatch: str | None = None) -> None:
+    if e is None:
+        return
+    yerr = None
+    if e.has_ci:
+        yerr = [[e.value - e.ci_low], [e.ci_high - e.value]]  # type: ignore[operator]
+    ax.bar([x], [e.value], width=width, color=colour, alpha=0.55 if hatch else 0.85, hatch=hatch, edgecolor="black",
+           linewidth=0.5, yerr=yerr, capsize=3, error_kw={"elinewidth": 1})
+
+
+def _short(label: str, width: int = 30) -> str:
+    """A tick label: the vendor prefix dropped, "(simulated)" as "(sim)", cut to ``width``."""
+    for prefix in ("NVIDIA ", "Tesla "):
+        label = label.removeprefix(prefix)
+    label = label.replace("(simulated)", "(sim)")
+    return label if len(label) <= width else label[: width - 1] + "…"
+
+
+def _wrap(text: str, width: int = 70) -> str:
+    import textwrap
+
+    return "\n".join(textwrap.wrap(text, width))
+
+
+# --- writing it -----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StudyFiles:
+    """Where :func:`write_study` put the study."""
+
+    output_dir: Path
+    markdown: Path
+    html: Path
+    json: Path
+    plot: Path
+
+
+def write_study(study: CrossGpuStudy, output_dir: str | os.PathLike[str]) -> StudyFiles:
+    """Write ``crossgpu.md``, ``crossgpu.html``, ``crossgpu.json`` and ``progression.png`` into ``output_dir``."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    plot = plot_progression(study, out / "progression.png")
+    md = atomic_write_text(out / "crossgpu.md", study.markdown(plot.name))
+    page = atomic_write_text(out / "crossgpu.html", study.html(plot.name))
+    doc = atomic_write_text(out / "crossgpu.json", to_json(study.to_dict(), indent=2) + "\n")
+    return StudyFiles(out, md, page, doc, plot)
+
+
+# --- text helpers ---------------------------------------------------------------------------------------------
+def _show(value: Any) -> str:
+    if value is None:
+        return "not recorded"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _pct(rel: float | None) -> str:
+    """``+12.3 %``; a bound printed to one decimal never lands on the other side of 0 than it is."""
+    if rel is None:
+        return "-"
+    text = f"{100.0 * rel:+.1f}"
+    if rel != 0.0 and float(text) == 0.0:
+        text = f"{100.0 * rel:+.2g}"
+    return f"{text} %"
+
+
+def _est(e: Estimate | None, fmt: str = ".4g") -> str:
+    return "-" if e is None else e.text(fmt)
+
+
+def _optimum_text(opt: Mapping[str, Any] | None) -> str:
+    if not opt:
+        return "no sweep"
+    if opt.get("label") is None:
+        return "none"
+    text = str(opt["label"])
+    if opt.get("clock_ci"):
+        lo, hi = opt["clock_ci"]
+        text += f" [{lo:g}, {hi:g}]"
+    if opt.get("saving_pct") is not None:
+        ci = opt.get("saving_pct_ci") or [None, None]
+        interval = "" if ci[0] is None else f" [{ci[0]:.1f}, {ci[1]:.1f}]"
+        text += f", saves {opt['saving_pct']:.1f} %{interval} vs default"
+    if not opt.get("supported"):
+        text += f" ({str(opt.get('support', 'unsupported')).upper()}: point estimate only)"
+    return text
+
+
+def _against_first(case: CaseStudy, metric: str, run: str, first: str) -> str:
+    if run == first:
+        return "reference"
+    cmp = next((c for c in case.comparisons if c.metric == metric and c.new == run and c.old == first), None)
+    if cmp is None or cmp.estimate_rel is None:
+        return "-"
+    interval = "" if cmp.low_rel is None else f" [{_pct(cmp.low_rel)}, {_pct(cmp.high_rel)}]"
+    return f"{_pct(cmp.estimate_rel)}{interval}" + (" (sim vs measured)" if cmp.mixed else "")
+
+
+def _record_confidence(study: CrossGpuStudy) -> str:
+    levels = {c.record.get("time_per_image_s_ci_confidence") for case in study.cases for c in case.cells}
+    levels.discard(None)
+    if not levels:
+        return "95 % unless the records say otherwise"
+    return ", ".join(f"{100 * float(v):g} %" for v in sorted(levels))
+
+
+def _markdown_table(table: tuple[list[str], list[list[str]]]) -> str:
+    header, rows = table
+
+    def esc(cell: str) -> str:
+        return cell.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _html_table(table: tuple[list[str], list[list[str]]]) -> str:
+    header, rows = table
+    e = html.escape
+    parts = ["<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>"]
+    parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
+    parts.append("</tbody></table>")
+    return "".join(parts)
+
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1400px;color:#222;padding:0 1em}
+table{border-collapse:collapse;font-size:12px;margin:0.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+.banner{background:#b00020;color:#fff;padding:0.8em 1em;font-weight:bold;border-radius:4px;margin:0.3em 0}
+.warning{background:#fff3cd;border:2px solid #b26a00;color:#5c3a00;padding:0.6em 1em;border-radius:4px;font-weight:bold}
+.headline{background:#eef5ee;padding:0.6em 1em;border-radius:4px;margin:0.3em 0}
+img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}
+.note{color:#555;font-size:0.9em}
+"""

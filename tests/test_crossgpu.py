@@ -1,0 +1,284 @@
+"""The cross-GPU study (`sdbench report --across-gpus`): the same tiny-sd case measured by sdbench's own Bench on
+the simulated V100, A100, H100 and H200 (virtual clock: fast, and the same numbers on a loaded host), whose
+physical model knows the true time and energy per image on each card.
+
+The study must find the ordering the model implies (where the truth separates two cards by more than 1 %;
+the H100 and H200 take the same time for this latency-bound model within 0.1 %, and there the study may only
+say "indistinguishable" or get the sign right), every record's interval must contain its card's truth, and
+every change interval the true change. A real-looking pair (two synthetic record sets that differ in GPU,
+driver and torch) checks that the tables and statements name what differs, and a simulated-with-measured pair
+that the statements say so.
+"""
+
+from __future__ import annotations
+
+import json
+from itertools import combinations
+from pathlib import Path
+from typing import Any
+
+import pytest
+from testsupport import invoke
+
+from sdbench.bench import Bench
+from sdbench.case import Case
+from sdbench.crossgpu import WORKLOAD_IDENTITY, CrossGpuStudy, build_study, write_study
+from sdbench.errors import ConfigError
+from sdbench.flops import count_work
+from sdbench.gpu.simulated import CARDS, SimulatedGpu
+from sdbench.records import export_metrics, read_records
+from sdbench.runner import RunnerConfig, work_profile
+from sdbench.stats import summarize
+from sdbench.sweep import SweepOptions, run_sweep
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+CARD_KEYS = ("v100", "a100", "h100", "h200")
+SEPARATED_REL = 0.01  # truths further apart than this must be ordered by the study
+QUICK = RunnerConfig(idle_s=0.5, warmup_min_s=0.5, min_rounds=8, max_rounds=8)  # 8 rounds: order-statistic intervals
+SWEEP_CLOCKS = "count:4"
+
+
+@pytest.fixture(scope="module")
+def simulated(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One --export-metrics document per simulated card (oldest first) and an A100 sweep of the same case."""
+    out = tmp_path_factory.mktemp("crossgpu")
+    paths = []
+    for key in CARD_KEYS:
+        bench = Bench(device=f"simulated:{key}", runner_config=QUICK)
+        try:
+            record = bench.measure(bench.case("tiny-sd"))
+            paths.append(export_metrics([record], out / f"{key}.json", {"command": "test", "environment": bench.environment}))
+            if key == "a100":
+                run_sweep(bench, bench.case("tiny-sd"), out / "a100-sweep",
+                          SweepOptions(clocks=SWEEP_CLOCKS, order="random", order_seed=3, idle_gap_s=0.0, cooldown_c=None,
+                                       default_every=10), progress=False)
+        finally:
+            bench.close()
+    return {"paths": paths, "sweep": out / "a100-sweep", "dir": out}
+
+
+@pytest.fixture(scope="module")
+def study(simulated: dict[str, Any]) -> CrossGpuStudy:
+    inputs = [*simulated["paths"][:2], simulated["sweep"], *simulated["paths"][2:]]
+    return build_study(inputs, analysis_options={"n_resamples": 400})
+
+
+def label_of(key: str) -> str:
+    return CARDS[key].name
+
+
+# --- the known answer -------------------------------------------------------------------------------------------
+def test_each_card_is_one_run_in_the_order_given(study: CrossGpuStudy) -> None:
+    assert [r.label for r in study.runs] == [label_of(k) for k in CARD_KEYS]
+    assert study.simulated and not study.mixed
+    assert len(study.cases) == 1 and len(study.cases[0].cells) == 4
+
+
+def test_the_records_truth_is_the_physical_models(study: CrossGpuStudy) -> None:
+    """The truth the study is checked against is SimulatedGpu(card).expected_call of the case's work."""
+    for cell, key in zip(study.cases[0].cells, CARD_KEYS):
+        case = Case.create("tiny-sd", device=f"simulated:{key}", dtype="fp32")
+        wc = count_work(case.model, case.height, case.width, case.batch_size, case.uses_cfg)
+        truth = SimulatedGpu(card=key).expected_call(work_profile(case, wc, cell.record["simulated_unet_evaluations"]))
+        assert cell.true_time_per_image_s == pytest.approx(truth.time_s / case.batch_size, rel=1e-9)
+        assert cell.true_energy_per_image_j == pytest.approx(truth.energy_j / case.batch_size, rel=1e-9)
+
+
+def test_every_records_interval_contains_its_cards_truth(study: CrossGpuStudy) -> None:
+    for cell in study.cases[0].cells:
+        t, e = cell.time_per_image_s, cell.energy_per_image_j
+        assert t is not None and e is not None and t.has_ci and e.has_ci
+        assert t.ci_low <= cell.true_time_per_image_s <= t.ci_high, cell.run
+        assert e.ci_low <= cell.true_energy_per_image_j <= e.ci_high, cell.run
+
+
+@pytest.mark.parametrize(("metric", "truth_field"), [("time", "true_time_per_image_s"),
+                                                     ("energy", "true_energy_per_image_j")])
+def test_the_study_orders_the_cards_as_the_physical_model_does(study: CrossGpuStudy, metric: str,
+                                                               truth_field: str) -> None:
+    case = study.cases[0]
+    truth = {c.run: getattr(c, truth_field) for c in case.cells}
+    order = case.order(metric)
+    assert sorted(order) == sorted(truth)
+    for a, b in combinations(order, 2):  # the study puts a before b
+        if abs(truth[b] / truth[a] - 1.0) > SEPARATED_REL:
+            assert truth[a] < truth[b], f"{metric}: the study puts {a} before {b}, the model the other way"
+    for cmp in (c for c in case.comparisons if c.metric == metric):
+        true_rel = truth[cmp.new] / truth[cmp.old] - 1.0
+        assert cmp.low_rel is not None and cmp.high_rel is not None
+        assert -1.0 < cmp.low_rel <= cmp.estimate_rel <= cmp.high_rel
+        assert cmp.low_rel <= true_rel <= cmp.high_rel, cmp.statement
+        if abs(true_rel) > SEPARATED_REL:
+            lower, higher = ("faster", "slower") if metric == "time" else ("less energy", "more energy")
+            assert cmp.verdict == (lower if true_rel < 0 else higher), cmp.statement
+        assert cmp.statement.startswith("[SIMULATED] ") and "differs: GPU " in cmp.statement
+
+
+def test_the_progression_the_model_implies_for_the_tiny_model(study: CrossGpuStudy) -> None:
+    """The tiny model is latency-bound: each newer card is faster (H100 and H200 alike) but draws more power
+    than the work needs, so energy per image rises from the V100 to the H200."""
+    case = study.cases[0]
+    v100, a100, h100, h200 = (label_of(k) for k in CARD_KEYS)
+    assert case.order("time")[2:] == [a100, v100]
+    assert set(case.order("time")[:2]) == {h100, h200}
+    assert case.order("energy") == [v100, a100, h100, h200]
+    tie = next(c for c in case.comparisons if c.metric == "time" and {c.new, c.old} == {h100, h200})
+    assert tie.verdict.startswith("indistinguishable") or tie.verdict == "faster"  # truth: the H200 by 0.07 %
+
+
+def test_the_energy_optimal_clock_comes_from_the_sweep_of_that_gpu(study: CrossGpuStudy, simulated: dict[str, Any]) -> None:
+    from sdbench.analysis import analyze_records
+
+    case = study.cases[0]
+    a100 = case.cell(label_of("a100"))
+    assert a100 is not None and a100.energy_optimal_clock is not None
+    records = read_records(simulated["sweep"] / "results.jsonl")
+    own = analyze_records(records, meta=json.loads((simulated["sweep"] / "sweep.json").read_text()),
+                          n_resamples=400)[0].optima["energy"]
+    assert a100.energy_optimal_clock["value"] == own.x_value
+    assert a100.energy_optimal_clock["label"] == own.label
+    assert a100.case_id == "tiny-sd-pndm-64x64-b1-4st-fp32-eager"  # the plain measurement, not a sweep point
+    assert all(c.energy_optimal_clock is None for c in case.cells if c.run != a100.run)
+
+
+def test_the_study_is_written_as_markdown_html_json_and_a_plot(study: CrossGpuStudy, tmp_path: Path) -> None:
+    files = write_study(study, tmp_path / "out")
+    md = files.markdown.read_text()
+    assert md.startswith("# sdbench cross-GPU study") and "> **SIMULATED:" in md
+    assert "| GPU | s/image [CI] | images/s [CI] | J/image [CI] | net J/image [CI] | images/kJ [CI] | EDP J*s/image |" in md
+    assert all(label_of(k) in md for k in CARD_KEYS) and "![progression](progression.png)" in md
+    page = files.html.read_text()
+    assert page.startswith("<!DOCTYPE html>") and 'class="banner"' in page and "progression.png" in page
+    doc = json.loads(files.json.read_text())
+    assert doc["schema"] == "sdbench-crossgpu/1" and doc["simulated"] is True
+    assert doc["workload_identity"] == list(WORKLOAD_IDENTITY)
+    cells = doc["cases"][0]["cells"]
+    assert [c["run"] for c in cells] == [label_of(k) for k in CARD_KEYS]
+    for c in cells:
+        for key in ("time_per_image_s", "images_per_s", "energy_per_image_j", "net_energy_per_image_j", "images_per_kj",
+                    "power_w"):
+            assert c[key]["ci_low"] <= c[key]["value"] <= c[key]["ci_high"], key
+        assert c["edp_js_per_image"] == pytest.approx(c["energy_per_image_j"]["value"] * c["time_per_image_s"]["value"])
+        assert c["fraction_of_flop_floor"] is not None and 0 < c["fraction_of_flop_floor"] < 1
+    assert set(doc["differences"]) >= {"GPU", "power limit W", "simulated card"}
+    assert files.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_command_writes_the_study(simulated: dict[str, Any], tmp_path: Path) -> None:
+    res = invoke(["report", "--across-gpus", *map(str, simulated["paths"]), str(simulated["sweep"]),
+                  "--output-dir", str(tmp_path / "cli"), "--resamples", "200"])
+    assert res.code == 0, res.err
+    assert res.out.startswith("SIMULATED:") and "study: " in res.out
+    assert "time per image" in res.out and (tmp_path / "cli" / "crossgpu.html").is_file()
+
+
+def test_the_command_takes_a_directory_or_the_study_not_both(simulated: dict[str, Any]) -> None:
+    res = invoke(["report", str(simulated["dir"]), "--across-gpus", *map(str, simulated["paths"])])
+    assert res.code == 2 and "invalid input" in res.err and "not both" in res.err
+    res = invoke(["report"])
+    assert res.code == 2 and "invalid input: None" in res.err
+
+
+# --- real-looking runs, built from synthetic records ------------------------------------------------------------
+def synthetic(gpu: str, driver: str, torch: str, time_s: float, energy_j: float, *, simulated: bool = False,
+              rounds: int = 10, **case: Any) -> dict[str, Any]:
+    """A flat record of one case as a real GPU run writes it, with per-round samples spread +-1 %."""
+    spread = [1.0 + 0.01 * ((i * 7) % rounds - rounds / 2) / rounds for i in range(rounds)]
+    times = [time_s * f for f in spread]
+    energies = [energy_j * f for f in reversed(spread)]
+    rec: dict[str, Any] = {"record_type": "case", "model": "sdxl", "scheduler": "euler", "steps": 30, "width": 1024,
+                           "height": 1024, "batch_size": 1, "dtype": "fp16", "profile": "eager", "knobs": "",
+                           "attention": "sdpa", "prompt_tokens": 19, "guidance_scale": 5.0, "offload": "none",
+                           "strength": None, "timestep_spacing": "leading", "sm_clock_mhz": None, "mem_clock_mhz": None,
+                           "power_limit_w": None}
+    rec.update(case)
+    rec["case_id"] = f"{rec['model']}-{rec['dtype']}-b{rec['batch_size']}" + (
+        f"-sm{rec['sm_clock_mhz']}" if rec["sm_clock_mhz"] else "")
+    rec.update(summarize(times).as_dict("time_per_image_s"))
+    rec.update(summarize(energies).as_dict("energy_per_image_j"))
+    rec.update(summarize([e * 0.8 for e in energies]).as_dict("net_energy_per_image_j"))
+    rec["time_per_image_s_samples"], rec["energy_per_image_j_samples"] = times, energies
+    rec["power_w_samples"] = [e / t for e, t in zip(energies, times)]
+    rec["power_w"] = sorted(rec["power_w_samples"])[rounds // 2]
+    rec["energy_status"] = "simulated" if simulated else "measured"
+    rec["energy_simulated"] = simulated
+    rec.update({"fraction_of_flop_floor": None, "mfu_unavailable_reason": "no matmul ceiling for this card",
+                "env_gpu_name": gpu, "env_gpu_uuid": "GPU-" + gpu.replace(" ", "-"), "env_gpu_driver_version": driver,
+                "env_torch": torch, "env_diffusers": "0.31.0", "env_gpu_power_limit_w": 700.0,
+                "env_gpu_simulated": simulated, "env_host": "node1"})
+    return rec
+
+
+def write_jsonl(path: Path, records: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def test_a_real_looking_pair_names_what_differs(tmp_path: Path) -> None:
+    h100 = write_jsonl(tmp_path / "h100.jsonl", [synthetic("NVIDIA H100 80GB HBM3", "550.54.15", "2.5.1", 2.0, 980.0)])
+    h200 = write_jsonl(tmp_path / "h200.jsonl", [synthetic("NVIDIA H200", "560.35.03", "2.6.0", 1.8, 950.0)])
+    study = build_study([h100, h200])
+    assert not study.simulated
+    diff = study.differences()
+    assert diff["GPU"] == {"NVIDIA H100 80GB HBM3": "NVIDIA H100 80GB HBM3", "NVIDIA H200": "NVIDIA H200"}
+    assert diff["driver"] == {"NVIDIA H100 80GB HBM3": "550.54.15", "NVIDIA H200": "560.35.03"}
+    assert diff["torch"] == {"NVIDIA H100 80GB HBM3": "2.5.1", "NVIDIA H200": "2.6.0"}
+    assert "power limit W" not in diff and study.same()["diffusers"] == "0.31.0"
+    md = study.markdown()
+    assert "SIMULATED" not in md
+    assert "| driver | 550.54.15 | 560.35.03 |" in md and "| torch | 2.5.1 | 2.6.0 |" in md
+    assert "The runs differ in: GPU, GPU UUID, driver, torch" in md
+    time_cmp = next(c for c in study.cases[0].comparisons if c.metric == "time")
+    assert time_cmp.verdict == "faster" and time_cmp.estimate_rel == pytest.approx(-0.1, abs=0.002)
+    assert time_cmp.statement.startswith("[MEASURED] NVIDIA H200 vs NVIDIA H100 80GB HBM3: time per image -10.0 % [")
+    assert "driver 550.54.15 -> 560.35.03" in time_cmp.statement and "torch 2.5.1 -> 2.6.0" in time_cmp.statement
+    assert "GPU NVIDIA H100 80GB HBM3 -> NVIDIA H200" in time_cmp.statement
+    assert "n/a (no matmul ceiling for this card)" in md  # a missing FLOP floor says why
+
+
+def test_simulated_against_measured_is_said_in_every_statement(tmp_path: Path) -> None:
+    real = write_jsonl(tmp_path / "real.jsonl", [synthetic("NVIDIA H100 80GB HBM3", "550.54.15", "2.5.1", 2.0, 980.0)])
+    sim = write_jsonl(tmp_path / "sim.jsonl", [synthetic("NVIDIA H200 (simulated)", "simulated", "2.5.1", 1.8, 950.0,
+                                                         simulated=True)])
+    study = build_study([real, sim])
+    assert study.mixed and any(line.startswith("WARNING: simulated and measured") for line in study.headline())
+    assert study.cases[0].comparisons and all(c.mixed and c.statement.startswith("[SIMULATED vs MEASURED] ")
+                                              for c in study.cases[0].comparisons)
+    assert "(sim vs measured)" in study.markdown()
+
+
+def test_cases_are_matched_by_workload_not_by_clock_or_gpu(tmp_path: Path) -> None:
+    a = write_jsonl(tmp_path / "a.jsonl", [synthetic("GPU A", "1", "2.5.1", 2.0, 900.0),
+                                           synthetic("GPU A", "1", "2.5.1", 1.0, 450.0, dtype="bf16")])
+    b = write_jsonl(tmp_path / "b.jsonl", [synthetic("GPU B", "1", "2.5.1", 1.5, 800.0),
+                                           synthetic("GPU B", "1", "2.5.1", 2.5, 700.0, sm_clock_mhz=1200),
+                                           synthetic("GPU B", "1", "2.5.1", 1.2, 600.0, batch_size=4)])
+    study = build_study([a, b])
+    assert len(study.cases) == 1  # fp16 batch 1 on both; bf16 only on A, batch 4 only on B
+    cell = study.cases[0].cell("GPU B")
+    assert cell is not None and cell.time_per_image_s.value == pytest.approx(1.5, rel=0.02)  # the default clock's
+    assert cell.energy_optimal_clock is not None and cell.energy_optimal_clock["value"] == 1200
+    assert sum("measured on 1 GPU run(s) only" in n for n in study.notes) == 2
+
+
+def test_one_gpu_is_no_study(tmp_path: Path) -> None:
+    a = write_jsonl(tmp_path / "a.jsonl", [synthetic("GPU A", "1", "2.5.1", 2.0, 900.0)])
+    with pytest.raises(ConfigError, match=r"across-gpus.*found 1 GPU run\(s\): GPU A"):
+        build_study([a])
+
+
+def test_two_runs_of_one_gpu_model_are_told_apart_by_what_differs(tmp_path: Path) -> None:
+    old = write_jsonl(tmp_path / "old.jsonl", [synthetic("NVIDIA H100 80GB HBM3", "550.54.15", "2.5.1", 2.0, 980.0)])
+    new = write_jsonl(tmp_path / "new.jsonl", [synthetic("NVIDIA H100 80GB HBM3", "550.54.15", "2.6.0", 1.9, 970.0)])
+    study = build_study([old, new])
+    assert [r.label for r in study.runs] == ["NVIDIA H100 80GB HBM3 (torch 2.5.1)", "NVIDIA H100 80GB HBM3 (torch 2.6.0)"]
+
+
+def test_pytest_benchmark_json_is_read(tmp_path: Path) -> None:
+    recs = [synthetic("GPU A", "1", "2.5.1", 2.0, 900.0), synthetic("GPU B", "1", "2.5.1", 1.5, 800.0)]
+    doc = {"machine_info": {}, "benchmarks": [{"fullname": f"bench[{i}]", "extra_info": r, "stats": {}}
+                                               for i, r in enumerate(recs)]}
+    (tmp_path / "bench.json").write_text(json.dumps(doc))
+    study = build_study([tmp_path / "bench.json"])
+    assert [r.label for r in study.runs] == ["GPU A", "GPU B"] and len(study.cases) == 1
