@@ -138,6 +138,13 @@ def test_the_energy_optimal_clock_comes_from_the_sweep_of_that_gpu(study: CrossG
                           n_resamples=400)[0].optima["energy"]
     assert a100.energy_optimal_clock["value"] == own.x_value
     assert a100.energy_optimal_clock["label"] == own.label
+    # ... and it is the model's own optimum over the swept clocks
+    case_ = Case.create("tiny-sd", device="simulated:a100", dtype="fp32")
+    wc = count_work(case_.model, case_.height, case_.width, case_.batch_size, case_.uses_cfg)
+    profile = work_profile(case_, wc, a100.record["simulated_unet_evaluations"])
+    swept = sorted({r["sm_clock_mhz_setting"] for r in records if r.get("sm_clock_mhz_setting")})
+    gpu = SimulatedGpu(card="a100")
+    assert a100.energy_optimal_clock["value"] == min(swept, key=lambda f: gpu.expected_call(profile, f).energy_j)
     assert a100.case_id == "tiny-sd-pndm-64x64-b1-4st-fp32-eager"  # the plain measurement, not a sweep point
     assert all(c.energy_optimal_clock is None for c in case.cells if c.run != a100.run)
 
