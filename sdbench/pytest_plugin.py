@@ -642,6 +642,7 @@ class CaseProgress:
     """
 
     PLAIN_EVERY_S = 15.0
+    LINE_WIDTH = 120
 
     def __init__(self, reporter: Any, capman: Any, state: SessionState, total: int) -> None:
         from sdbench.output.tables import CaseClock
@@ -684,10 +685,15 @@ class CaseProgress:
             write()
 
     def _line(self, state: str) -> str:
+        """`case k/N <id>: <state> | ETA ...`, the id shortened to keep the line within LINE_WIDTH."""
+        from sdbench.output.tables import shorten
+
         assert self.nodeid is not None
         eta = self.clock.eta_text()
         label = self.state.case_ids.get(self.nodeid, self.nodeid)
-        return f"{self.clock.label()} {label}: {state}" + (f" | {eta}" if eta else "")
+        rest = f": {state}" + (f" | {eta}" if eta else "")
+        head = f"{self.clock.label()} "
+        return head + shorten(label, max(24, self.LINE_WIDTH - len(head) - len(rest))) + rest
 
     def begin(self, nodeid: str) -> None:
         self.nodeid = nodeid
@@ -938,21 +944,27 @@ def _history(config: pytest.Config) -> tuple[str | None, bool]:
 
 
 def _next_steps(config: pytest.Config, state: SessionState, folder: Path | None) -> list[str]:
+    """What to do with the results: shell commands, each after a '# ...' line saying what it is for."""
     steps = []
     if folder is not None:
         here = shown_path(folder)
         data = f"{here}/{BENCHMARK_JSON_NAME}" if (folder / BENCHMARK_JSON_NAME).is_file() else f"{here}/{RECORDS_NAME}"
-        steps.append(f"sdbench compare {data} LATER/{Path(data).name}   # this run as the baseline of a later one")
+        steps += ["# compare a later run with this one (time, energy and power; noise-aware):",
+                  f"sdbench compare {data} LATER/{Path(data).name}"]
         clocks = {r.get("sm_clock_mhz_setting") for r in state.records if r.get("dvfs_planned_sm_clocks_mhz") is not None}
         if len(clocks) >= 2:
-            steps.append(f"sdbench report {here}   # the clock points: energy, EDP and their optima")
+            steps += ["# the clock points: energy, EDP and ED2P against clock, and their optima:", f"sdbench report {here}"]
     storage, saved = _history(config)
     if storage is not None and saved:
-        steps.append(f"pytest-benchmark --storage {storage} list   # this GPU and clock setting's history")
-        steps.append(f"pytest-benchmark --storage {storage} compare --group-by=param:scheduler")
-    elif storage is not None:
-        steps.append("# keep a history: add --benchmark-autosave (sdbench bench does), then --benchmark-compare")
+        steps += ["# this GPU and clock setting's pytest-benchmark history, with pytest-benchmark's own CLI:",
+                  f"pytest-benchmark --storage {storage} list",
+                  f"pytest-benchmark --storage {storage} compare --group-by=param:scheduler"]
     return steps
+
+
+def commands_of(steps: list[str]) -> list[str]:
+    """The commands of a 'What next' block, without their comment lines."""
+    return [step for step in steps if not step.startswith("#")]
 
 
 def _finish_results(config: pytest.Config, state: SessionState, exitstatus: int) -> list[str]:
@@ -981,7 +993,8 @@ def _finish_results(config: pytest.Config, state: SessionState, exitstatus: int)
         status_lines = [f"{status} in {took}", f"started {folder.started.isoformat(timespec='seconds')}",
                         f"{len(state.records)} record(s)"]
         if storage is not None:
-            status_lines.append(f"history: {storage}" + ("" if saved else " (nothing saved)"))
+            status_lines.append(f"history: {storage}" + ("" if saved else " (nothing saved: --benchmark-autosave "
+                                                                         "or --benchmark-save NAME keeps one)"))
         text = summary_markdown(title=f"sdbench results: {', '.join(state.suites) or 'sdbench'}", status=status_lines,
                                 table=table, legend_lines=legend_lines, environments=envs, files=files,
                                 next_steps=steps, command=" ".join(["pytest", *config.invocation_params.args]))
@@ -992,7 +1005,7 @@ def _finish_results(config: pytest.Config, state: SessionState, exitstatus: int)
         lines.append("results: no case was measured, no results folder written")
     if caller_prints:
         return [line for line in lines if not line.startswith("results: ")]
-    return lines + [f"next: {step}" if not step.startswith("#") else step for step in steps]
+    return lines + [f"next: {step}" for step in commands_of(steps)]
 
 
 @pytest.hookimpl(trylast=True)

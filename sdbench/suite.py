@@ -224,9 +224,11 @@ def finish_run(folder: Path | None, code: int) -> int:
         if summary.is_file():
             text = summary.read_text(encoding="utf-8")
             files = ", ".join(p.name for p in sorted(folder.iterdir(), key=_file_order) if p.is_file())
-            print(f"sdbench: {status_in(text) or 'finished'}; results in {shown}/ ({files})", flush=True)
+            print(f"sdbench: {status_in(text) or 'finished'}", flush=True)
+            print(f"sdbench: results in {shown}/ ({files})", flush=True)
             for step in next_steps_in(text):
-                print(f"  {step}" if step.startswith("#") else f"  next: {step}", flush=True)
+                if not step.startswith("#"):
+                    print(f"  next: {step}", flush=True)
         elif folder.is_dir():
             print(f"sdbench: the run ended before its summary; the records measured are in {shown}/", flush=True)
         else:
@@ -315,7 +317,8 @@ def _write_merged_folder(folder: Path, records: list[dict[str, Any]], count: int
     table = results_table(records, target)
     done = total = 0
     words: set[str] = set()
-    steps = [f"sdbench compare {_shown(folder)}/records.jsonl OTHER/records.jsonl   # this run as the baseline of a later one"]
+    steps = ["# compare a later run with this one (time, energy and power; noise-aware):",
+             f"sdbench compare {_shown(folder)}/records.jsonl LATER/records.jsonl"]
     for i in range(count):
         summary = folder / "shards" / f"shard{i}-of-{count}" / "summary.md"
         text = summary.read_text(encoding="utf-8") if summary.is_file() else ""
@@ -325,7 +328,9 @@ def _write_merged_folder(folder: Path, records: list[dict[str, Any]], count: int
             done, total = done + int(m.group(2)), total + int(m.group(3))
         else:
             words.add("stopped early")
-        steps += [s for s in next_steps_in(text) if s.startswith("pytest-benchmark") and s not in steps]
+        history = [s for s in next_steps_in(text) if s.startswith("pytest-benchmark") and s not in steps]
+        if history:
+            steps += [f"# worker {i}'s pytest-benchmark history (its GPU and clock setting):", *history]
     word = "interrupted" if "interrupted" in words else "complete" if words == {"complete"} else "stopped early"
     status = f"{word}: {done} of {total} cases on {count} worker(s)"
     files = [("records.jsonl", "every worker's records, merged"),

@@ -308,6 +308,18 @@ def test_on_a_terminal_one_line_per_case_is_rewritten_in_place() -> None:
     assert rep.ops[-2] == ("rewrite", "case 2/2 b: failed after 0 s")  # all done: no ETA
 
 
+def test_a_progress_line_keeps_within_120_columns() -> None:
+    rep = FakeReporter(tty=False)
+    progress, state = progress_for(rep)
+    long_id = "tiny-sdxl-kdpm2-ancestral-1024x1024-b16-50st-bf16-reduce-overhead-compile_unet-max-autotune+fuse_qkv-on"
+    state.case_ids["t::a[a]"] = long_id
+    state.last_record["t::a[a]"] = record(long_id)
+    progress.begin("t::a[a]")
+    progress.end(report("t::a[a]"))
+    line = rep.ops[-2][1]
+    assert len(line) <= 120 and line.startswith("case 1/2 tiny-sdxl-kdpm2") and line.endswith("converged | ETA 0 s")
+
+
 def test_elsewhere_only_the_finished_line_is_printed() -> None:
     rep = FakeReporter(tty=False)
     progress, _ = progress_for(rep)
@@ -488,8 +500,8 @@ def test_bench_keeps_results_in_the_current_folder_and_ends_with_where_and_what_
     folder = args[args.index("--sd-results-dir") + 1]
     assert re.fullmatch(f"sdbench-results/{STAMPED}-all", folder)  # relative: under the current directory
     assert "--benchmark-autosave" in args and "--sd-caller-prints-next" in args
-    assert res.out.splitlines()[-3:] == [
-        f"sdbench: complete: 3 of 3 cases in 5 s; results in {folder}/ (summary.md, records.jsonl)",
+    assert res.out.splitlines()[-4:] == [
+        "sdbench: complete: 3 of 3 cases in 5 s", f"sdbench: results in {folder}/ (summary.md, records.jsonl)",
         f"  next: sdbench compare {folder}/records.jsonl LATER/records.jsonl",
         "  next: pytest-benchmark --storage .benchmarks/cpu-x86-64-default-clocks list"]
 
@@ -500,7 +512,8 @@ def test_generate_benchmark_keeps_its_results_too(front_door: list[list[str]]) -
     (args,) = front_door
     folder = args[args.index("--sd-results-dir") + 1]
     assert re.fullmatch(f"sdbench-results/{STAMPED}-speed", folder) and "--benchmark-autosave" not in args
-    assert res.out.splitlines()[-3].startswith(f"sdbench: complete: 3 of 3 cases in 5 s; results in {folder}/")
+    assert res.out.splitlines()[-4:-2] == ["sdbench: complete: 3 of 3 cases in 5 s",
+                                           f"sdbench: results in {folder}/ (summary.md, records.jsonl)"]
 
 
 def test_bench_results_and_history_options(front_door: list[list[str]]) -> None:
@@ -541,7 +554,7 @@ def test_ctrl_c_lets_the_child_finish_and_the_run_ends_interrupted(tmp_path: Pat
     assert suite.run_pytest(["benchmarks"]) == 2  # no KeyboardInterrupt in the parent
     assert signal.getsignal(signal.SIGINT) is before
     assert suite.finish_run(folder, 2) == 130  # sdbench's exit code for an interrupted run
-    assert "sdbench: interrupted: 1 of 3 cases in 2 s; results in" in capsys.readouterr().out
+    assert "sdbench: interrupted: 1 of 3 cases in 2 s\nsdbench: results in" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("installed", [False, True], ids=["checkout", "installed"])
