@@ -126,3 +126,21 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
         if tmp.exists():
             tmp.unlink()
     return path
+
+
+def ensure_writable(path: str | os.PathLike[str], field: str = "output") -> Path:
+    """Check before measuring that ``path`` can be written (its folder made if missing), so a bad output path is
+    one clear error up front instead of lost results at the end. Raises ConfigError naming ``field``."""
+    from sdbench.errors import ConfigError
+
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.parent / f".{path.name}.{os.getpid()}.probe"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(field, str(path), reason=f"cannot be written: {exc.strerror or exc}") from None
+    if path.is_dir():
+        raise ConfigError(field, str(path), reason="is a folder; give a file name")
+    return path

@@ -78,7 +78,22 @@ def _study_cases(args: argparse.Namespace, bench: Any, model: str) -> list[Any]:
         for side in sides:
             cases.append(bench.case(model, **{**base, "height": side, "width": side}))
     elif args.scheduler_comparison:
-        keys = args.schedulers.split(",") if args.schedulers else list(SCHEDULERS)
+        from sdbench.errors import SdbenchError
+        from sdbench.schedulers import check_available, get_scheduler_spec
+
+        if args.schedulers:
+            keys = args.schedulers.split(",")
+            for key in keys:  # a named scheduler that cannot run is an error before anything runs
+                check_available(get_scheduler_spec(key))
+        else:
+            keys = []
+            for key, spec in SCHEDULERS.items():
+                try:
+                    check_available(spec)
+                except SdbenchError as exc:  # every scheduler: those that cannot run here are left out, said so
+                    print(f"sdbench: note: {exc}; left out of the comparison", file=sys.stderr, flush=True)
+                    continue
+                keys.append(key)
         for key in keys:
             cases.append(bench.case(model, **{**base, "scheduler": key}))
     else:
@@ -171,6 +186,29 @@ def substitution_note(requested_device: str) -> str:
             f"{DEFAULT_GPU_MODEL}; name a model with --model-variant")
 
 
+#: Measured-round seconds a multi-case study (--scheduler-comparison, --multi-resolution) shares out, unless
+#: --max-time sets each case's own; no case gets less than STUDY_MIN_CASE_S.
+STUDY_BUDGET_S = 60.0
+STUDY_MIN_CASE_S = 4.0
+
+
+def _save_partial(records: list[dict[str, Any]], planned: int, meta: dict[str, Any], bench: Any,
+                  args: argparse.Namespace, out_dir: Path, why: str) -> None:
+    """A study stopped by an error or Ctrl-C: the cases measured so far are written, marked incomplete."""
+    if not records:
+        return
+    from sdbench.records import export_metrics
+
+    doc = {**meta, "environment": bench.environment, "status": f"incomplete: {len(records)} of {planned} cases ({why})"}
+    targets = [Path(args.export_metrics)] if args.export_metrics else []
+    if not args.no_save_images or not targets:
+        targets.append(out_dir / "metrics.json")
+    for path in targets:
+        export_metrics(records, path, doc)
+        print(f"sdbench: {len(records)} of {planned} cases measured before the stop were kept in {path}",
+              file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     """Measure the case (or the study's cases), save images and metrics, print the summary table."""
     if args.list_models:
@@ -198,19 +236,27 @@ def run(args: argparse.Namespace) -> int:
         return run_suite_from_generate(args, model=model, scheduler=scheduler, notes=notes)
     from sdbench.bench import Bench
     from sdbench.cli.failures import is_out_of_memory, out_of_memory
-    from sdbench.records import export_metrics
+    from sdbench.records import ensure_writable, export_metrics
 
     config = runner_config(args, device)
     bench = Bench(device=device, runner_config=config, gpu="open")
     say = progress_printer(args.quiet)
     try:
         cases = _study_cases(args, bench, model)
+        if len(cases) > 1 and args.max_time is None:
+            # A study shares one time budget: each case's rounds get their part (its record says the
+            # precision reached and why it stopped), so the whole study finishes in minutes.
+            bench.runner.config.max_time_s = max(STUDY_MIN_CASE_S, STUDY_BUDGET_S / len(cases))
         for note in notes:  # once the cases are valid: a bad flag stays one line
             print(note, file=sys.stderr, flush=True)
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         out_dir = Path(args.output_dir or Path("sdbench-output") / f"{stamp}-{model}")
+        if args.export_metrics:
+            ensure_writable(args.export_metrics, "--export-metrics")  # before anything is measured
         records = []
         clock = CaseClock(len(cases))
+        meta = {"command": "generate", "argv": list(args.argv), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
+                "cases_planned": len(cases)}
         for case in cases:
             step = _case_progress(say, clock, case.case_id)
             try:
@@ -219,8 +265,10 @@ def run(args: argparse.Namespace) -> int:
                 if not args.no_save_images:
                     out_dir.mkdir(parents=True, exist_ok=True)
                     rec["images_saved"] = [str(p) for p in save_images(bench, case, args.num_images, out_dir, rec)]
-            except Exception as exc:
-                if not is_out_of_memory(exc):
+            except BaseException as exc:
+                # Keep what the study measured before this case failed or was interrupted.
+                _save_partial(records, len(cases), meta, bench, args, out_dir, f"{type(exc).__name__} in {case.case_id}")
+                if not isinstance(exc, Exception) or not is_out_of_memory(exc):
                     raise
                 # One line instead of torch's traceback, with what the user can change.
                 raise out_of_memory(case.case_id, case.batch_size, case.compute_device, exc) from None
@@ -229,8 +277,7 @@ def run(args: argparse.Namespace) -> int:
             if len(cases) > 1:
                 step(f"done in {duration(took)}")
         print(summary_table(records))
-        meta = {"command": "generate", "argv": list(args.argv), "created": _dt.datetime.now(_dt.timezone.utc).isoformat(),
-                "environment": bench.environment}
+        meta["environment"] = bench.environment
         if not args.no_save_images:
             # The images' folder always gets the metrics too, so a run's output stands on its own.
             export_metrics(records, out_dir / "metrics.json", meta)
