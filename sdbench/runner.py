@@ -491,6 +491,9 @@ class Runner:
                     per_image_e = [w.energy_j / w.images for w in windows if w.energy_j is not None]
                     decision = stop_rule.decide({"time": per_image_t, "energy": per_image_e or None},
                                                 clock.now_s() - t_start)
+                    widths = [v for v in decision.rel_halfwidths.values() if v is not None]
+                    if widths:
+                        say(f"round {len(windows)}: ±{100 * max(widths):.1f} % (target ±{100 * cfg.target_rel_ci:g} %)")
                     if decision.stop:
                         stop_reason = decision.reason
                         break

@@ -401,6 +401,27 @@ def check_matrix(device: str, axes: dict[str, str | None], flags: dict[str, str]
     return resolved
 
 
+#: Measured-round seconds per case of the bounded suite `generate --benchmark` runs (unless --max-time): the
+#: seed's benchmark examples finish in minutes, each record saying the precision it reached.
+GENERATE_SUITE_MAX_TIME_S = 15.0
+
+
+def measurement_flags(args: Any) -> list[str]:
+    """generate's measurement flags as the suite's pytest options (every seed flag has an effect there too)."""
+    out: list[str] = []
+    for attr, opt in (("min_rounds", "--sd-min-rounds"), ("max_rounds", "--sd-max-rounds"), ("max_time", "--sd-max-time"),
+                      ("target_ci", "--sd-target-ci"), ("idle_seconds", "--sd-idle-seconds")):
+        value = getattr(args, attr, None)
+        if value is not None:
+            out += [opt, f"{value:g}" if isinstance(value, float) else str(value)]
+    if getattr(args, "max_time", None) is None:
+        out += ["--sd-max-time", f"{GENERATE_SUITE_MAX_TIME_S:g}"]
+    energy = getattr(args, "energy", "auto")
+    if energy and energy != "auto":
+        out += ["--sd-energy", energy]
+    return out
+
+
 def run_suite_from_generate(args: argparse.Namespace, *, model: str, scheduler: str | None,
                             notes: tuple[str, ...] = ()) -> int:
     """`sdbench generate --benchmark [--benchmark-type X]`: one suite for `model`, the generate flags as its matrix.
@@ -437,5 +458,5 @@ def run_suite_from_generate(args: argparse.Namespace, *, model: str, scheduler: 
     folder = Path(args.output_dir) if getattr(args, "output_dir", None) else default_results_dir([suite])
     code = run_pytest(pytest_args(suites=[suite], device=args.device, export=args.export_metrics,
                                   num_images=args.num_images if suite == "quality_test" and args.num_images != 1 else None,
-                                  results_dir=str(folder), **axes))
+                                  results_dir=str(folder), extra=measurement_flags(args), **axes))
     return finish_run(folder, code)

@@ -42,7 +42,8 @@ def test_sweep_on_two_simulated_gpus_writes_one_sweep_each(tmp_path: Path) -> No
 
 
 @pytest.mark.slow
-def test_bench_deals_cases_to_workers_and_merges_their_records(tmp_path: Path) -> None:
+def test_bench_deals_cases_to_workers_and_merges_their_records(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the run's results folder goes under the cwd
     results = tmp_path / "res.jsonl"
     rc = main(["bench", "--suite", "speed", "--gpus", "cpu,cpu", "--models", "tiny-sd", "--batch-sizes", "1,2",
                "--results", str(results), "--", "-q", "-p", "no:cacheprovider", "--benchmark-disable",
