@@ -612,7 +612,8 @@ class ResultsFolder:
             bs = getattr(self.config, "_benchmarksession", None)
             if bs is not None and not bs.disabled:
                 if bs.json is None:
-                    bs.json = self.json_path = path / BENCHMARK_JSON_NAME
+                    self.json_path = path / BENCHMARK_JSON_NAME
+                    bs.json = JsonTarget(self.json_path)
                 if isinstance(bs.histogram, str) and re.fullmatch(r"benchmark_\d{8}_\d{6}", bs.histogram):
                     bs.histogram = str(path / "histogram")  # a bare --benchmark-histogram: into the folder too
         return self.path
@@ -625,10 +626,36 @@ class ResultsFolder:
         """Copy a --benchmark-json the user named into the folder (pytest-benchmark has written it by now)."""
         if self.path is None or self.json_path is not None or not self.user_json:
             return
-        src = Path(self.user_json)
+        src = Path(getattr(self.user_json, "name", self.user_json))  # a path, or (older pytest-benchmark) a file
         if src.is_file():
             shutil.copyfile(src, self.path / BENCHMARK_JSON_NAME)
             self.json_path = self.path / BENCHMARK_JSON_NAME
+
+
+class JsonTarget(os.PathLike):  # type: ignore[type-arg]
+    """Where pytest-benchmark writes its JSON, in the form each version expects: 5.3 opens a path
+    (``open(json, "wb")``), earlier versions write to the open file ``--benchmark-json`` gave
+    (``with json as fh``). This is both."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.name = str(self.path)
+        self._fh: Any = None
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __enter__(self) -> Any:
+        self._fh = open(self.path, "wb")  # noqa: SIM115 - closed in __exit__
+        return self._fh
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    def __str__(self) -> str:
+        return str(self.path)
 
 
 class CaseProgress:
