@@ -595,3 +595,17 @@ def test_bench_on_several_gpus_starts_its_workers_as_run_pytest_does_and_merges_
     assert len(read_jsonl(folder / "records.jsonl")) == 2  # both workers' records, merged
     assert status_in((folder / "summary.md").read_text()) == "complete: 2 of 2 cases on 2 worker(s)"
     assert "results in sdbench-results/" in res.out and not (work / "sdbench-bench-results.jsonl").exists()
+
+
+def test_the_json_target_suits_both_pytest_benchmark_writers(tmp_path: Path) -> None:
+    """pytest-benchmark 5.3 opens the path it is given; 5.2 writes into the file object it holds."""
+    from sdbench.pytest_plugin import JsonTarget
+
+    target = JsonTarget(tmp_path / "a.json")
+    with open(target, mode="wb") as fh:  # 5.3's save_json
+        fh.write(b'{"new": 1}')
+    assert (tmp_path / "a.json").read_bytes() == b'{"new": 1}'
+    with target as fh:  # 5.2's save_json
+        fh.write(b'{"old": 1}')
+    assert (tmp_path / "a.json").read_bytes() == b'{"old": 1}'
+    assert str(target) == str(tmp_path / "a.json") == target.name
