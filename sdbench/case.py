@@ -9,22 +9,30 @@ import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
+from sdbench import settings
 from sdbench.errors import ConfigError
 from sdbench.models import MODELS, get_model
-from sdbench.pipelines import DTYPES
 from sdbench.schedulers import SCHEDULERS, get_scheduler_spec
+from sdbench.settings import (
+    ATTENTION_BACKENDS,
+    DEVICES_HELP,
+    MAX_BATCH,
+    MAX_SIDE_PX,
+    MAX_STEPS,
+    MIN_SIDE_PX,
+    OFFLOAD_MODES,
+)
 from sdbench.weights import WeightSource
 
+__all__ = ["ATTENTION_BACKENDS", "DEFAULT_PROMPT", "DEVICES_HELP", "MAX_BATCH", "MAX_SIDE_PX", "MAX_STEPS",
+           "MIN_SIDE_PX", "OFFLOAD_MODES", "Case", "is_simulated_device", "resolve_device"]
+
 DEFAULT_PROMPT = "a photograph of an astronaut riding a horse on the moon, highly detailed, 8k"
-ATTENTION_BACKENDS = ("sdpa", "flash", "efficient", "math", "cudnn", "sliced", "xformers")
-OFFLOAD_MODES = ("none", "model", "sequential")
-DEVICES_HELP = "auto, cpu, cuda, cuda:N, simulated[:v100|a100|h100|h200]"
-MIN_SIDE_PX, MAX_SIDE_PX = 64, 4096
-MAX_STEPS, MAX_BATCH = 1000, 512
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+# The Case fields whose allowed values are one row of the settings table each, checked in this order
+# (model and scheduler are checked first, by their own registries; the rest below need the model or device).
+_TABLE_FIELDS = ("dtype", "profile", "knobs", "attention", "offload", "height", "width", "steps", "batch_size",
+                 "guidance_scale", "timestep_spacing", "sm_clock_mhz", "mem_clock_mhz", "power_limit_w", "seed",
+                 "weights")
 
 
 def _is_number(value: Any) -> bool:
@@ -113,59 +121,33 @@ class Case:
         return cls(model=model, **values)
 
     def validate(self) -> None:
+        """Check every field (one ConfigError naming the field, the value and what is allowed).
+
+        Each field's own range or choices are its row in the settings table (`sdbench.settings`); the rules
+        that join fields (a distilled model's step counts, img2img strength, fp16 on the CPU) are here."""
         spec = get_model(self.model)
         get_scheduler_spec(self.scheduler)
-        if self.dtype not in DTYPES:
-            raise ConfigError("dtype", self.dtype, sorted(DTYPES))
-        from sdbench.optimize import PROFILES, canonical_knobs
+        for name in _TABLE_FIELDS:
+            settings.check(f"case.{name}", getattr(self, name))
+        from sdbench.optimize import canonical_knobs
 
-        if self.profile not in PROFILES:
-            raise ConfigError("profile", self.profile, sorted(PROFILES))
-        if not isinstance(self.knobs, str):
-            raise ConfigError("knobs", self.knobs, "name=value pairs separated by commas")
         if self.knobs != canonical_knobs(self.knobs):
             # frozen dataclass: store the canonical spelling so equal settings give equal ids
             object.__setattr__(self, "knobs", canonical_knobs(self.knobs))
-        if self.attention not in ATTENTION_BACKENDS:
-            raise ConfigError("attention", self.attention, ATTENTION_BACKENDS)
-        if self.offload not in OFFLOAD_MODES:
-            raise ConfigError("offload", self.offload, OFFLOAD_MODES)
-        for name in ("height", "width"):
-            value = getattr(self, name)
-            if not _is_int(value):
-                raise ConfigError(name, value, "an integer number of pixels")
-            if value % 8 or not MIN_SIDE_PX <= value <= MAX_SIDE_PX:
-                raise ConfigError(name, value, f"a multiple of 8 from {MIN_SIDE_PX} to {MAX_SIDE_PX}")
-        if not _is_int(self.steps) or not 1 <= self.steps <= MAX_STEPS:
-            raise ConfigError("steps", self.steps, f"an integer from 1 to {MAX_STEPS}")
         if spec.allowed_steps and self.steps not in spec.allowed_steps:
             raise ConfigError("steps", self.steps, spec.allowed_steps,
                               reason=f"{spec.key} is distilled for these step counts")
-        if not _is_int(self.batch_size) or not 1 <= self.batch_size <= MAX_BATCH:
-            raise ConfigError("batch_size", self.batch_size, f"an integer from 1 to {MAX_BATCH}")
-        if not _is_number(self.guidance_scale) or not 0 <= self.guidance_scale <= 100:
-            raise ConfigError("guidance_scale", self.guidance_scale, "a number from 0 to 100 (0 or 1: no CFG)")
         if spec.img2img:
             if not _is_number(self.strength) or not 0 < self.strength <= 1:
                 raise ConfigError("strength", self.strength, "a number in (0, 1]")
         elif self.strength is not None:
             raise ConfigError("strength", self.strength, "unset", reason=f"{spec.key} is text-to-image")
-        if self.timestep_spacing not in (None, "leading", "trailing", "linspace"):
-            raise ConfigError("timestep_spacing", self.timestep_spacing, "leading, trailing, linspace")
         if not isinstance(self.device, str) or not (re.fullmatch(r"cpu|cuda:\d+", self.device)
                                                      or is_simulated_device(self.device)):
             raise ConfigError("device", self.device, "cpu, simulated[:CARD], cuda:N")
         if self.dtype == "fp16" and (self.device == "cpu" or is_simulated_device(self.device)):
             # CPU fp16 kernels are partial and slow; refuse rather than measure something odd.
             raise ConfigError("dtype", self.dtype, "fp32, bf16", reason="fp16 is a GPU dtype; on the CPU use fp32")
-        for name in ("sm_clock_mhz", "mem_clock_mhz", "power_limit_w"):
-            value = getattr(self, name)
-            if value is not None and (not _is_int(value) or value <= 0):
-                raise ConfigError(name, value, "a positive integer, or unset for the card as found")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ConfigError("seed", self.seed, "a non-negative integer")
-        if not isinstance(self.weights, str):
-            raise ConfigError("weights", self.weights, "auto, synthetic, hub, local:PATH")
         WeightSource.parse(self.weights)  # a missing local folder is an error now, not at build time
 
     # --- derived -------------------------------------------------------------------------------

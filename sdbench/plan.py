@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdbench import settings
 from sdbench.case import Case
 from sdbench.errors import ConfigError, SdbenchError
 from sdbench.records import ResultsWriter, read_records
@@ -82,18 +83,28 @@ class Plan:
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Plan:
+        """Read a plan file and check it whole (:meth:`validate`): a bad plan fails here, before any pipeline is
+        built or GPU touched, with one error naming the key or field (and its close match when misspelt)."""
         try:
             doc = json.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise SdbenchError(f"plan file not found: {path}") from None
         except json.JSONDecodeError as exc:
             raise SdbenchError(f"plan file {path} is not valid JSON: {exc}") from None
-        if doc.get("version") != PLAN_VERSION:
-            raise ConfigError("plan version", doc.get("version"), [PLAN_VERSION])
+        check_document(doc, path)
         points = [PlanPoint(**p) for p in doc["points"]]
-        for p in points:
-            p.to_case()  # validate every case up front: a bad plan fails before any GPU time is spent
-        return cls(points=points, runner=doc.get("runner", {}), device=doc.get("device", "auto"), meta=doc.get("meta", {}))
+        plan = cls(points=points, runner=doc.get("runner", {}), device=doc.get("device", "auto"), meta=doc.get("meta", {}))
+        plan.validate()
+        return plan
+
+    def validate(self) -> None:
+        """Every check that needs no device, through the settings table: the runner settings (each in its
+        range, and together), every point's case, and the capability rules of the card each case names
+        (a simulated card's figures; CPU-only limits; offload with CUDA graphs). A CUDA device's own
+        figures are read on the machine that runs the plan, which checks again before building."""
+        check_device_text(self.device)
+        check_runner_settings(self.runner, self.device)
+        check_cases_offline(p.to_case() for p in self.points)
 
     @property
     def plan_hash(self) -> str:
@@ -108,6 +119,91 @@ class Plan:
         if not 0 <= index < count:
             raise ConfigError("shard index", index, f"0 to {count - 1}")
         return [p for i, p in enumerate(self.points) if i % count == index]
+
+
+#: The keys of a plan file, of each of its points and of a point's case (the Case fields: the settings table's
+#: ``case`` rows; tests/test_settings.py checks they are the Case's fields).
+PLAN_KEYS: tuple[str, ...] = ("version", "device", "runner", "meta", "points")
+POINT_KEYS: tuple[str, ...] = ("point_id", "case", "repeat", "role")
+CASE_KEYS: tuple[str, ...] = tuple(s.name for s in settings.in_scope("case"))
+RUNNER_KEYS: tuple[str, ...] = tuple(s.name for s in settings.in_scope("runner"))
+
+
+def check_document(doc: Any, path: str | os.PathLike[str] = "plan") -> None:
+    """The shape of a plan file: its version, and no key anywhere that sdbench does not know (a misspelt key
+    names its close match: ``invalid plan key: 'schedular' (points[0].case; did you mean 'scheduler'?)``)."""
+    if not isinstance(doc, dict):
+        raise ConfigError("plan", str(path), reason="not a JSON object with version, device, runner, meta and points")
+    if doc.get("version") != PLAN_VERSION:
+        raise ConfigError("plan version", doc.get("version"), [PLAN_VERSION])
+    settings.check_keys("plan key", doc, PLAN_KEYS)
+    if not isinstance(doc.get("points"), list):
+        raise ConfigError("plan", str(path), reason="it has no list of points")
+    runner = doc.get("runner", {})
+    if not isinstance(runner, dict):
+        raise ConfigError("plan runner", runner, "an object of RunnerConfig fields")
+    settings.check_keys("plan key", runner, RUNNER_KEYS, where="runner")
+    for i, point in enumerate(doc["points"]):
+        if not isinstance(point, dict) or not isinstance(point.get("case"), dict) or "point_id" not in point:
+            raise ConfigError("plan point", i, reason="each point is an object with point_id and case")
+        settings.check_keys("plan key", point, POINT_KEYS, where=f"points[{i}]")
+        settings.check_keys("plan key", point["case"], CASE_KEYS, where=f"points[{i}].case")
+
+
+_DEVICE_TEXT = re.compile(r"auto|cpu|cuda(:\d+)?|simulated(:.*)?")
+
+
+def check_device_text(device: Any) -> None:
+    """A plan's device as written (resolved on the machine that runs it): auto, cpu, cuda[:N] or simulated[...]."""
+    if not isinstance(device, str) or not _DEVICE_TEXT.fullmatch(device):
+        raise ConfigError("plan device", device, settings.DEVICES_HELP)
+    if device.startswith("simulated"):
+        from sdbench.gpu.simulated import parse_simulated_device
+
+        parse_simulated_device(device)
+
+
+def check_runner_settings(runner: dict[str, Any], device: str = "auto") -> None:
+    """The plan's runner settings, each in its range and the round limits together, over the defaults they will
+    meet: a GPU's for cuda, the CPU's for the CPU and the simulated GPU (as `execute` builds the RunnerConfig).
+    With `auto` the machine that runs the plan decides, so only the settings given are checked. ConfigError
+    names the field."""
+    from sdbench.runner import RunnerConfig
+
+    settings.check_runner(dict(runner))
+    if device.startswith("cuda"):
+        RunnerConfig(**runner)
+    elif device != "auto":
+        RunnerConfig.for_cpu(**runner)
+
+
+def offline_capability(device: str) -> Any:
+    """What is known of `device` without touching it: the CPU, a simulated card's published figures, or a
+    CUDA device with unknown figures (its rules that need them are checked where it runs)."""
+    from sdbench.capability import CPU, DeviceCapability, device_capability
+
+    if device.startswith("cuda"):
+        return DeviceCapability(device, f"{device} (its figures are read where the plan runs)", None, None, False,
+                                "cuda", "plan")
+    return CPU if device == "cpu" else device_capability(device)
+
+
+def check_cases_offline(cases: Iterable[Case]) -> None:
+    """The capability rules (sdbench.capability.check_case) of every case against its device as known without
+    it: bf16 or fp8 on a card without them, flash attention or offload on the CPU, offload with CUDA graphs,
+    memory that certainly does not fit a simulated card (WillNotFit, exit 4)."""
+    from sdbench.capability import check_case
+
+    seen: set[str] = set()
+    for case in cases:
+        # The rules read neither seed, prompt nor clock settings: one check per distinct remainder.
+        key = json.dumps({k: v for k, v in asdict(case).items()
+                          if k not in ("seed", "prompt", "negative_prompt", "tags", "sm_clock_mhz", "mem_clock_mhz",
+                                       "power_limit_w")}, sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen.add(key)
+        check_case(case, offline_capability(case.device))
 
 
 def parse_shard(text: str) -> tuple[int, int]:
@@ -229,34 +325,39 @@ def _matrix_cases(args: Any) -> list[Case]:
     # A plan is often written on a login node without a GPU: "cuda"/"cuda:N" are taken at their word
     # (the worker that runs the plan checks its device); only "auto" looks at this machine.
     device = "cuda:0" if args.device == "cuda" else args.device
-    if not re.fullmatch(r"cpu|simulated|cuda:\d+", device):
+    if not re.fullmatch(r"cpu|simulated(:.*)?|cuda:\d+", device):
         device = resolve_device(args.device)
     matrix: dict[str, list[Any]] = {"models": ["tiny-sd" if not device.startswith("cuda") else "sdxl"],
                                     "schedulers": ["default"], "resolutions": ["default"], "batch_sizes": [1],
                                     "steps": ["default"], "dtypes": ["default"], "profiles": ["eager"],
                                     "weights": ["auto"], "prompts": [None], "attention": ["sdpa"],
                                     "sm_clocks_mhz": [None], "knobs": [""]}
-    for axis in ("models", "schedulers", "resolutions", "batch_sizes", "steps", "dtypes", "profiles", "weights"):
-        value = getattr(args, axis)
-        if value:
-            matrix[axis] = [v.strip() for v in value.split(",") if v.strip()]
+    for key in settings.PLAN_AXES:
+        row = settings.get(key)
+        values = settings.check_axis(row.name, getattr(args, row.attr), field_name=row.name)
+        if values:
+            matrix[row.name] = values
     if args.prompt:
         matrix["prompts"] = [args.prompt]
     return build_cases(matrix, device)
 
 
 def cmd_plan_make(args: Any) -> int:
+    """`sdbench plan make`: the matrix's cases as a plan, checked whole (as `plan run` will check it) before it
+    is written: a value that would fail at run time is refused now."""
+    repeats = settings.check("plan.repeats", args.repeats)
     cases = _matrix_cases(args)
     runner: dict[str, Any] = {}
-    for attr, key in (("min_rounds", "min_rounds"), ("max_rounds", "max_rounds"), ("max_time", "max_time_s"),
-                      ("idle_seconds", "idle_s")):
-        value = getattr(args, attr)
-        if value is not None:
-            runner[key] = value
-    plan = Plan.from_cases(cases, repeats=args.repeats, device=args.device, runner=runner,
+    for key in settings.MEASUREMENT_KEYS:
+        row = settings.get(key)
+        value = getattr(args, row.attr, None)
+        if value is not None and not (row.name == "energy" and value == row.default):
+            runner[row.name] = value
+    plan = Plan.from_cases(cases, repeats=repeats, device=args.device, runner=runner,
                            meta={"created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(), "kind": "matrix"})
+    plan.validate()
     path = plan.save(args.output)
-    print(f"plan: {len(plan.points)} points ({len(cases)} cases x {args.repeats} repeats) -> {path}")
+    print(f"plan: {len(plan.points)} points ({len(cases)} cases x {repeats} repeats) -> {path}")
     return 0
 
 
@@ -267,27 +368,3 @@ def cmd_plan_merge(args: Any) -> int:
     n, dropped = merge_results(paths, args.output)
     print(f"merged {len(paths)} shard file(s): {n} point(s), {dropped} duplicate(s) dropped -> {args.output}")
     return 0
-
-
-def build_parser(sub: Any) -> None:
-    p = sub.add_parser("plan", help="write, run (one shard) and merge JSON plans of benchmark points")
-    psub = p.add_subparsers(dest="plan_command", metavar="ACTION", required=True)
-    make = psub.add_parser("make", help="write a plan from a case matrix")
-    for axis in ("models", "schedulers", "resolutions", "batch-sizes", "steps", "dtypes", "profiles", "weights"):
-        make.add_argument(f"--{axis}", dest=axis.replace("-", "_"), default=None, help=f"comma-separated {axis}")
-    make.add_argument("--prompt", default=None)
-    make.add_argument("--repeats", type=int, default=1, help="repetitions of every case")
-    make.add_argument("--device", default="auto")
-    make.add_argument("--min-rounds", type=int, default=None, help="fewest measured rounds per point")
-    make.add_argument("--max-rounds", type=int, default=None, help="most measured rounds per point")
-    make.add_argument("--max-time", type=float, default=None, help="time cap for one point's rounds, s")
-    make.add_argument("--idle-seconds", type=float, default=None, help="idle-power baseline per point, s")
-    make.add_argument("-o", "--output", required=True, help="plan file to write")
-    make.set_defaults(func=cmd_plan_make)
-    from sdbench.workers import add_shard_command
-
-    add_shard_command(psub, "run", "measure one shard of a plan, appending records as points finish")
-    merge = psub.add_parser("merge", help="merge shard results into one file (one record per point)")
-    merge.add_argument("results_dir")
-    merge.add_argument("-o", "--output", required=True)
-    merge.set_defaults(func=cmd_plan_merge)

@@ -17,7 +17,6 @@ table, the environment, what to do next). A live line per case shows its progres
 
 from __future__ import annotations
 
-import argparse
 import collections
 import datetime as _dt
 import functools
@@ -34,6 +33,7 @@ from typing import Any
 
 import pytest
 
+from sdbench import settings
 from sdbench.errors import ConfigError, SdbenchError
 
 DEFAULT_STORAGE = "file://./.benchmarks"
@@ -50,68 +50,33 @@ MATRIX_AXES = ("models", "schedulers", "resolutions", "batch_sizes", "steps", "d
                "prompts", "attention", "sm_clocks_mhz", "knobs")
 
 
-# --- options ------------------------------------------------------------------------------------
+# --- options (generated from the settings table: sdbench.settings) ----------------------------------------
+#: The rows behind the plugin's options, by group; each option's check, default and help are its row's, and
+#: the CLI's matching flags (`sdbench bench --models`, `generate --max-time`, ...) come from the same rows.
+MATRIX_OPTIONS: tuple[str, ...] = ("matrix.models", "matrix.schedulers", "matrix.resolutions", "matrix.batch_sizes",
+                                   "matrix.steps", "matrix.dtypes", "matrix.profiles", "matrix.attention",
+                                   "matrix.knobs", "matrix.weights", "case.device", "matrix.shard")
+MEASUREMENT_OPTIONS: tuple[str, ...] = settings.MEASUREMENT_KEYS
+OUTPUT_OPTIONS: tuple[str, ...] = ("output.results_dir", "output.no_results_dir", "output.no_progress",
+                                   "output.caller_prints_next", "output.results", "output.export", "output.compare",
+                                   "output.compare_fail", "output.allow_cross_gpu", "output.no_storage_split",
+                                   "output.num_images")
+
+
 def _add_matrix_options(group: Any) -> None:
-    group.addoption("--sd-models", default=None, help="comma-separated model variants (default: tiny models on "
-                    "the CPU; sd-v1.5,sdxl on a GPU)")
-    group.addoption("--sd-schedulers", default=None, help="comma-separated scheduler keys, 'default' (the model's) or 'all'")
-    group.addoption("--sd-resolutions", default=None, help="comma-separated square sides in px, or 'default'")
-    group.addoption("--sd-batch-sizes", default=None, help="comma-separated batch sizes")
-    group.addoption("--sd-steps", default=None, help="comma-separated step counts, or 'default'")
-    group.addoption("--sd-dtypes", default=None, help="comma-separated dtypes: fp16, bf16, fp32 (default: fp16 on a "
-                    "GPU, fp32 on the CPU)")
-    group.addoption("--sd-profiles", default=None, help="comma-separated optimisation profiles (eager, channels-last, "
-                    "compile, max)")
-    group.addoption("--sd-attention", default=None, help="comma-separated attention backends")
-    group.addoption("--sd-knobs", default=None, help="knob overrides applied to every case, e.g. "
-                    "'channels_last=on;compile_unet=max-autotune' (';' separates knobs here)")
-    group.addoption("--sd-weights", default=None, help="auto, synthetic, hub or local:PATH")
-    group.addoption("--sd-device", default="auto", help="auto, cpu, cuda, cuda:N or simulated")
-    group.addoption("--sd-shard", default=None, metavar="I/N",
-                    help="run only every N-th sdbench case starting at I (one worker per GPU: `sdbench bench --gpus`)")
+    settings.add_pytest_options(group.addoption, MATRIX_OPTIONS)
 
 
 def _add_measurement_options(group: Any) -> None:
-    group.addoption("--sd-energy", default="auto", help="energy source: auto, counter, timeline, rapl, none")
-    group.addoption("--sd-min-rounds", type=int, default=None, help="fewest measured rounds per case")
-    group.addoption("--sd-max-rounds", type=int, default=None, help="most measured rounds per case")
-    group.addoption("--sd-max-time", type=float, default=None, help="time cap for one case's measured rounds, s")
-    group.addoption("--sd-target-ci", type=float, default=None, help="stop when the 95%% CI half-width is within "
-                    "this fraction of the median (time and energy); default 0.02")
-    group.addoption("--sd-idle-seconds", type=float, default=None, help="idle-power baseline before each case, s")
+    settings.add_pytest_options(group.addoption, MEASUREMENT_OPTIONS)
 
 
 def _add_output_options(group: Any) -> None:
-    group.addoption("--sd-results-dir", default=None, metavar="DIR",
-                    help="the run's results folder: records.jsonl, benchmark.json, summary.md (default "
-                         "sdbench-results/<time>-<suites> under the current directory, made at the first record)")
-    group.addoption("--sd-no-results-dir", action="store_true", help="write no results folder")
-    group.addoption("--sd-no-progress", action="store_true", help="no live progress line per case")
-    # `sdbench bench` prints the run's status, folder and next steps itself, after pytest's last line.
-    group.addoption("--sd-caller-prints-next", action="store_true", help=argparse.SUPPRESS)
-    group.addoption("--sd-results", default=None, help="append every record to this JSON Lines file (as well)")
-    group.addoption("--sd-export", default=None, help="write all records as one --export-metrics JSON document")
-    group.addoption("--sd-compare", default=None, metavar="BASELINE",
-                    help="at the end, compare this run with a saved pytest-benchmark JSON or sdbench results file")
-    group.addoption("--sd-compare-fail", default=None, metavar="SPEC",
-                    help="with --sd-compare: fail the run on a significant regression, e.g. time:5%%,energy:5%%")
-    group.addoption("--sd-allow-cross-gpu", action="store_true",
-                    help="allow comparing histories of different GPUs or clock settings")
-    group.addoption("--sd-no-storage-split", action="store_true",
-                    help="keep pytest-benchmark histories in --benchmark-storage as given (no per-GPU/clock root)")
+    settings.add_pytest_options(group.addoption, OUTPUT_OPTIONS)
 
 
-def _images_per_case(text: str) -> int:
-    """--sd-num-images: a whole number >= 1 (argparse reports the message as a usage error)."""
-    import argparse
-
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"invalid num_images: {text!r}; allowed: a whole number >= 1")
-    return value
+#: --sd-num-images as argparse would check it (a whole number >= 1).
+_images_per_case = settings.get("output.num_images").parse
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -119,9 +84,50 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     _add_matrix_options(group)
     _add_measurement_options(group)
     _add_output_options(group)
-    group.addoption("--sd-num-images", type=_images_per_case, default=1, metavar="N",
-                    help="images (one seed each) the quality_test suite measures per case (default 1); "
-                         "`sdbench generate --benchmark --num-images N` sets it")
+
+
+def _check_options(config: pytest.Config) -> None:
+    """Check every --sd-* value against its row now, at configure time, before pytest-benchmark or sdbench
+    makes a folder: a bad value is one usage-error line (exit 4). Checked values replace the text pytest
+    parsed, so `getoption` gives numbers where a row holds numbers."""
+    keys = [k for k in (*MATRIX_OPTIONS, *MEASUREMENT_OPTIONS, *OUTPUT_OPTIONS) if k != "case.device"]
+    try:
+        values = settings.pytest_values(config.getoption, keys)
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    for option, value in values.items():
+        setattr(config.option, option.lstrip("-").replace("-", "_"), value)
+    shard = values.get("--sd-shard")
+    if shard:
+        from sdbench.plan import parse_shard
+
+        try:
+            parse_shard(shard)
+        except ConfigError as exc:
+            raise pytest.UsageError(f"--sd-shard: {exc}") from None
+
+
+def measurement_overrides(config: Any) -> dict[str, Any]:
+    """The RunnerConfig fields the --sd-* measurement options set (unset ones are left out)."""
+    over: dict[str, Any] = {}
+    for key in MEASUREMENT_OPTIONS:
+        row = settings.get(key)
+        value = config.getoption(row.pytest)
+        if value is not None:
+            over[row.name] = value
+    return over
+
+
+def _check_runner_config(config: pytest.Config, device: str) -> None:
+    """The measurement options together, as the cases will be measured (min_rounds <= max_rounds, ...)."""
+    from sdbench.runner import RunnerConfig
+
+    try:
+        RunnerConfig.for_device(device, **measurement_overrides(config))
+    except ConfigError as exc:
+        option = next((settings.get(k).pytest for k in MEASUREMENT_OPTIONS if settings.get(k).name == exc.field),
+                      "--sd-*")
+        raise pytest.UsageError(f"{option}: {exc}") from None
 
 
 # --- configuration --------------------------------------------------------------------------------
@@ -144,17 +150,9 @@ def _resolve_device(value: str) -> str:
 
 
 # The suites' markers, registered by the plugin itself: an installed sdbench runs its suites without the
-# checkout's pytest.ini, and under --strict-markers an unregistered marker is a collection error.
-SUITE_MARKERS = {
-    "speed": "the model x scheduler x resolution x batch matrix",
-    "energy_research": "energy per image with CI, idle-subtracted",
-    "memory_stress": "long prompts, high resolutions, growing batches",
-    "quality_test": "output fidelity against an fp32 reference",
-    "artistic_styles": "the seed's style prompts",
-    "multi_resolution": "one case at several resolutions",
-    "scheduler_comparison": "one case with every scheduler",
-    "dvfs": "clock points (simulated GPU unless clocks may be changed)",
-}
+# checkout's pytest.ini, and under --strict-markers an unregistered marker is a collection error. The list is
+# the settings table's (sdbench.settings.SUITES), written once.
+SUITE_MARKERS = settings.SUITES
 
 
 @pytest.hookimpl(tryfirst=True)
@@ -163,10 +161,12 @@ def pytest_configure(config: pytest.Config) -> None:
                             "(models, schedulers, resolutions, batch_sizes, steps, dtypes, profiles, weights, prompts)")
     for name, description in SUITE_MARKERS.items():
         config.addinivalue_line("markers", f"{name}: sdbench benchmark suite - {description}")
+    _check_options(config)
     try:
         device = _resolve_device(config.getoption("--sd-device"))
     except ConfigError as exc:
         raise pytest.UsageError(f"--sd-device: {exc}") from None
+    _check_runner_config(config, device)
     config._sdbench = SdConfig(device=device, options={})  # type: ignore[attr-defined]
     config._sdbench_matrix_errors = []  # type: ignore[attr-defined]
     config.pluginmanager.register(ProgressHooks(config), f"sdbench-progress-{id(config)}")
@@ -484,8 +484,7 @@ def _suite_order(name: str) -> int:
 
 
 def _group_of(item: pytest.Item) -> str:
-    for name in ("speed", "energy_research", "memory_stress", "quality_test", "artistic_styles", "multi_resolution",
-                 "scheduler_comparison", "dvfs"):
+    for name in SUITE_MARKERS:
         if item.get_closest_marker(name):
             return name
     return "sdbench"
@@ -522,14 +521,7 @@ class SessionState:
     def runner_config(self, device: str) -> Any:
         from sdbench.runner import RunnerConfig
 
-        over: dict[str, Any] = {"energy": self.config.getoption("--sd-energy")}
-        for opt, key in (("--sd-min-rounds", "min_rounds"), ("--sd-max-rounds", "max_rounds"),
-                         ("--sd-max-time", "max_time_s"), ("--sd-target-ci", "target_rel_ci"),
-                         ("--sd-idle-seconds", "idle_s")):
-            value = self.config.getoption(opt)
-            if value is not None:
-                over[key] = value
-        return RunnerConfig.for_device(device, **over)
+        return RunnerConfig.for_device(device, **measurement_overrides(self.config))
 
     def target_rel_ci(self) -> float:
         sd: SdConfig = self.config._sdbench  # type: ignore[attr-defined]

@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from sdbench import settings
 from sdbench.case import Case
 from sdbench.flops import WorkCount, count_work
 from sdbench.gpu.clock import WALL_CLOCK, Clock
@@ -59,36 +60,50 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def _default(name: str) -> Any:
+    """A RunnerConfig field's default, from the settings table (sdbench.settings), its only source."""
+    return settings.default_of(f"runner.{name}")
+
+
 @dataclass
 class RunnerConfig:
-    """How a case is measured. Defaults suit a GPU; `for_cpu()` shortens them for tiny CPU runs."""
+    """How a case is measured. Defaults suit a GPU; `for_cpu()` shortens them for tiny CPU runs.
 
-    warmup_calls: int = 1
-    warmup_min_s: float = 2.0  # keep warming up this long after the first call (clocks, caches, CUDA graphs settle)
-    min_rounds: int = 3
-    max_rounds: int = 30
-    max_time_s: float = 30.0  # measured rounds of one case; the stop rule also ends noise-limited cases early
-    target_rel_ci: float = 0.02
-    energy: str = "auto"  # auto | counter | timeline | rapl | none
-    idle_s: float = 1.0  # idle-power baseline before the case; 0 disables (net energy then unavailable)
-    per_step: bool = True
-    per_phase: bool = True
-    timeline_hz: float = 100.0  # power timeline for per-step/phase energy; 0 disables
-    telemetry_hz: float = 20.0
-    min_window_periods: int = 20
-    max_calls_per_window: int = 200
-    align_to_counter: bool = True  # start windows on a counter update, read the end on the next one
+    Every field is a row of the settings table (`sdbench.settings`, scope ``runner``): its default, unit and
+    allowed range come from there, and a bad value raises ConfigError naming the field, the value and the
+    range when the config is made. `min_rounds` left unset is the table's floor, lowered to `max_rounds`
+    when that cap is below it (asking for at most 2 rounds means 2); set explicitly above `max_rounds`, it
+    is an error.
+    """
+
+    warmup_calls: int = _default("warmup_calls")
+    warmup_min_s: float = _default("warmup_min_s")  # keep warming up this long after the first call (clocks, caches, CUDA graphs settle)
+    min_rounds: int = None  # type: ignore[assignment]  # None: the table's floor, capped by max_rounds
+    max_rounds: int = _default("max_rounds")
+    max_time_s: float = _default("max_time_s")  # measured rounds of one case; the stop rule also ends noise-limited cases early
+    target_rel_ci: float = _default("target_rel_ci")
+    energy: str = _default("energy")  # auto | counter | timeline | rapl | none
+    idle_s: float = _default("idle_s")  # idle-power baseline before the case; 0 disables (net energy then unavailable)
+    per_step: bool = _default("per_step")
+    per_phase: bool = _default("per_phase")
+    timeline_hz: float = _default("timeline_hz")  # power timeline for per-step/phase energy; 0 disables
+    telemetry_hz: float = _default("telemetry_hz")
+    min_window_periods: int = _default("min_window_periods")
+    max_calls_per_window: int = _default("max_calls_per_window")
+    align_to_counter: bool = _default("align_to_counter")  # start windows on a counter update, read the end on the next one
     # Unmeasured calls just before each window of several (short) calls, so the window starts on a
     # loaded GPU: NVML's power reading trails the load by ~0.25 s, and a window that starts from idle
     # reads low on the power timeline. At least `preroll_s` of calls; 0 disables.
-    preroll_s: float = 0.5
-    count_flops: bool = True
-    matmul_ceiling_tflops: float | None = None
+    preroll_s: float = _default("preroll_s")
+    count_flops: bool = _default("count_flops")
+    matmul_ceiling_tflops: float | None = _default("matmul_ceiling_tflops")
 
     def __post_init__(self) -> None:
-        # A cap below the default floor lowers the floor (asking for at most 2 rounds means 2).
-        if self.max_rounds < self.min_rounds:
-            self.min_rounds = self.max_rounds
+        if self.min_rounds is None:
+            floor = _default("min_rounds")
+            # A cap below the default floor lowers the floor (asking for at most 2 rounds means 2).
+            self.min_rounds = min(floor, self.max_rounds) if _is_count(self.max_rounds) else floor
+        settings.check_runner(self)
 
     @classmethod
     def for_device(cls, device: str, **overrides: Any) -> RunnerConfig:
@@ -102,10 +117,15 @@ class RunnerConfig:
 
     @classmethod
     def for_cpu(cls, **overrides: Any) -> RunnerConfig:
-        base: dict[str, Any] = dict(warmup_min_s=0.0, min_rounds=3, max_rounds=5, max_time_s=60.0, idle_s=0.2,
-                                    target_rel_ci=0.05)
+        """The short CPU defaults (the table's ``cpu_default`` column), with ``overrides`` on top."""
+        gpu = settings.runner_defaults()
+        base = {k: v for k, v in settings.runner_defaults(cpu=True).items() if v != gpu[k]}
         base.update(overrides)
         return cls(**base)
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 class Marks:

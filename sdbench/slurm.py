@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from sdbench import settings
 from sdbench.errors import ConfigError, SdbenchError
 
 HEADER_TAG = "# sdbench-slurm: "
@@ -51,20 +52,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "v100": {"gres": "gpu:1", "cpus_per_task": 6, "mem": "48G", "time": "06:00:00"},
 }
 
-_IDENT = r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,127}"
-_CHECKS: dict[str, tuple[re.Pattern[str], str]] = {
-    "partition": (re.compile(rf"{_IDENT}(,{_IDENT})*"), "a partition name (letters, digits, _ . + -), or several separated by commas"),
-    "account": (re.compile(_IDENT), "an account name (letters, digits, _ . + -)"),
-    "qos": (re.compile(_IDENT), "a QOS name (letters, digits, _ . + -)"),
-    "job_name": (re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,63}"), "letters, digits, _ . + - (at most 64)"),
-    "time": (re.compile(r"\d+-\d{1,2}(:\d{2}){0,2}|\d+(:\d{2}){0,2}"), "minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS"),
-    "gres": (re.compile(r"[A-Za-z]+(:[A-Za-z0-9_.-]+)?:\d+(,[A-Za-z]+(:[A-Za-z0-9_.-]+)?:\d+)*"), "NAME[:TYPE]:COUNT[,...], e.g. gpu:1 or gpu:a100:2"),
-    "gpus_per_node": (re.compile(r"([A-Za-z0-9_.-]+:)?\d+"), "[TYPE:]COUNT, e.g. 4 or h100:4"),
-    "mem": (re.compile(r"\d+[KMGT]?"), "a size such as 64G or 16000 (megabytes)"),
-    "module": (re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+/-]*"), "a module name such as cuda/12.4 (letters, digits, _ . + - /)"),
-    "conda": (re.compile(_IDENT), "a conda environment name (letters, digits, _ . + -) or an absolute prefix path"),
-    "array": (re.compile(r"\d+(-\d+)?(,\d+(-\d+)?)*(%\d+)?"), "task ids such as 0-7, 1,3 or 0-7%2"),
-}
+# What each value written into a job script may look like is its row of the settings table (sdbench.settings,
+# scope ``slurm``): a pattern and its words.
 # Paths on #SBATCH lines: sbatch splits on blanks and expands %-patterns, so only plain characters.
 _SBATCH_PATH = re.compile(r"/[A-Za-z0-9_./+,=@:-]*")
 
@@ -73,12 +62,12 @@ _RUNNING_STATES = {"RUNNING", "CONFIGURING", "COMPLETING", "SUSPENDED", "STAGE_O
 
 
 def check_value(kind: str, value: str) -> str:
-    """`value` if it is a valid `kind` (see `_CHECKS`), else a ConfigError naming both."""
-    pattern, allowed = _CHECKS[kind]
-    if not isinstance(value, str) or not pattern.fullmatch(value):
-        raise ConfigError(kind.replace("_", "-"), value, allowed,
-                          reason="only checked values are written into the job script")
-    return value
+    """`value` if it is a valid `kind` (its row of the settings table, scope ``slurm``), else a ConfigError naming both."""
+    row = settings.get(f"slurm.{kind}")
+    try:
+        return str(row.check(value, kind.replace("_", "-")))
+    except ConfigError as exc:
+        raise ConfigError(exc.field, value, exc.allowed, reason="only checked values are written into the job script") from None
 
 
 def _sbatch_path(what: str, path: str | os.PathLike[str]) -> str:
@@ -90,11 +79,8 @@ def _sbatch_path(what: str, path: str | os.PathLike[str]) -> str:
 
 
 def _positive(what: str, value: int | None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(what, value, "a whole number >= 1")
-    return value
+    """`value` (None: unset) if it is a whole number >= 1 (the settings table's row for `what`)."""
+    return settings.check(f"slurm.{what.replace('-', '_')}", value, what)  # type: ignore[no-any-return]
 
 
 # --- rendering ---------------------------------------------------------------------------------------

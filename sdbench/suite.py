@@ -8,30 +8,26 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from sdbench import settings
 from sdbench.errors import ConfigError, SdbenchError
 
-SUITES = ("speed", "energy_research", "memory_stress", "quality_test", "artistic_styles", "multi_resolution",
-          "scheduler_comparison", "dvfs")
+#: The benchmark suites, in the order they run: the settings table's list (sdbench.settings.SUITES), written once.
+SUITES: tuple[str, ...] = tuple(settings.SUITES)
 # `generate --benchmark` without --benchmark-type: one bounded suite for the given model, not all of them.
 DEFAULT_SUITE = "speed"
 
-# The matrix axes a front door can set, each with the plugin option that carries it into pytest.
-PLUGIN_OPTIONS: dict[str, str] = {"models": "--sd-models", "schedulers": "--sd-schedulers",
-                                  "resolutions": "--sd-resolutions", "batch_sizes": "--sd-batch-sizes",
-                                  "steps": "--sd-steps", "dtypes": "--sd-dtypes", "profiles": "--sd-profiles",
-                                  "weights": "--sd-weights"}
-# The flag that sets each axis (and the device) on `sdbench bench` and on `sdbench generate --benchmark`.
-BENCH_FLAGS: dict[str, str] = {"models": "--models", "schedulers": "--schedulers", "resolutions": "--resolutions",
-                               "batch_sizes": "--batch-sizes", "steps": "--steps", "dtypes": "--dtypes",
-                               "profiles": "--profiles", "weights": "--weights", "device": "--device"}
-GENERATE_FLAGS: dict[str, str] = {"models": "--model-variant", "schedulers": "--scheduler", "resolutions": "--height",
-                                  "batch_sizes": "--batch-size", "steps": "--steps", "dtypes": "--dtype",
-                                  "profiles": "--profile", "weights": "--weights", "device": "--device"}
+# The matrix axes a front door can set, each with the plugin option that carries it into pytest, and the flag
+# that sets it on `sdbench bench` and on `sdbench generate --benchmark`: all from the settings table's rows.
+PLUGIN_OPTIONS: dict[str, str] = {settings.get(k).name: str(settings.get(k).pytest) for k in settings.PLAN_AXES}
+BENCH_FLAGS: dict[str, str] = {**{settings.get(k).name: settings.flag_of(k) for k in settings.PLAN_AXES},
+                               "device": settings.flag_of("case.device")}
+GENERATE_FLAGS: dict[str, str] = {**{settings.get(k).name: settings.flag_of(str(settings.get(k).element))
+                                     for k in settings.PLAN_AXES}, "device": settings.flag_of("case.device")}
 # Which axis a field named in a Case's or the plugin's ConfigError belongs to.
-_FIELD_AXIS: dict[str, str] = {"model_variant": "models", "scheduler": "schedulers", "height": "resolutions",
-                               "width": "resolutions", "resolutions": "resolutions", "batch_size": "batch_sizes",
-                               "batch_sizes": "batch_sizes", "steps": "steps", "dtype": "dtypes", "profile": "profiles",
-                               "weights": "weights", "device": "device"}
+_FIELD_AXIS: dict[str, str] = {"model_variant": "models", "width": "resolutions", "device": "device",
+                               **{settings.get(k).name: settings.get(k).name for k in settings.PLAN_AXES},
+                               **{settings.get(str(settings.get(k).element)).name: settings.get(k).name
+                                  for k in settings.PLAN_AXES}}
 
 
 def benchmarks_dir() -> Path:
@@ -72,25 +68,31 @@ def pytest_args(*, suites: list[str] | None, device: str, models: str | None = N
     saves the run into pytest-benchmark's history (`--benchmark-autosave`) unless `extra` already says
     what to save, or disables or skips the benchmarks.
     """
-    args = [str(benchmarks_dir()), "-p", "no:cacheprovider", "--sd-device", device]
+    args = [str(benchmarks_dir()), "-p", "no:cacheprovider", settings.get("case.device").pytest, device]
     if suites:
         args += ["-m", " or ".join(suites)]
-    for opt, value in (("--sd-models", models), ("--sd-schedulers", schedulers), ("--sd-resolutions", resolutions),
-                       ("--sd-batch-sizes", batch_sizes), ("--sd-steps", steps), ("--sd-dtypes", dtypes),
-                       ("--sd-profiles", profiles), ("--sd-weights", weights), ("--sd-export", export),
-                       ("--sd-results", results), ("--sd-results-dir", results_dir)):
+    axes = {"models": models, "schedulers": schedulers, "resolutions": resolutions, "batch_sizes": batch_sizes,
+            "steps": steps, "dtypes": dtypes, "profiles": profiles, "weights": weights}
+    for opt, value in [*((PLUGIN_OPTIONS[axis], v) for axis, v in axes.items()),
+                       (_option("output.export"), export), (_option("output.results"), results),
+                       (_option("output.results_dir"), results_dir)]:
         if value:
             args += [opt, value]
     if no_results_dir:
-        args.append("--sd-no-results-dir")
+        args.append(_option("output.no_results_dir"))
     else:
-        args.append("--sd-caller-prints-next")  # finish_run prints the folder and next steps last
+        args.append(_option("output.caller_prints_next"))  # finish_run prints the folder and next steps last
     if num_images is not None:
-        args += ["--sd-num-images", str(num_images)]
+        args += [_option("output.num_images"), str(num_images)]
     extra = list(extra or [])
     if history and not any(a.startswith(HISTORY_OPTIONS) for a in extra):
         args.append("--benchmark-autosave")
     return args + extra
+
+
+def _option(key: str) -> str:
+    """The plugin option of settings row `key`."""
+    return str(settings.get(key).pytest)
 
 
 # pytest options after which `sdbench bench` does not add --benchmark-autosave on its own.
@@ -272,7 +274,7 @@ def _bench_per_gpu(args: argparse.Namespace, suites: list[str] | None, extra: li
                            dtypes=args.dtypes, profiles=args.profiles, weights=args.weights,
                            results=str(mine) if mine else None, results_dir=str(theirs) if theirs else None,
                            no_results_dir=theirs is None, history=not getattr(args, "no_history", False),
-                           extra=[*extra, "--sd-shard", f"{spec.shard}/{count}"])
+                           extra=[*extra, _option("matrix.shard"), f"{spec.shard}/{count}"])
         cmd, env = pytest_command(argv)
         if env is not None:
             cmd.insert(1, "-B")  # the workers get the caller's environment: no bytecode beside installed suites
@@ -344,9 +346,10 @@ def _write_merged_folder(folder: Path, records: list[dict[str, Any]], count: int
 
 def _target_rel_ci(extra: list[str], device: str) -> float:
     """The stop rule's target (relative CI half-width) the workers ran with: --sd-target-ci, else the default."""
+    option = _option("runner.target_rel_ci")
     for i, arg in enumerate(extra):
-        value = arg.split("=", 1)[1] if arg.startswith("--sd-target-ci=") else (
-            extra[i + 1] if arg == "--sd-target-ci" and i + 1 < len(extra) else None)
+        value = arg.split("=", 1)[1] if arg.startswith(f"{option}=") else (
+            extra[i + 1] if arg == option and i + 1 < len(extra) else None)
         if value is not None:
             try:
                 return float(value)
@@ -407,18 +410,17 @@ GENERATE_SUITE_MAX_TIME_S = 15.0
 
 
 def measurement_flags(args: Any) -> list[str]:
-    """generate's measurement flags as the suite's pytest options (every seed flag has an effect there too)."""
+    """generate's measurement flags as the suite's pytest options (every seed flag has an effect there too): each
+    flag and its option are one row of the settings table."""
     out: list[str] = []
-    for attr, opt in (("min_rounds", "--sd-min-rounds"), ("max_rounds", "--sd-max-rounds"), ("max_time", "--sd-max-time"),
-                      ("target_ci", "--sd-target-ci"), ("idle_seconds", "--sd-idle-seconds")):
-        value = getattr(args, attr, None)
-        if value is not None:
-            out += [opt, f"{value:g}" if isinstance(value, float) else str(value)]
-    if getattr(args, "max_time", None) is None:
-        out += ["--sd-max-time", f"{GENERATE_SUITE_MAX_TIME_S:g}"]
-    energy = getattr(args, "energy", "auto")
-    if energy and energy != "auto":
-        out += ["--sd-energy", energy]
+    for key in settings.MEASUREMENT_KEYS:
+        row = settings.get(key)
+        value = getattr(args, row.attr, None)
+        if value is None or value == row.flag_default:  # unset (or --energy auto): the suite's own default
+            continue
+        out += [str(row.pytest), f"{value:g}" if isinstance(value, float) else str(value)]
+    if getattr(args, settings.get("runner.max_time_s").attr, None) is None:
+        out += [_option("runner.max_time_s"), f"{GENERATE_SUITE_MAX_TIME_S:g}"]
     return out
 
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sdbench import settings
 from sdbench.case import Case
 from sdbench.dcgm import ActivityMonitor
 from sdbench.errors import ConfigError, SdbenchError
@@ -385,26 +386,20 @@ class SweepOptions:
     activity: str = "auto"  # activity counter backend (sdbench.dcgm)
     retries: int = 1
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        if self.profiling_mode not in PROFILING_MODES:
-            raise ConfigError("profiling_mode", self.profiling_mode, allowed=PROFILING_MODES)
-        if self.gpu_type is not None and self.gpu_type not in GPU_TYPE_PRESETS:
-            raise ConfigError("gpu_type", self.gpu_type, allowed=sorted(GPU_TYPE_PRESETS))
-        if self.order not in ORDERS:
-            raise ConfigError("order", self.order, allowed=ORDERS)
+        """Check the options once, when they are made: each field against its row of the settings table
+        (sdbench.settings, scope ``sweep``), then the rules that join them (a mode and its grid flags)."""
+        for name in ("profiling_mode", "gpu_type", "repeats", "order", "order_seed", "default_every", "cooldown_c",
+                     "cooldown_timeout_s", "idle_gap_s", "activity", "retries"):
+            settings.check(f"sweep.{name}", getattr(self, name))
         if self.profiling_mode == "custom" and self.clocks is None and self.power_limits is None and self.mem_clocks is None:
             raise ConfigError("profiling_mode", "custom", reason="custom needs --clocks (or --mem-clocks / --power-limits)")
         if self.profiling_mode == "baseline" and (self.clocks or self.mem_clocks or self.power_limits):
             raise ConfigError("profiling_mode", "baseline", reason="baseline measures the default clock only; drop --clocks, "
                               "--mem-clocks and --power-limits or use --profiling-mode custom")
-        for name in ("idle_gap_s", "cooldown_timeout_s"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ConfigError(name, value, allowed="a number of seconds >= 0")
-        if self.cooldown_c is not None and (not isinstance(self.cooldown_c, (int, float)) or self.cooldown_c < 0):
-            raise ConfigError("cooldown_c", self.cooldown_c, allowed="degrees Celsius >= 0, or None for no cooldown")
-        if not isinstance(self.retries, int) or self.retries < 0:
-            raise ConfigError("retries", self.retries, allowed="a whole number >= 0")
 
 
 def _gpu_of(bench: Any) -> GpuDevice:
@@ -435,7 +430,6 @@ def plan_sweep(bench: Any, base_case: Case, options: SweepOptions, controller: C
     Only queries: nothing on the GPU changes. The plan's ``meta`` records the grid, the order and
     its seed, and a request hash that ``resume`` checks.
     """
-    options.validate()
     gpu = _gpu_of(bench)
     ctrl = controller or ClockController(gpu, read_only=True, handle_signals=False)
     info = gpu.info()
@@ -804,7 +798,6 @@ def run_sweep(bench: Any, base_case: Case, output_dir: str | os.PathLike[str], o
     called before each point (index, total, point), as execute's progress callback.
     """
     options = options or SweepOptions()
-    options.validate()
     out = Path(output_dir)
     gpu = _gpu_of(bench)
     controller = ClockController(gpu, clock_command=options.clock_command, read_only=options.read_only)
@@ -1018,7 +1011,6 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         cooldown_c=None if args.cooldown_c is None or args.cooldown_c < 0 else args.cooldown_c,
         cooldown_timeout_s=args.cooldown_timeout_s, idle_gap_s=args.idle_gap_s, read_only=args.read_only,
         clock_command=clock_command, activity=args.activity, retries=args.retries)
-    options.validate()
     runner_config = _runner_config(args, device)
     if args.window_periods is not None:
         runner_config.min_window_periods = args.window_periods

@@ -136,8 +136,28 @@ def test_record_has_the_metrics_with_units(which: str, request: pytest.FixtureRe
 
 
 def test_config_cap_below_the_floor_lowers_the_floor() -> None:
-    cfg = RunnerConfig(min_rounds=3, max_rounds=2)
+    cfg = RunnerConfig(max_rounds=2)
     assert (cfg.min_rounds, cfg.max_rounds) == (2, 2)
+    assert (RunnerConfig.for_cpu(max_rounds=2).min_rounds, RunnerConfig.for_cpu().min_rounds) == (2, 3)
+
+
+@pytest.mark.parametrize(("kwargs", "field", "words"), [
+    ({"min_rounds": 3, "max_rounds": 2}, "min_rounds", "<= max_rounds (2)"),  # asked for both: they disagree
+    ({"max_time_s": -1.0}, "max_time_s", "seconds >= 0"),
+    ({"target_rel_ci": 0.0}, "target_rel_ci", "a fraction > 0"),
+    ({"energy": "nvml"}, "energy", "auto, counter, timeline, rapl, none"),
+    ({"warmup_calls": 0}, "warmup_calls", ">= 1"),
+    ({"idle_s": float("nan")}, "idle_s", "seconds >= 0"),
+    ({"min_rounds": True}, "min_rounds", "whole number"),
+])
+def test_a_bad_config_value_names_the_field_the_value_and_the_range(kwargs: dict[str, Any], field: str,
+                                                                     words: str) -> None:
+    from sdbench.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        RunnerConfig(**kwargs)
+    assert exc.value.field == field and words in str(exc.value)
+    assert str(exc.value).startswith(f"invalid {field}: {kwargs[field]!r}")
 
 
 # --- warm-up ---------------------------------------------------------------------------------------------

@@ -6,11 +6,11 @@ import argparse
 from typing import Any
 
 from sdbench.cli.args import add_case_arguments, number, positive_int
+from sdbench.settings import MAX_BATCH
 
-# Copies of sdbench.batching.CPU_DEFAULT_LIMIT and MAX_BATCH (sdbench.case.MAX_BATCH) for the help text:
-# sdbench.batching imports torch. tests/test_cli_help.py checks they match.
+# A copy of sdbench.batching.CPU_DEFAULT_LIMIT for the help text (sdbench.batching imports torch;
+# tests/test_cli_help.py checks they match); the largest batch is the settings table's.
 CPU_DEFAULT_LIMIT = 8
-MAX_BATCH = 512
 
 
 def register(sub: Any) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sdbench.suite import SUITES
+from sdbench import settings
+from sdbench.settings import SUITES
 
 
 def register(sub: Any) -> None:
@@ -17,19 +18,14 @@ def register(sub: Any) -> None:
                                    "and what to do next. Arguments after -- go to pytest "
                                    "(e.g. -- --benchmark-compare --benchmark-group-by=param:scheduler).")
     p.add_argument("--suite", action="append", choices=list(SUITES), help="a suite to run (repeatable; default: all)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, simulated")
-    for name in ("models", "schedulers", "resolutions", "batch-sizes", "steps", "dtypes", "profiles", "weights"):
-        p.add_argument(f"--{name}", default=None, help=f"comma-separated {name.replace('-', ' ')} (the suite's default if unset)")
+    # The device, the matrix axes and where results go: the rows of the plugin's --sd-* options (sdbench.settings).
+    settings.add_arguments(p, ("case.device", *settings.PLAN_AXES))
     o = p.add_argument_group("where results go")
-    o.add_argument("--output-dir", default=None, metavar="DIR",
-                   help="the run's results folder: records.jsonl, benchmark.json (pytest-benchmark's JSON), summary.md "
-                        "(default: sdbench-results/<time>-<suites> in the current directory)")
-    o.add_argument("--no-output-dir", action="store_true", help="write no results folder")
+    settings.add_arguments(o, ("output.results_dir", "output.no_results_dir"))
     o.add_argument("--no-history", action="store_true",
                    help="do not save the run into pytest-benchmark's history (.benchmarks/<gpu>-<clocks>/; saved by "
                         "default, so a later run can -- --benchmark-compare against it)")
-    o.add_argument("--export-metrics", default=None, metavar="FILE", help="also write every record as one JSON document")
-    o.add_argument("--results", default=None, metavar="FILE", help="also append every record to this JSON Lines file")
+    settings.add_arguments(o, ("output.export", "output.results"))
     p.add_argument("--gpus", default=None, metavar="LIST",
                    help="one pinned pytest per GPU (0,1,... | all | GPU-uuid,... | cpu,cpu), cases dealt round-robin; "
                         "each worker's folder under the run's shards/, their records merged into its records.jsonl "

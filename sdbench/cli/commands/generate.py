@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from sdbench import settings
 from sdbench.cli.args import (
     DEFAULT_CPU_MODEL,
     DEFAULT_GPU_MODEL,
@@ -19,13 +20,14 @@ from sdbench.cli.args import (
     case_kwargs,
     default_model,
     default_scheduler,
-    positive_int,
     progress_printer,
     runner_config,
 )
 from sdbench.errors import ConfigError
 from sdbench.output.tables import CaseClock, duration
-from sdbench.suite import DEFAULT_SUITE, SUITES
+from sdbench.settings import SUITES
+
+DEFAULT_SUITE = "speed"  # sdbench.suite.DEFAULT_SUITE (tests/test_settings.py checks they match)
 
 
 def register(sub: Any) -> None:
@@ -38,9 +40,7 @@ def register(sub: Any) -> None:
                                    "SD 1.x model, with the same scheduler (and a line saying so).")
     add_case_arguments(p)
     o = p.add_argument_group("output")
-    o.add_argument("--num-images", type=positive_int("num_images"), default=1,
-                   help="images to generate and save (with --benchmark-type quality_test: images, one seed each, "
-                        "the quality suite measures per case)")
+    settings.add_arguments(o, ("output.num_images",))
     o.add_argument("--output-dir", default=None, help="where images and metrics go (default sdbench-output/<time>-<model>)")
     o.add_argument("--no-save-images", action="store_true", help="measure only; write no PNGs")
     o.add_argument("--export-metrics", default=None, metavar="FILE", help="write the records as a JSON document")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from sdbench import settings
 from sdbench.cli.commands.workers import add_shard_command
 
 
@@ -12,16 +13,14 @@ def register(sub: Any) -> None:
     """Add `sdbench plan` and its actions to the CLI's subparsers."""
     p = sub.add_parser("plan", help="write, run (one shard) and merge JSON plans of benchmark points")
     psub = p.add_subparsers(dest="plan_command", metavar="ACTION", required=True)
-    make = psub.add_parser("make", help="write a plan from a case matrix")
-    for axis in ("models", "schedulers", "resolutions", "batch-sizes", "steps", "dtypes", "profiles", "weights"):
-        make.add_argument(f"--{axis}", dest=axis.replace("-", "_"), default=None, help=f"comma-separated {axis}")
-    make.add_argument("--prompt", default=None)
-    make.add_argument("--repeats", type=int, default=1, help="repetitions of every case")
-    make.add_argument("--device", default="auto")
-    make.add_argument("--min-rounds", type=int, default=None, help="fewest measured rounds per point")
-    make.add_argument("--max-rounds", type=int, default=None, help="most measured rounds per point")
-    make.add_argument("--max-time", type=float, default=None, help="time cap for one point's rounds, s")
-    make.add_argument("--idle-seconds", type=float, default=None, help="idle-power baseline per point, s")
+    make = psub.add_parser("make", help="write a plan from a case matrix",
+                           description="Write the cases of a matrix as a JSON plan, checked whole as `plan run` "
+                                       "will check it: a value that would fail at run time (a dtype the card cannot "
+                                       "run, a measurement setting out of range) is refused now.")
+    settings.add_arguments(make, settings.PLAN_AXES)
+    settings.add_arguments(make, ("case.prompt", "plan.repeats", "case.device"))
+    settings.add_arguments(make.add_argument_group("how each point is measured (default: the device's)"),
+                           settings.MEASUREMENT_KEYS)
     make.add_argument("-o", "--output", required=True, help="plan file to write")
     add_shard_command(psub, "run", "measure one shard of a plan, appending records as points finish")
     merge = psub.add_parser("merge", help="merge shard results into one file (one record per point)")

@@ -6,13 +6,15 @@ import argparse
 from collections.abc import Callable
 from typing import Any
 
+from sdbench import settings
 from sdbench.cli.args import add_case_arguments, int_at_least, integer, number, positive_int
 
-# Copies of sdbench.sweep's ORDERS, PROFILING_MODES, GPU_TYPE_PRESETS (its keys), CLOCK_SPEC_HELP and
-# POWER_SPEC_HELP: sdbench.sweep imports torch, and the help must not. tests/test_cli_help.py checks they match.
-ORDERS: tuple[str, ...] = ("random", "interleaved", "descending")
-PROFILING_MODES: tuple[str, ...] = ("baseline", "dvfs", "custom")
-GPU_TYPES: tuple[str, ...] = ("A100", "H100", "V100")
+# sdbench.sweep imports torch, and the help must not: the choices are the settings table's rows (which
+# SweepOptions checks against), the spec help texts copies of sdbench.sweep's. tests/test_cli_help.py checks
+# they match sdbench.sweep's ORDERS, PROFILING_MODES, GPU_TYPE_PRESETS, CLOCK_SPEC_HELP and POWER_SPEC_HELP.
+ORDERS: tuple[str, ...] = tuple(settings.get("sweep.order").choice_list())
+PROFILING_MODES: tuple[str, ...] = tuple(settings.get("sweep.profiling_mode").choice_list())
+GPU_TYPES: tuple[str, ...] = tuple(settings.get("sweep.gpu_type").choice_list())
 CLOCK_SPEC_HELP = ("all | every:N (every Nth supported clock from the top) | range:MIN-MAX[:N] (supported clocks "
                    "in [MIN, MAX], every Nth) | count:N (N clocks spread evenly over the grid) | list:A,B,... "
                    "(each a supported clock)")
