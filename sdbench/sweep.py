@@ -802,6 +802,12 @@ def run_sweep(bench: Any, base_case: Case, output_dir: str | os.PathLike[str], o
     gpu = _gpu_of(bench)
     controller = ClockController(gpu, clock_command=options.clock_command, read_only=options.read_only)
     plan = plan_sweep(bench, base_case, options, controller)
+    if not plan_only:
+        # Whether this process may change what the points change is found out now, before any point is measured
+        # or anything is written: a refusal ends the sweep here (exit 3) instead of after its first point.
+        controller.probe_permission(**{kind: any(p.case.get(f) is not None for p in plan.points)
+                                       for kind, f in (("sm", "sm_clock_mhz"), ("mem", "mem_clock_mhz"),
+                                                       ("power", "power_limit_w"))})
     results_path = out / RESULTS_FILE
     if resume and (out / PLAN_FILE).is_file():
         plan = _load_for_resume(out, plan)

@@ -41,11 +41,49 @@ class WeightSource:
             if not path.is_dir():
                 raise ConfigError("weights", value, "auto, synthetic, hub, local:PATH (an existing diffusers folder)",
                                   reason="folder not found")
+            check_safetensors(path)
             return cls("local", path)
         raise ConfigError("weights", value, "auto, synthetic, hub, local:PATH")
 
     def __str__(self) -> str:
         return f"local:{self.path}" if self.kind == "local" else self.kind
+
+
+#: Weight files that are Python pickles: loading one runs code from the file, so sdbench reads safetensors only.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl")
+
+
+class PickleOnlyWeightsError(ConfigError):
+    """A local weights folder (or one of its component folders) holds weights only as pickle files."""
+
+    def __init__(self, folder: Path, pickles: list[str]) -> None:
+        super().__init__("weights", f"local:{folder.parent if folder.name in _COMPONENTS else folder}",
+                         "a diffusers folder with .safetensors weights", reason="pickle files only")
+        self.folder = folder
+        self.pickles = pickles
+        # One line a user can act on (the usual ConfigError wording would bury the folder's name).
+        self.args = (f"safetensors required: {folder} has only {', '.join(pickles)} (pickle)",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+_COMPONENTS = ("unet", "vae", "text_encoder", "text_encoder_2")
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a diffusers folder whose weights (the folder itself or a component's subfolder) are pickle files only.
+
+    Pipelines load with ``use_safetensors=True``; such a folder would fail deep inside diffusers with a
+    traceback. Raises :class:`PickleOnlyWeightsError` (exit 2) naming the folder and its files.
+    """
+    for folder in (path, *(path / name for name in _COMPONENTS)):
+        if not folder.is_dir():
+            continue
+        files = [p for p in folder.iterdir() if p.is_file()]
+        pickles = sorted(p.name for p in files if p.suffix in PICKLE_SUFFIXES)
+        if pickles and not any(p.suffix == ".safetensors" for p in files):
+            raise PickleOnlyWeightsError(folder, pickles)
 
 
 def _param_seed(seed: int, name: str) -> int:

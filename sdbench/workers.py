@@ -274,16 +274,70 @@ def parse_gpus(gpus: str | Sequence[str]) -> list[str]:
         if entries == ["all"]:
             return _visible_gpu_uuids()
     if not entries:
-        raise ConfigError("gpus", gpus, "0,1,... | all | GPU-<uuid>,... | cpu,cpu | simulated,...")
+        raise ConfigError("--gpus", gpus, "0,1,... | all | GPU-<uuid>,... | cpu,cpu | simulated,...")
     for entry in entries:
         if not (entry.isdigit() or entry.startswith("GPU-") or entry in FAKE_DEVICES):
-            raise ConfigError("gpus", entry, "a GPU index, a GPU-<uuid>, all, cpu or simulated",
+            raise ConfigError("--gpus", entry, "a GPU index, a GPU-<uuid>, all, cpu or simulated",
                               reason="MIG slices are refused: NVML energy is per physical GPU" if entry.startswith("MIG-") else "")
     real = [e for e in entries if e not in FAKE_DEVICES]
     if len(set(real)) != len(real):
         # Two workers on one GPU would each measure the other's energy.
-        raise ConfigError("gpus", ",".join(entries), "each GPU once", reason="a GPU is named twice")
+        raise ConfigError("--gpus", ",".join(entries), "each GPU once", reason="a GPU is named twice")
     return entries
+
+
+class GpuListError(ConfigError):
+    """`--gpus` names a GPU this machine does not have: the flag, the entry, and the GPUs there are."""
+
+    def __init__(self, entry: str, there: str) -> None:
+        super().__init__("--gpus", entry, there)
+        self.args = (f"invalid --gpus: {entry!r}: {there}",)
+
+    def __str__(self) -> str:
+        return str(self.args[0])
+
+
+def visible_gpu_count() -> int:
+    """How many CUDA GPUs this process may use (CUDA_VISIBLE_DEVICES honoured): NVML's count, else torch's.
+
+    Touches no GPU setting; with neither NVML nor a CUDA build of torch, 0."""
+    from sdbench.gpu import nvml_unavailable_reason, parse_cuda_visible_devices
+
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len(parse_cuda_visible_devices(visible))
+    if nvml_unavailable_reason() is None:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return int(pynvml.nvmlDeviceGetCount())
+        finally:
+            pynvml.nvmlShutdown()
+    import torch
+
+    return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
+
+
+def check_gpus_exist(entries: Sequence[str]) -> None:
+    """Refuse a `--gpus` index this machine does not have, before any worker starts, naming the GPUs there are
+    (``invalid --gpus: '7': this machine has GPUs 0-1``). CPU and simulated stand-ins need no GPU."""
+    indices = [e for e in entries if e.isdigit()]
+    if not indices:
+        return
+    count = visible_gpu_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    where = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+    for entry in indices:
+        if int(entry) < count:
+            continue
+        if count == 0:
+            there = f"this machine has no CUDA GPU{where}"
+        elif count == 1:
+            there = f"this machine has GPU 0{where}"
+        else:
+            there = f"this machine has GPUs 0-{count - 1}{where}"
+        raise GpuListError(entry, there)
 
 
 def _pin_for(entry: str) -> str:
@@ -302,13 +356,14 @@ def _pin_for(entry: str) -> str:
     if visible is not None:
         parent = parse_cuda_visible_devices(visible)
         if index >= len(parent):
-            raise ConfigError("gpus", entry, f"0 to {len(parent) - 1}", reason=f"CUDA_VISIBLE_DEVICES={visible!r}")
+            raise ConfigError("--gpus", entry, f"0 to {len(parent) - 1}", reason=f"CUDA_VISIBLE_DEVICES={visible!r}")
         return parent[index]
     return entry
 
 
 def plan_workers(gpus: Sequence[str], *, shard_base: int = 0, shard_count: int | None = None) -> list[WorkerSpec]:
     """One WorkerSpec per GPU entry: worker k measures shard `shard_base + k` of `shard_count`."""
+    check_gpus_exist(gpus)
     count = len(gpus) if shard_count is None else shard_count
     if shard_base < 0 or shard_base + len(gpus) > count:
         raise ConfigError("shard range", f"{shard_base}..{shard_base + len(gpus) - 1} of {count}",

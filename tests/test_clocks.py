@@ -157,6 +157,22 @@ def test_permission_error_changes_nothing_and_explains_the_rights_needed() -> No
     assert is_default(locked_out)
 
 
+def test_the_permission_probe_changes_nothing_and_refuses_only_what_is_refused() -> None:
+    gpu = SimulatedGpu(lock_fails=True)  # the SM lock is refused; memory locks and the power limit work
+    c = ClockController(gpu, handle_signals=False)
+    c.probe_permission(sm=False, mem=True, power=True)
+    assert is_default(gpu) and c.changed == frozenset()
+    with pytest.raises(ClockPermissionError) as exc:
+        c.probe_permission(sm=True)
+    assert exc.value.exit_code == 3 and "permission probe" in str(exc.value)
+    assert all(word in str(exc.value) for word in ("--read-only", "root", "--clock-command"))
+    assert is_default(gpu) and c.changed == frozenset()
+    ClockController(SimulatedGpu(no_permission=True), read_only=True).probe_permission(power=True)  # never probed
+    fine = SimulatedGpu()
+    ClockController(fine, handle_signals=False).probe_permission(sm=True, mem=True, power=True)
+    assert is_default(fine)
+
+
 def test_read_only_refuses_changes_before_touching_the_gpu_but_verifies() -> None:
     gpu = SimulatedGpu(no_permission=True)  # any control call would raise GpuNoPermission instead
     with ClockController(gpu, read_only=True) as c:

@@ -374,15 +374,15 @@ def test_read_only_sweep_plans_everything_and_measures_the_default_clock(bench: 
     assert meta["points_flagged"] == 0 and meta["default_clock_checks"]["drift_significant"] is not None
 
 
-def test_a_permission_refusal_aborts_the_sweep_and_changes_nothing(bench: Bench, case: Case, tmp_path: Path) -> None:
+def test_a_permission_refusal_aborts_the_sweep_before_its_first_point_and_changes_nothing(
+        bench: Bench, case: Case, tmp_path: Path) -> None:
     gpu = SimulatedGpu(lock_fails=True)
-    with on_gpu(bench, gpu), pytest.raises(ClockPermissionError, match="root"):
-        run_sweep(bench, case, tmp_path, SweepOptions(clocks="count:3", order_seed=1, **QUICK), progress=False)
+    out = tmp_path / "sweep"
+    with on_gpu(bench, gpu), pytest.raises(ClockPermissionError, match="root") as exc:
+        run_sweep(bench, case, out, SweepOptions(clocks="count:3", order_seed=1, **QUICK), progress=False)
     assert gpu.state() == gpu.default_state
-    records = read_records(tmp_path / "results.jsonl")
-    assert [r["point_role"] for r in records] == ["default-clock"]  # only the point before the refusal
-    meta = json.loads((tmp_path / "sweep.json").read_text())
-    assert meta["status"] == "aborted" and "root" in meta["abort_reason"]
+    assert exc.value.exit_code == 3 and "permission probe" in str(exc.value)
+    assert not out.exists()  # probed before any point was measured or anything written
 
 
 def test_a_finished_output_dir_needs_resume(bench: Bench, case: Case, tmp_path: Path) -> None:

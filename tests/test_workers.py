@@ -133,7 +133,7 @@ def test_gpu_lists_are_parsed_and_bad_entries_refused() -> None:
         parse_gpus("0,0")
     with pytest.raises(ConfigError, match="MIG"):
         parse_gpus("MIG-1234")
-    with pytest.raises(ConfigError, match="invalid gpus: 'cuda:1'"):
+    with pytest.raises(ConfigError, match="invalid --gpus: 'cuda:1'"):
         parse_gpus("0,cuda:1")
     with pytest.raises(ConfigError):
         parse_gpus(",")

@@ -56,7 +56,7 @@ from dataclasses import asdict, dataclass
 from types import FrameType
 from typing import Any
 
-from sdbench.errors import ConfigError, SdbenchError
+from sdbench.errors import EXIT_ENVIRONMENT, ConfigError, SdbenchError
 from sdbench.gpu.base import THROTTLE_REASONS, GpuDevice, GpuError, GpuNoPermission, GpuNotSupported
 from sdbench.measure.telemetry import TelemetrySample, TelemetrySummary, summarise_samples
 
@@ -100,7 +100,11 @@ class ReadOnlyClockError(SdbenchError):
 
 
 class ClockPermissionError(GpuNoPermission):
-    """Changing a setting was refused for lack of rights; says which rights are needed."""
+    """Changing a setting was refused for lack of rights; says which rights are needed.
+
+    An environment error (exit 3): this machine does not grant what the run needs."""
+
+    exit_code = EXIT_ENVIRONMENT
 
     def __init__(self, operation: str, detail: str = "") -> None:
         super().__init__(operation, detail)
@@ -564,6 +568,40 @@ class ClockController:
                 if newly:
                     self._restore(newly)
                 raise
+
+    def probe_permission(self, *, sm: bool = True, mem: bool = False, power: bool = False) -> None:
+        """Find out now, before anything is measured, whether this process may change what a sweep will change.
+
+        Each setting asked for is changed to something that leaves the card as it runs and then put back: the SM
+        (memory) clock is locked to its whole supported range, which bounds nothing, then reset; the power limit
+        is set to its current value. Through ``clock_command`` the helper runs the same verbs. A refusal raises
+        :class:`ClockPermissionError` (exit 3) saying what to do (``--read-only``, root, ``--clock-command``);
+        the GPU is left as it was. Read-only controllers change nothing and are not probed.
+        """
+        if self.read_only:
+            return
+        probes: list[tuple[str, str, Callable[[], None]]] = []
+        if mem:
+            grid = self.supported_mem_clocks_mhz()
+            probes.append(("mem", f"locking memory clocks at {grid[-1]}-{grid[0]} MHz (a permission probe)",
+                           lambda: self._lock_mem(grid[-1], grid[0])))
+        if sm:
+            sm_grid = self.supported_sm_clocks_mhz()
+            probes.append(("sm", f"locking SM clocks at {sm_grid[-1]}-{sm_grid[0]} MHz (a permission probe)",
+                           lambda: self._lock_sm(sm_grid[-1], sm_grid[0])))
+        if power:
+            limit_w = float(self.device.power_limit_w())
+            probes.append(("power", f"setting the power limit to its current {limit_w:g} W (a permission probe)",
+                           lambda: self._set_power(limit_w)))
+        with self._lock:
+            self._capture_original()
+            for name, operation, change in probes:
+                had = name in self._changed
+                try:
+                    self._change(name, operation, change)
+                finally:
+                    if not had and name in self._changed:
+                        self._restore({name})
 
     def _restore(self, which: set[str]) -> None:
         """Put the named settings back to the original; every one is attempted, failures raised together."""
