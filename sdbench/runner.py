@@ -52,7 +52,7 @@ from sdbench.measure.telemetry import TelemetrySampler, summarise_samples
 from sdbench.optimize import Applied
 from sdbench.pipelines import BuiltPipeline, set_scheduler
 from sdbench.schedulers import describe_scheduler
-from sdbench.stats import StopRule, iterations_per_window, summarize
+from sdbench.stats import StopRule, iterations_per_window
 
 if TYPE_CHECKING:
     from sdbench.gpu.simulated import WorkProfile
@@ -247,6 +247,9 @@ class Measurement:
     simulation: dict[str, Any] | None = None  # virtual-clock simulated GPU: its settings and the true answer
 
     def to_record(self, matmul_ceiling_tflops: float | None = None) -> dict[str, Any]:
+        """The flat record row (:func:`sdbench.record.build.build_record`)."""
+        from sdbench.record.build import build_record
+
         return build_record(self, matmul_ceiling_tflops)
 
 
@@ -766,18 +769,6 @@ def _telemetry_dict(summary: Any) -> dict[str, Any]:
     return dict(vars(summary))
 
 
-def _agreement(windows: list[Window]) -> float | None:
-    """Timeline vs counter over the same span: the counter's own, from its first read to its last.
-
-    Both instruments then see the same seconds, with no tail estimate in between. NVML's power reading
-    trails the load, so the timeline misses the idle gap before a window start and shows the one after
-    its end: over the counter's span the two (each under a counter period) cancel on average.
-    """
-    ratios = [w.counter_span_timeline_j / (w.energy_j + w.energy_tail_j) - 1.0 for w in windows
-              if w.counter_span_timeline_j is not None and w.energy_j is not None and w.energy_j + w.energy_tail_j > 0]
-    return float(np.median(ratios)) if ratios else None
-
-
 def _stop_details(decision: Any) -> dict[str, Any]:
     """The stop rule's view at the last round: which metric limited the precision, its spread per round, the
     relative half-width reached and the rounds the target would have needed (`noise_limited` says why)."""
@@ -835,97 +826,3 @@ def synthetic_init_image(case: Case, device: str) -> torch.Tensor:
     g = torch.Generator(device="cpu").manual_seed(case.seed + 7)
     img = torch.rand(case.batch_size, 3, case.height, case.width, generator=g)
     return img.to(device)
-
-
-# --- the record ---------------------------------------------------------------------------------
-def build_record(m: Measurement, matmul_ceiling_tflops: float | None = None) -> dict[str, Any]:
-    """Flatten a Measurement into one row: the case's features plus metrics with units."""
-    case = m.case
-    rec: dict[str, Any] = {"record_type": "case", **case.features(), **m.pipeline_info}
-    per_image_t = [w.duration_s / w.images for w in m.windows]
-    t_stats = summarize(per_image_t)
-    rec.update(t_stats.as_dict("time_per_image_s"))
-    rec["time_per_image_s_samples"] = per_image_t
-    rec["images_per_s"] = 1.0 / t_stats.median if t_stats.median else None
-    rec["time_per_call_s"] = t_stats.median * case.batch_size
-    rec["rounds"] = len(m.windows)
-    rec["calls_per_window"] = m.calls_per_window
-    rec["preroll_calls_per_window"] = m.preroll_calls
-    rec["calibration_call_s"] = m.calibration_call_s
-    rec["images_measured"] = sum(w.images for w in m.windows)
-    rec["stop_reason"] = m.stop_reason
-    rec.update(m.stop_details)
-    rec["warmup_s"] = m.warmup_s
-    rec["warmup_energy_j"] = m.warmup_energy_j
-    rec["warmup_calls"] = m.warmup_calls
-    rec["first_call_s"] = m.first_call_s
-    rec["time_source"] = m.time_source
-    if m.simulation:
-        rec.update(m.simulation)
-    # Energy
-    rec["energy_source"] = m.energy_source
-    rec["energy_meter"] = m.energy_meter_name
-    rec["energy_fallback_reason"] = m.energy_fallback_reason
-    rec["energy_resolution_s"] = m.energy_resolution_s
-    rec["energy_simulated"] = m.energy_simulated
-    energies = [w.energy_j / w.images for w in m.windows if w.energy_j is not None]
-    if energies and len(energies) == len(m.windows):
-        rec.update(summarize(energies).as_dict("energy_per_image_j"))
-        rec["energy_per_image_j_samples"] = energies
-        rec["power_w_samples"] = [w.energy_j / w.duration_s for w in m.windows]
-        rec["power_w"] = float(np.median(rec["power_w_samples"]))
-        rec["images_per_kj"] = 1000.0 / rec["energy_per_image_j_median"] if rec["energy_per_image_j_median"] else None
-        rec["energy_status"] = "simulated" if m.energy_simulated else "measured"
-    else:
-        rec["energy_per_image_j_median"] = None
-        rec["energy_status"] = "unavailable"
-        rec["energy_unavailable_reason"] = m.energy_unavailable_reason or "energy source returned no reading"
-    rec["idle_power_w"] = m.idle_power_w
-    if m.idle_power_w is not None and energies and len(energies) == len(m.windows):
-        net = [(w.energy_j - m.idle_power_w * w.duration_s) / w.images for w in m.windows]
-        rec.update(summarize(net).as_dict("net_energy_per_image_j"))
-        rec["net_energy_per_image_j_samples"] = net
-    else:
-        rec["net_energy_per_image_j_median"] = None
-        rec["net_energy_unavailable_reason"] = m.idle_unavailable_reason or rec.get("energy_unavailable_reason")
-    tl = [w.timeline_energy_j for w in m.windows]
-    if all(x is not None for x in tl) and tl:
-        rec["timeline_energy_per_image_j_median"] = float(np.median([e / w.images for e, w in zip(tl, m.windows)]))
-        if rec.get("energy_per_image_j_median"):
-            rec["counter_timeline_agreement_rel"] = _agreement(m.windows)
-    cpu = [w.cpu_energy_j for w in m.windows]
-    if m.cpu_energy_source and all(x is not None for x in cpu):
-        rec["cpu_energy_per_image_j_median"] = float(np.median([e / w.images for e, w in zip(cpu, m.windows)]))
-        rec["cpu_energy_source"] = m.cpu_energy_source
-    # Per-step and per-phase
-    if m.breakdowns:
-        n_steps = min(len(b.step_s) for b in m.breakdowns)
-        steps = np.array([b.step_s[:n_steps] for b in m.breakdowns])
-        # Means, like the per-step energies, so that steps add up to the denoise phase.
-        rec["step_time_s"] = [float(x) for x in np.mean(steps, axis=0)] if n_steps else []
-        rec["step_time_median_s"] = float(np.median(steps)) if n_steps else None
-        for phase in ("text_encode", "denoise", "vae_decode", "other"):
-            rec[f"phase_{phase}_s"] = float(np.median([b.phase_s[phase] for b in m.breakdowns]))
-        rec["step_marks"] = "cuda-events" if case.compute_device.startswith("cuda") else m.time_source
-    if m.step_energy_j is not None:
-        rec["step_energy_j"] = m.step_energy_j
-        rec["step_energy_median_j"] = float(np.median(m.step_energy_j)) if m.step_energy_j else None
-    if m.phase_energy_j is not None:
-        for k, v in m.phase_energy_j.items():
-            rec[f"phase_{k}_energy_j"] = v
-    # Memory, telemetry
-    rec.update({f"memory_{k}": v for k, v in m.memory.items()})
-    rec.update({f"telemetry_{k}": v for k, v in m.telemetry.items()})
-    rec["throttled_rounds"] = sum(1 for w in m.windows if w.throttled)
-    # Work
-    rec.update(m.work)
-    if m.work.get("flop_per_image") and t_stats.median:
-        rec["achieved_tflops"] = m.work["flop_per_image"] / t_stats.median / 1e12
-        if matmul_ceiling_tflops:
-            rec["matmul_ceiling_tflops"] = matmul_ceiling_tflops
-            rec["mfu"] = rec["achieved_tflops"] / matmul_ceiling_tflops
-            rec["flop_floor_s_per_image"] = m.work["flop_per_image"] / (matmul_ceiling_tflops * 1e12)
-            rec["fraction_of_flop_floor"] = rec["flop_floor_s_per_image"] / t_stats.median
-        if rec.get("energy_per_image_j_median"):
-            rec["tflop_per_j"] = m.work["flop_per_image"] / 1e12 / rec["energy_per_image_j_median"]
-    return rec
