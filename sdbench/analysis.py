@@ -56,7 +56,8 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from sdbench.errors import ConfigError
-from sdbench.records import json_safe
+from sdbench.record.io import json_safe
+from sdbench.record.schema import metric_stats
 
 SETTING_FIELDS: tuple[str, ...] = ("sm_clock_mhz", "mem_clock_mhz", "power_limit_w")
 SETTING_UNITS: dict[str, str] = {"sm_clock_mhz": "MHz", "mem_clock_mhz": "MHz", "power_limit_w": "W"}
@@ -727,31 +728,21 @@ def workload_key(rec: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple((k, rec.get(k)) for k in WORKLOAD_FIELDS if k in rec)
 
 
-def record_samples(rec: Mapping[str, Any], metric: str) -> np.ndarray | None:
-    """Per-round samples of a metric (``{metric}_samples``), or its summary as one round, or None."""
-    raw = rec.get(f"{metric}_samples")
-    if isinstance(raw, (list, tuple)) and raw:
-        vals = [_num(v) for v in raw]
-        if all(v is not None for v in vals):
-            return np.asarray(vals, dtype=float)
-    for suffix in ("_mean", "_median", ""):
-        v = _num(rec.get(f"{metric}{suffix}"))
-        if v is not None:
-            return np.asarray([v])
-    return None
-
-
 def _round_table(rec: Mapping[str, Any], notes: list[str]) -> np.ndarray | None:
-    """Rows = measured rounds; columns time, energy, net energy, power (NaN where absent)."""
-    t = record_samples(rec, "time_per_image_s")
-    if t is None:
+    """Rows = measured rounds; columns time, energy, net energy, power (NaN where absent). Each column is the
+    metric's per-round samples, else its summary's mean as one round (:func:`sdbench.record.schema.metric_stats`;
+    the per-point statistic is a mean over rounds by default)."""
+    time_stats = metric_stats(rec, "time_per_image_s")
+    if time_stats is None:
         return None
+    t = np.asarray(time_stats.rounds("mean"), dtype=float)
     table = np.full((t.size, 4), np.nan)
     table[:, _T] = t
     for metric, col in (("energy_per_image_j", _E), ("net_energy_per_image_j", _EN), ("power_w", _P)):
-        s = record_samples(rec, metric)
-        if s is None:
+        stats = metric_stats(rec, metric)
+        if stats is None:
             continue
+        s = np.asarray(stats.rounds("mean"), dtype=float)
         if s.size != t.size:
             # Rounds must pair up (time and energy of one window); a mismatch cannot be paired.
             notes.append(f"record {rec.get('point_id') or rec.get('case_id')}: {metric} has {s.size} rounds, "
@@ -1698,8 +1689,10 @@ def synthetic_sweep_records(
             memory_share = m_fraction * mem_max / fm / scale
             # Counter sampling noise keeps fp and DRAM activity from being exactly collinear, as on hardware.
             jitter = 1.0 + noise_rel * rng.standard_normal(3)
-            rec.update({"activity_sm_active": 1.0, "activity_tensor_active": 0.8 * compute_share * jitter[0],
-                        "activity_fp16_active": 0.15 * compute_share * jitter[1],
-                        "activity_dram_active": memory_share * jitter[2]})
+            # Named as a sweep's records name them (sdbench.dcgm: activity_<counter>_mean over the windows).
+            rec.update({"activity_status": "simulated", "activity_sm_active_mean": 1.0,
+                        "activity_tensor_active_mean": 0.8 * compute_share * jitter[0],
+                        "activity_fp16_active_mean": 0.15 * compute_share * jitter[1],
+                        "activity_dram_active_mean": memory_share * jitter[2]})
         records.append(rec)
     return records

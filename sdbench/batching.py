@@ -37,6 +37,7 @@ from torch.utils._pytree import tree_flatten
 
 from sdbench.case import MAX_BATCH, Case
 from sdbench.errors import ConfigError, SdbenchError
+from sdbench.record.schema import metric_stats
 
 if TYPE_CHECKING:
     from sdbench.bench import Bench
@@ -507,21 +508,15 @@ class SweepPoint:
 
     @property
     def time_per_image_s_samples(self) -> list[float]:
-        rec = self.record or {}
-        samples = rec.get("time_per_image_s_samples")
-        if samples:
-            return [float(x) for x in samples]
-        median = rec.get("time_per_image_s_median")
-        return [float(median)] if median else []
+        """Per-round time per image: the record's samples, else its estimate as one round (none without either)."""
+        m = metric_stats(self.record or {}, "time_per_image_s")
+        return list(m.rounds()) if m is not None and (m.samples is not None or m.estimate) else []
 
     @property
     def energy_per_image_j_samples(self) -> list[float] | None:
-        rec = self.record or {}
-        samples = rec.get("energy_per_image_j_samples")
-        if samples:
-            return [float(x) for x in samples]
-        median = rec.get("energy_per_image_j_median")
-        return [float(median)] if median is not None else None
+        """Per-round energy per image: the record's samples, else its estimate as one round; None without energy."""
+        m = metric_stats(self.record or {}, "energy_per_image_j")
+        return None if m is None else list(m.rounds())
 
     @property
     def peak_bytes(self) -> int | None:

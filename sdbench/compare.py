@@ -1,10 +1,12 @@
 """`sdbench compare`: noise-aware comparison of saved benchmark results, with a non-zero exit on regression.
 
 Reads pytest-benchmark saved JSON (``--benchmark-save`` / ``--benchmark-json``), sdbench results JSON
-Lines and ``sdbench generate --export-metrics`` documents (the format is detected). Benchmarks are
+Lines and ``sdbench generate --export-metrics`` documents through :func:`sdbench.record.io.read_results` (the
+format is detected; older rows are upgraded, newer ones refused; a torn line is skipped with a warning). Benchmarks are
 paired by name (pytest-benchmark's ``fullname``, a record's ``case_id``) and compared only when their
 ``case_hash`` -- a hash of what is measured -- is equal; a changed benchmark is reported, never
-compared with old results (asv's rule).
+compared with old results (asv's rule). How energy was measured is part of that identity: energy and power
+of a counter-measured record are never compared with a timeline-measured one's (the row says why).
 
 Per pair, three lower-is-better metrics are compared: time (s/image), energy (J/image) and power (W).
 Each row's change ``median(candidate) / median(baseline) - 1``, its interval and its verdict come from
@@ -29,7 +31,6 @@ Library entry points (the pytest plugin's ``--sd-compare-fail`` calls these)::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import re
@@ -41,12 +42,15 @@ from typing import Any
 import numpy as np
 
 from sdbench.errors import ConfigError, SdbenchError
+from sdbench.record.io import ResultRow, Results, read_results
+from sdbench.record.io import write_csv as write_records_csv
+from sdbench.record.io import write_json as write_json_document
+from sdbench.record.schema import CASE_RECORD, MetricStats, energy_method
 from sdbench.stats import (
     ChangeEstimate,
     SummaryMoments,
     change_interval,
     change_interval_from_summaries,
-    summarize,
 )
 
 # --- metrics ------------------------------------------------------------------------------------------------
@@ -137,18 +141,6 @@ def _normalise_fail_on(fail_on: str | Mapping[str, float] | None) -> dict[str, f
 # --- reading results ----------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class MetricSummary:
-    """One side of one metric: its per-round samples (when saved) and summary statistics, in the metric's unit."""
-
-    median: float
-    mean: float
-    stddev: float
-    n: int
-    samples: tuple[float, ...] | None
-    source: str  # where the numbers came from, e.g. "extra_info samples", "stats.data", "stats summary"
-
-
 @dataclass
 class Entry:
     """One benchmark (or results record) in one file."""
@@ -172,15 +164,21 @@ class Entry:
             return "unavailable"
         return "simulated" if self.record.get("energy_simulated") or self.identity.get("gpu_simulated") else "measured"
 
+    @property
+    def energy_method(self) -> str | None:
+        """How the energy was measured (part of the record's identity; :func:`sdbench.record.schema.energy_method`)."""
+        return energy_method(self.record)
+
 
 @dataclass
 class ResultsFile:
-    """A parsed results file: its entries by name, its format, and notes raised while reading."""
+    """A parsed results file: its entries by name, its format, and notes and warnings raised while reading."""
 
     path: Path
     format: str  # "pytest-benchmark" or "records"
     entries: dict[str, Entry]
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # torn lines (file and line): records that were skipped
 
 
 _IDENTITY_SETTINGS = ("sm_clock_mhz_setting", "mem_clock_mhz_setting", "power_limit_w_setting")
@@ -217,17 +215,6 @@ def _images_per_call(rec: Mapping[str, Any], params: Mapping[str, Any] | None) -
     return 1
 
 
-def _read_json_text(path: Path) -> str:
-    if not path.exists():
-        raise SdbenchError(f"results file not found: {path}")
-    if not path.is_file():
-        raise SdbenchError(f"not a results file: {path} (a directory or special file)")
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SdbenchError(f"cannot read results file {path}: {exc}") from exc
-
-
 def _keep_last(entries: dict[str, Entry], entry: Entry, notes: list[str], path: Path) -> None:
     if entry.name in entries:
         # An appended results file may hold the same case from several runs: the newest one counts.
@@ -235,183 +222,79 @@ def _keep_last(entries: dict[str, Entry], entry: Entry, notes: list[str], path: 
     entries[entry.name] = entry
 
 
-def _from_pytest_benchmark(path: Path, doc: Mapping[str, Any]) -> ResultsFile:
-    machine = doc.get("machine_info") or {}
-    sd = machine.get("sdbench") if isinstance(machine, Mapping) else None
-    sd = sd if isinstance(sd, Mapping) else {}
-    entries: dict[str, Entry] = {}
-    notes: list[str] = []
-    for i, bench in enumerate(doc["benchmarks"]):
-        if not isinstance(bench, Mapping):
-            raise SdbenchError(f"{path}: benchmarks[{i}] is not an object")
-        name = bench.get("fullname") or bench.get("name")
-        if not isinstance(name, str):
-            raise SdbenchError(f"{path}: benchmarks[{i}] has no name/fullname")
-        extra = bench.get("extra_info") if isinstance(bench.get("extra_info"), Mapping) else {}
-        ident, software = _identity_from_record(extra)
-        # machine_info.sdbench states the session's GPU and settings; a benchmark's own record is more
-        # specific (a DVFS case locks its own clocks), so a value the record states wins, and the session
-        # fills what the record leaves unset (None: "the card as found", which may be capped).
-        for k in _IDENTITY_FIELDS:
-            if k in sd and ident.get(k) is None:
-                ident[k] = sd[k]
-        software = {**{k: sd[k] for k in _SOFTWARE_FIELDS if sd.get(k)}, **software}
-        params = bench.get("params") if isinstance(bench.get("params"), Mapping) else None
-        entry = Entry(name=name, case_id=extra.get("case_id"), case_hash=extra.get("case_hash"), record=dict(extra),
-                      identity=ident, software=software, stats=bench.get("stats") if isinstance(bench.get("stats"), Mapping) else None,
-                      images_per_call=_images_per_call(extra, params))
-        _keep_last(entries, entry, notes, path)
-    return ResultsFile(path, "pytest-benchmark", entries, notes)
+def _pytest_benchmark_entry(row: ResultRow) -> Entry:
+    extra = row.row
+    ident, software = _identity_from_record(extra)
+    sd = row.machine
+    # machine_info.sdbench states the session's GPU and settings; a benchmark's own record is more specific (a
+    # DVFS case locks its own clocks), so a value the record states wins, and the session fills what the record
+    # leaves unset (None: "the card as found", which may be capped).
+    for k in _IDENTITY_FIELDS:
+        if k in sd and ident.get(k) is None:
+            ident[k] = sd[k]
+    software = {**{k: sd[k] for k in _SOFTWARE_FIELDS if sd.get(k)}, **software}
+    return Entry(name=str(row.name), case_id=extra.get("case_id"), case_hash=extra.get("case_hash"), record=dict(extra),
+                 identity=ident, software=software, stats=dict(row.stats) if row.stats is not None else None,
+                 images_per_call=_images_per_call(extra, row.params))
 
 
-def _from_records(path: Path, records: Sequence[Any], where: str) -> ResultsFile:
+def results_file(results: Results) -> ResultsFile:
+    """The entries of a results input read by :func:`sdbench.record.io.read_results`, keyed for pairing: a
+    pytest-benchmark benchmark by its ``fullname``, a record by its ``case_id``."""
     entries: dict[str, Entry] = {}
-    notes: list[str] = []
+    notes: list[str] = list(results.notes)
+    if results.format == "pytest-benchmark":
+        for row in results.rows:
+            _keep_last(entries, _pytest_benchmark_entry(row), notes, results.path)
+        return ResultsFile(results.path, "pytest-benchmark", entries, notes, results.warnings)
     skipped = 0
-    for i, rec in enumerate(records):
-        if not isinstance(rec, Mapping):
-            raise SdbenchError(f"{path}: {where} {i + 1} is not a JSON object")
-        if rec.get("record_type", "case") != "case":
+    for row in results.rows:
+        rec = row.row
+        if row.record_type != CASE_RECORD:
             skipped += 1  # summaries, sweep headers and other record types carry no case to compare
             continue
         name = rec.get("case_id")
         if not isinstance(name, str):
-            raise SdbenchError(f"{path}: {where} {i + 1} has no case_id")
+            raise SdbenchError(f"{row.file}: {row.where} has no case_id")
         ident, software = _identity_from_record(rec)
         entry = Entry(name=name, case_id=name, case_hash=rec.get("case_hash"), record=dict(rec), identity=ident,
                       software=software, images_per_call=_images_per_call(rec, None))
-        _keep_last(entries, entry, notes, path)
+        _keep_last(entries, entry, notes, results.path)
     if skipped:
-        notes.append(f"{path.name}: {skipped} record(s) that are not cases skipped")
-    return ResultsFile(path, "records", entries, notes)
+        notes.append(f"{results.path.name}: {skipped} record(s) that are not cases skipped")
+    return ResultsFile(results.path, "records", entries, notes, results.warnings)
 
 
-def load_results(path: str | os.PathLike[str]) -> ResultsFile:
-    """Read one results file, detecting its format.
-
-    pytest-benchmark JSON (an object with ``benchmarks``), an ``--export-metrics`` document (an object
-    with ``records``), a JSON list of records, or sdbench results JSON Lines (one record per line; a torn
-    last line from a crash is skipped). Raises :class:`SdbenchError` for a missing or unreadable file.
-    """
-    p = Path(path)
-    text = _read_json_text(p)
-    if not text.strip():
-        raise SdbenchError(f"results file is empty: {p}")
-    try:
-        doc: Any = json.loads(text)
-    except json.JSONDecodeError as whole_exc:
-        lines = text.splitlines()
-        records: list[Any] = []
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                if i == len(lines) - 1 and records:
-                    break  # a crash mid-append leaves a torn last line; the cases before it are whole
-                if not records:
-                    raise SdbenchError(f"{p} is neither JSON nor JSON Lines: {whole_exc}") from whole_exc
-                raise SdbenchError(f"{p}: line {i + 1} is not valid JSON: {exc}") from exc
-        return _from_records(p, records, "line")
-    if isinstance(doc, Mapping) and isinstance(doc.get("benchmarks"), list):
-        return _from_pytest_benchmark(p, doc)
-    if isinstance(doc, Mapping) and isinstance(doc.get("records"), list):
-        return _from_records(p, doc["records"], "record")
-    if isinstance(doc, list):
-        return _from_records(p, doc, "record")
-    if isinstance(doc, Mapping) and "case_id" in doc:
-        return _from_records(p, [doc], "record")  # a JSON Lines file holding a single record
-    raise SdbenchError(
-        f"{p}: not a results file sdbench knows (expected pytest-benchmark JSON with 'benchmarks', "
-        "an --export-metrics document with 'records', or results JSON Lines)"
-    )
-
-
-def _clean_samples(value: Any) -> tuple[float, ...] | None:
-    """A list of finite numbers as a tuple; None when absent. Raises ValueError for anything else."""
-    if value is None:
-        return None
-    if not isinstance(value, (list, tuple)) or not value:
-        raise ValueError("samples are not a non-empty list")
-    out = []
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-            raise ValueError(f"sample {v!r} is not a finite number")
-        out.append(float(v))
-    return tuple(out)
-
-
-def _from_samples(samples: tuple[float, ...], source: str) -> MetricSummary:
-    s = summarize(samples)
-    return MetricSummary(s.median, s.mean, s.stddev, s.n, samples, source)
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        return None
-    return float(value)
-
-
-def _count(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 1 else None
-
-
-def _record_summary(rec: Mapping[str, Any], prefix: str) -> MetricSummary | None:
-    median = _number(rec.get(f"{prefix}_median"))
-    if median is None:
-        return None
-    mean, stddev, n = _number(rec.get(f"{prefix}_mean")), _number(rec.get(f"{prefix}_stddev")), _count(rec.get(f"{prefix}_n"))
-    if n is None or stddev is None:
-        return MetricSummary(median, median if mean is None else mean, 0.0, 1, None, "record median only")
-    return MetricSummary(median, median if mean is None else mean, stddev, n, None, "record summary")
-
-
-def _stats_summary(stats: Mapping[str, Any], per_call: int) -> MetricSummary | None:
-    median = _number(stats.get("median"))
-    if median is None:
-        return None
-    mean, stddev, n = _number(stats.get("mean")), _number(stats.get("stddev")), _count(stats.get("rounds"))
-    suffix = f" / {per_call} images" if per_call > 1 else ""
-    if n is None or stddev is None:
-        return MetricSummary(median / per_call, median / per_call, 0.0, 1, None, "stats median only" + suffix)
-    return MetricSummary(median / per_call, (median if mean is None else mean) / per_call, stddev / per_call, n, None,
-                         "stats summary" + suffix)
-
-
-def metric_summary(entry: Entry, metric: str) -> MetricSummary | None:
+def entry_metric(entry: Entry, metric: str) -> MetricStats | None:
     """The numbers for one metric of one entry, best source first; None when the entry has none.
 
-    Sources, first that has a noise estimate wins: the per-round ``*_samples`` in the record; for time,
-    pytest-benchmark's ``stats.data`` (seconds per call, divided by the images per call); the record's
-    ``*_median/_mean/_stddev/_n``; for time, pytest-benchmark's ``stats`` summary (per call, likewise
-    divided). Without any noise estimate, a lone median (or ``power_w``) is used, and the comparison
-    says the noise is unknown. Raises ValueError for samples present but not finite numbers.
+    Sources, first that has a noise estimate wins: the record's per-round samples (the one accessor,
+    :meth:`MetricStats.from_row`); for time, pytest-benchmark's ``stats.data`` (seconds per call, divided by the
+    images per call); the record's summary; for time, pytest-benchmark's ``stats`` summary (per call, likewise
+    divided). Without any noise estimate, a lone median (or ``power_w``) is used, and the comparison says the
+    noise is unknown. Raises ValueError for samples present but not finite numbers.
     """
     m = METRICS[metric]
-    rec = entry.record
-    samples = _clean_samples(rec.get(f"{m.prefix}_samples"))
-    if samples is not None:
-        return _from_samples(samples, "samples")
-    per_call = entry.images_per_call
-    stats = entry.stats or {}
-    if metric == "time" and stats.get("data") is not None:
-        data = _clean_samples(stats["data"]) or ()
-        return _from_samples(tuple(x / per_call for x in data), "stats.data" + (f" / {per_call} images" if per_call > 1 else ""))
-    found = [_record_summary(rec, m.prefix)]
-    if metric == "time":
-        found.append(_stats_summary(stats, per_call))
-    if metric == "power" and _number(rec.get("power_w")) is not None:
-        found.append(MetricSummary(float(rec["power_w"]), float(rec["power_w"]), 0.0, 1, None, "record median only"))
-    available = [f for f in found if f is not None]
-    with_noise = [f for f in available if f.n >= 2]
+    rec = MetricStats.from_row(entry.record, m.prefix)
+    if rec is not None and rec.invalid_samples:
+        raise ValueError(rec.invalid_samples)
+    if rec is not None and rec.has_samples:
+        return rec
+    stats = MetricStats.from_pytest_benchmark(entry.stats, entry.images_per_call) if (
+        metric == "time" and entry.stats) else None
+    if stats is not None and stats.has_samples:
+        return stats
+    if metric == "time" and entry.stats and entry.stats.get("data") is not None:
+        raise ValueError("stats.data samples are not finite numbers")
+    available = [s for s in (rec, stats) if s is not None]
+    with_noise = [s for s in available if s.n >= 2]
     return (with_noise or available or [None])[0]
 
 
 # --- the change interval ----------------------------------------------------------------------------------
 
 
-def change_estimate(new: MetricSummary, old: MetricSummary, confidence: float, threshold_pct: float | None = None
+def change_estimate(new: MetricStats, old: MetricStats, confidence: float, threshold_pct: float | None = None
                     ) -> ChangeEstimate:
     """The one computation behind a row's change, interval and verdict (:mod:`sdbench.stats`).
 
@@ -423,8 +306,8 @@ def change_estimate(new: MetricSummary, old: MetricSummary, confidence: float, t
     threshold_rel = 0.0 if threshold_pct is None else threshold_pct / 100.0
     if new.samples is not None and old.samples is not None:
         return change_interval(new.samples, old.samples, confidence=confidence, threshold_rel=threshold_rel)
-    return change_interval_from_summaries(SummaryMoments(new.median, new.mean, new.stddev, new.n),
-                                          SummaryMoments(old.median, old.mean, old.stddev, old.n),
+    return change_interval_from_summaries(SummaryMoments(new.median, new.mean_value, new.stddev or 0.0, new.n),
+                                          SummaryMoments(old.median, old.mean_value, old.stddev or 0.0, old.n),
                                           confidence=confidence, threshold_rel=threshold_rel)
 
 
@@ -634,8 +517,15 @@ def _compare_metric(base: Entry, cand: Entry, metric: str, confidence: float, fa
             row.verdict = "not compared (simulated vs measured)"
             row.reason = f"energy is {statuses[0]} in the baseline and {statuses[1]} in the candidate"
             return row
+        methods = (base.energy_method, cand.energy_method)
+        if None not in methods and methods[0] != methods[1]:
+            # How energy was measured is part of what a record measures: a counter's windows and a power
+            # timeline's integral are different quantities, never paired as one.
+            row.verdict = f"not compared ({methods[0]} vs {methods[1]} energy)"
+            row.reason = f"energy measured by {methods[0]} in the baseline and by {methods[1]} in the candidate"
+            return row
     try:
-        old, new = metric_summary(base, metric), metric_summary(cand, metric)
+        old, new = entry_metric(base, metric), entry_metric(cand, metric)
     except ValueError as exc:
         row.verdict, row.reason = "not compared (invalid samples)", str(exc)
         return row
@@ -680,6 +570,8 @@ def compare_results(files: Sequence[ResultsFile], fail_on: str | Mapping[str, fl
     baseline = files[0]
     for f in files:
         result.notes.extend(f.notes)
+        # A file given twice (or read twice) warns once about each torn line.
+        result.warnings.extend(w for w in f.warnings if w not in result.warnings)
     pairs: list[tuple[ResultsFile, list[tuple[Entry, Entry]]]] = []
     refusals: list[str] = []
     for cand in files[1:]:
@@ -751,6 +643,8 @@ def compare_results(files: Sequence[ResultsFile], fail_on: str | Mapping[str, fl
                             + " (see docs/statistics.md)")
     if any(r.verdict == "not compared (simulated vs measured)" for r in result.rows):
         result.notes.append("simulated and measured energy are never compared with each other")
+    if any(r.verdict.endswith(" energy)") and r.verdict.startswith("not compared (") for r in result.rows):
+        result.notes.append("energy measured by different methods (counter, timeline, rapl) is never compared")
     return result
 
 
@@ -780,24 +674,17 @@ def compare_files(paths: Sequence[str | os.PathLike[str]], fail_on: str | Mappin
         parse_metrics(metrics)
     if len(paths) < 2:
         raise ConfigError("paths", [str(p) for p in paths], "a baseline and at least one candidate file")
-    return compare_results([load_results(p) for p in paths], fail_on=fail_on, allow_cross_gpu=allow_cross_gpu,
-                           metrics=metrics, confidence=confidence)
+    return compare_results([results_file(read_results(p)) for p in paths], fail_on=fail_on,
+                           allow_cross_gpu=allow_cross_gpu, metrics=metrics, confidence=confidence)
 
 
 def write_json(result: CompareResult, path: str | os.PathLike[str]) -> Path:
-    """Write ``result.to_dict()`` as JSON (NaN as null)."""
-    from sdbench.records import to_json
-
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(to_json(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-    return out
+    """Write ``result.to_dict()`` as JSON (NaN as null), atomically."""
+    return write_json_document(path, result.to_dict(), indent=2)
 
 
 def write_csv(result: CompareResult, path: str | os.PathLike[str]) -> Path:
     """Write one CSV row per compared metric (the table's rows, with every field)."""
-    from sdbench.records import write_csv as write_records_csv
-
     return write_records_csv([asdict(r) for r in result.rows], path)
 
 

@@ -49,8 +49,9 @@ from sdbench.analysis import (
     record_settings,
 )
 from sdbench.errors import ConfigError, SdbenchError
-from sdbench.records import atomic_write_text, json_safe, to_json
-from sdbench.stats import change_interval, summarize
+from sdbench.record.io import atomic_write_text, json_safe, read_results, to_json
+from sdbench.record.schema import CASE_RECORD, metric_stats
+from sdbench.stats import change_interval
 
 __all__ = [
     "METRICS",
@@ -93,14 +94,16 @@ RUN_FIELDS: tuple[tuple[str, str], ...] = (
     ("simulated power noise CV", "simulated_power_noise_cv"),
     ("simulated noise seed", "simulated_noise_seed"),
     ("simulated clock", "simulated_clock"),
+    # How energy was measured is part of a record's identity: a run that changed it says so in every statement.
+    ("energy source", "energy_source"),
 )
 #: Fields that identify the card itself rather than how it was run (a UUID always differs between cards).
 _CARD_IDENTITY = ("GPU UUID",)
 
-#: Metrics compared between runs: (key, label, samples field, unit, lower-is-better words).
+#: Metrics compared between runs: (key, label, record metric (its per-round samples), unit, lower-is-better words).
 METRICS: tuple[tuple[str, str, str, str, tuple[str, str]], ...] = (
-    ("time", "time per image", "time_per_image_s_samples", "s/image", ("faster", "slower")),
-    ("energy", "energy per image", "energy_per_image_j_samples", "J/image", ("less energy", "more energy")),
+    ("time", "time per image", "time_per_image_s", "s/image", ("faster", "slower")),
+    ("energy", "energy per image", "energy_per_image_j", "J/image", ("less energy", "more energy")),
 )
 
 SIM_BANNER = ("SIMULATED: these runs come from sdbench's simulated GPUs (a physical model of each card on a "
@@ -115,31 +118,23 @@ class Source:
     path: Path
     records: list[dict[str, Any]]
     meta: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)  # torn lines skipped while reading (file and line)
 
 
 def load_inputs(paths: Sequence[str | os.PathLike[str]]) -> list[Source]:
-    """Read every input: a sweep directory or results ``.jsonl`` (as ``sdbench report`` reads it), an
-    ``--export-metrics`` document, or pytest-benchmark JSON (each benchmark's ``extra_info`` record)."""
-    from sdbench.report import load_results as load_report_input
-
+    """Read every input through the one reader (:func:`sdbench.record.io.read_results`): a sweep directory or
+    results ``.jsonl``, an ``--export-metrics`` document, or pytest-benchmark JSON (each benchmark's
+    ``extra_info`` record). A sweep directory's ``sweep.json`` is its metadata; torn lines are skipped."""
     if isinstance(paths, (str, os.PathLike)) or not paths:
         raise ConfigError("across-gpus", paths, "one or more results files or sweep directories")
     out = []
     for raw in paths:
-        p = Path(raw)
-        if p.is_file() and p.suffix == ".json":
-            try:
-                doc = json.loads(p.read_text(encoding="utf-8"))
-            except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-                raise SdbenchError(f"{p} is not a readable JSON results file: {exc}") from exc
-            if isinstance(doc, dict) and isinstance(doc.get("benchmarks"), list):
-                from sdbench.compare import load_results as load_compared
-
-                records = [dict(e.record) for e in load_compared(p).entries.values() if e.record]
-                out.append(Source(p, records, {}))
-                continue
-        records, meta, _files = load_report_input(p)
-        out.append(Source(p, [dict(r) for r in records if r.get("record_type", "case") == "case"], meta))
+        results = read_results(raw)
+        records = [dict(r) for r in results.records(CASE_RECORD) if r]
+        if not records:
+            raise SdbenchError(f"no records in {', '.join(str(f) for f in results.files) or results.path}")
+        out.append(Source(Path(raw), records, dict(results.meta) if results.format == "folder" else {},
+                          results.warnings))
     return out
 
 
@@ -478,13 +473,13 @@ def _workload_label(w: Mapping[str, Any]) -> str:
 
 
 def _interval(rec: Mapping[str, Any], prefix: str) -> Estimate | None:
-    median = _num(rec.get(f"{prefix}_median"))
-    if median is None:
+    """The record's estimate of a metric with the interval it states (:func:`metric_stats`)."""
+    m = metric_stats(rec, prefix)
+    if m is None:
         return None
-    low, high = _num(rec.get(f"{prefix}_ci95_low")), _num(rec.get(f"{prefix}_ci95_high"))
-    if low is None or high is None:
-        return Estimate(median)
-    return Estimate(median, min(low, median), max(high, median), rec.get(f"{prefix}_ci_method"))
+    if m.low is None or m.high is None:
+        return Estimate(m.estimate)
+    return Estimate(m.estimate, min(m.low, m.estimate), max(m.high, m.estimate), m.method)
 
 
 def _reciprocal(e: Estimate | None, scale: float) -> Estimate | None:
@@ -497,10 +492,11 @@ def _reciprocal(e: Estimate | None, scale: float) -> Estimate | None:
 
 
 def _power(rec: Mapping[str, Any]) -> Estimate | None:
-    samples = rec.get("power_w_samples")
-    if isinstance(samples, list) and len(samples) >= 2 and all(_num(s) is not None and s > 0 for s in samples):
-        s = summarize(samples)
-        return Estimate(s.median, s.ci95_low, s.ci95_high, s.method)
+    """Power at load: the median of the per-round powers with their interval, else the record's ``power_w``."""
+    m = metric_stats(rec, "power_w")
+    if m is not None and m.samples is not None and len(m.samples) >= 2 and all(v > 0 for v in m.samples):
+        m = m.with_interval()
+        return Estimate(m.estimate, m.low, m.high, m.method)
     value = _num(rec.get("power_w"))
     return None if value is None else Estimate(value)
 
@@ -580,19 +576,18 @@ def _differs(new: Run, old: Run) -> list[str]:
     return out
 
 
-def _samples(cell: Cell, key: str) -> list[float] | None:
-    raw = cell.record.get(key)
-    if not isinstance(raw, list) or not raw or not all(_num(v) is not None for v in raw):
-        return None
-    return [float(v) for v in raw]
+def _samples(cell: Cell, metric: str) -> list[float] | None:
+    """The cell's per-round samples of ``metric`` (``time_per_image_s``, ...); None without usable ones."""
+    m = metric_stats(cell.record, metric)
+    return None if m is None or m.samples is None else list(m.samples)
 
 
 def _compare(metric: tuple[str, str, str, str, tuple[str, str]], new: Run, old: Run, cn: Cell,
              co: Cell, confidence: float) -> Comparison | None:
-    key, label, samples_key, _unit, (better, worse) = metric
+    key, label, name, _unit, (better, worse) = metric
     if key == "energy" and (cn.energy_per_image_j is None or co.energy_per_image_j is None):
         return None
-    s_new, s_old = _samples(cn, samples_key), _samples(co, samples_key)
+    s_new, s_old = _samples(cn, name), _samples(co, name)
     differs = _differs(new, old)
     mixed = new.simulated != old.simulated
     simulated = new.simulated and old.simulated
@@ -634,6 +629,7 @@ def build_study(inputs: Sequence[str | os.PathLike[str]] | Sequence[Source], *, 
     else:
         loaded = load_inputs(inputs)  # type: ignore[arg-type]
     runs: dict[str, Run] = {}
+    read_warnings = [w for src in loaded for w in src.warnings]
     for src in loaded:
         for rec in src.records:
             fields = _run_fields(rec)
@@ -657,7 +653,7 @@ def build_study(inputs: Sequence[str | os.PathLike[str]] | Sequence[Source], *, 
         for rec in run.records:
             workloads.setdefault(_identity(rec), {k: rec.get(k) for k in WORKLOAD_IDENTITY})
     cases = []
-    notes = []
+    notes = list(read_warnings)
     for ident, workload in workloads.items():
         label = _workload_label(workload)
         cells = []

@@ -22,7 +22,8 @@ from typing import Any
 from sdbench import settings
 from sdbench.case import Case
 from sdbench.errors import ConfigError, SdbenchError
-from sdbench.records import ResultsWriter, read_records
+from sdbench.record.io import ResultsWriter, read_jsonl, repair_torn_lines, write_lines
+from sdbench.record.schema import CASE_RECORD, energy_method
 
 PLAN_VERSION = 1
 
@@ -222,13 +223,40 @@ def shard_results_path(out_dir: str | os.PathLike[str], index: int, count: int) 
     return Path(out_dir) / f"results-shard{index:04d}-of-{count:04d}.jsonl"
 
 
-def done_point_ids(paths: Iterable[str | os.PathLike[str]]) -> set[str]:
-    """Point ids with a finished record in any of these results files."""
+def done_point_ids(paths: Iterable[str | os.PathLike[str]], notify: Callable[[str], None] | None = None) -> set[str]:
+    """Point ids with a finished record in any of these results files (torn lines skipped, each told to
+    ``notify``: the point it held is not done)."""
     done: set[str] = set()
     for path in paths:
-        if Path(path).is_file():
-            done.update(str(r["point_id"]) for r in read_records(path) if r.get("point_id") and r.get("point_status") == "ok")
+        read = read_jsonl(path)
+        if notify is not None:
+            for line in read.warnings:
+                notify(line)
+        done.update(str(r["point_id"]) for r in read.rows if r.get("point_id") and r.get("point_status") == "ok")
     return done
+
+
+def _finished_energy_methods(path: Path) -> dict[str, int]:
+    """How the finished records of a results file measured energy: method -> how many records."""
+    methods: dict[str, int] = {}
+    for r in read_jsonl(path).rows:
+        method = energy_method(r)
+        if r.get("point_status") == "ok" and method is not None:
+            methods[method] = methods.get(method, 0) + 1
+    return methods
+
+
+def _check_same_energy_method(record: dict[str, Any], methods: dict[str, int], results_path: Path) -> None:
+    """Refuse to add a record whose energy was measured another way than the file's finished records: one
+    results file (a sweep, a plan's shard) must hold one quantity, or its points cannot be compared."""
+    method = energy_method(record)
+    if method is None or not methods or method in methods:
+        return
+    theirs = ", ".join(f"{m} ({n} point{'s' if n != 1 else ''})" for m, n in methods.items())
+    raise ConfigError("resume", str(results_path),
+                      reason=f"its finished points measured energy with {theirs}; this run measures {method}, and one "
+                             "results file must hold one kind of energy measurement: resume with the same --energy "
+                             "setting, or write to a new output folder")
 
 
 PointHook = Callable[[PlanPoint, Case], contextlib.AbstractContextManager[Any]]
@@ -236,17 +264,30 @@ PointHook = Callable[[PlanPoint, Case], contextlib.AbstractContextManager[Any]]
 
 def execute(plan: Plan, points: list[PlanPoint], results_path: str | os.PathLike[str], *, resume: bool = True,
             bench: Any = None, point_context: PointHook | None = None,
-            progress: Callable[[int, int, PlanPoint], None] | None = None) -> list[dict[str, Any]]:
+            progress: Callable[[int, int, PlanPoint], None] | None = None,
+            notify: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Measure `points` in order, appending each record to `results_path` as soon as it is finished.
 
     `point_context(point, case)` wraps each measurement (the sweep uses it to lock and verify clocks);
     a failing point is recorded with point_status "error" and its message, and the rest go on.
+    With `resume`, points finished in `results_path` are skipped, and a torn line there (a crash mid-write) is
+    first moved aside (`<file>.torn-<n>`, told to `notify`) so its point is measured again; without it, a file
+    ending in a torn line is refused before anything is measured. A record whose energy was measured another
+    way than the file's finished records is refused (ConfigError), never appended. A results file that cannot
+    be written stops the run (`ResultsWriteError`; the records before it are intact).
     """
     from sdbench.bench import Bench
     from sdbench.runner import RunnerConfig
 
+    results_path = Path(results_path)
     writer = ResultsWriter(results_path)
+    if resume:
+        for line in repair_torn_lines(results_path).lines():
+            if notify is not None:
+                notify(line)
+    writer.check()
     done = done_point_ids([results_path]) if resume else set()
+    methods = _finished_energy_methods(results_path)
     own_bench = bench is None
     if bench is None:
         from sdbench.case import resolve_device
@@ -273,12 +314,18 @@ def execute(plan: Plan, points: list[PlanPoint], results_path: str | os.PathLike
                         record.update(extra)
                 record.update(point_status="ok")
             except (SdbenchError, RuntimeError) as exc:
-                record = {**case.features(), "point_status": "error", "point_error": f"{type(exc).__name__}: {exc}"}
+                record = {"record_type": CASE_RECORD, **case.features(), "point_status": "error",
+                          "point_error": f"{type(exc).__name__}: {exc}"}
             record.update(point_id=point.point_id, repeat=point.repeat, point_role=point.role,
                           plan_hash=plan.plan_hash, started_utc=started,
                           worker_host=os.uname().nodename, cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
                           slurm_job_id=os.environ.get("SLURM_JOB_ID"), slurm_array_task_id=os.environ.get("SLURM_ARRAY_TASK_ID"))
+            if record.get("point_status") == "ok":
+                _check_same_energy_method(record, methods, results_path)
             writer.append(record)
+            method = energy_method(record)
+            if record.get("point_status") == "ok" and method is not None:
+                methods[method] = methods.get(method, 0) + 1
             out.append(record)
     finally:
         if own_bench:
@@ -286,28 +333,28 @@ def execute(plan: Plan, points: list[PlanPoint], results_path: str | os.PathLike
     return out
 
 
-def merge_results(paths: Iterable[str | os.PathLike[str]], out_path: str | os.PathLike[str]) -> tuple[int, int]:
-    """Merge shard results into one file: one record per point id (the last finished one wins).
+def merge_results(paths: Iterable[str | os.PathLike[str]], out_path: str | os.PathLike[str],
+                  notify: Callable[[str], None] | None = None) -> tuple[int, int]:
+    """Merge shard results into one file, written atomically: one record per point id (the last finished one
+    wins; torn lines are skipped and told to ``notify``).
 
     Returns (records written, duplicates dropped).
     """
     by_id: dict[str, dict[str, Any]] = {}
     dropped = 0
     for path in paths:
-        for rec in read_records(path):
+        read = read_jsonl(path)
+        for line in read.warnings:
+            if notify is not None:
+                notify(line)
+        for rec in read.rows:
             pid = rec.get("point_id")
             if pid is None or rec.get("point_status") != "ok":
                 continue
             if pid in by_id:
                 dropped += 1
             by_id[pid] = rec
-    tmp = Path(out_path).with_suffix(".tmp")
-    if tmp.exists():
-        tmp.unlink()
-    writer = ResultsWriter(tmp)
-    for rec in by_id.values():
-        writer.append(rec)
-    tmp.replace(out_path)
+    write_lines(out_path, by_id.values())
     return len(by_id), dropped
 
 

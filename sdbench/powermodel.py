@@ -52,7 +52,8 @@ from sdbench.analysis import (
     record_settings,
 )
 from sdbench.errors import ConfigError, SdbenchError
-from sdbench.records import json_safe
+from sdbench.record.io import json_safe
+from sdbench.record.schema import metric_stats
 
 #: Columns of the feature table, in order. ``sm_clock_mhz`` (and ``mem_clock_mhz``) is the effective
 #: clock used for fitting: the telemetry mean when recorded, else the requested setting.
@@ -77,17 +78,12 @@ _FP_KINDS: tuple[str, ...] = ("tensor", "fp16", "fp32", "fp64")
 
 # --- the feature table -----------------------------------------------------------------------------
 def _metric(rec: Mapping[str, Any], name: str) -> float | None:
-    """Mean of the per-round samples (as the analysis uses), else the summary value."""
-    samples = rec.get(f"{name}_samples")
-    if isinstance(samples, list) and samples:
-        vals = [_num(v) for v in samples]
-        if all(v is not None for v in vals):
-            return float(np.mean(vals))
-    for suffix in ("_mean", "_median", ""):
-        v = _num(rec.get(f"{name}{suffix}"))
-        if v is not None:
-            return v
-    return None
+    """Mean of the per-round samples (as the analysis uses), else the record's mean, else its estimate
+    (:func:`sdbench.record.schema.metric_stats`)."""
+    m = metric_stats(rec, name)
+    if m is None:
+        return None
+    return float(np.mean(m.samples)) if m.samples is not None else m.mean_value
 
 
 def _activities(rec: Mapping[str, Any]) -> dict[str, float]:
@@ -170,7 +166,7 @@ def write_features(rows: Sequence[Mapping[str, Any]], out_dir: str | os.PathLike
     Returns ``{"csv": Path, "parquet": Path | None, "parquet_reason": str | None}``; Parquet needs
     pyarrow, and its absence is reported rather than failing the report.
     """
-    from sdbench.records import write_csv
+    from sdbench.record.io import write_csv
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -176,6 +176,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if explicit and (Path(explicit) / RECORDS_NAME).exists():
         raise pytest.UsageError(f"--sd-results-dir {explicit}: it already holds the records of another run "
                                 f"({RECORDS_NAME}); choose a new folder")
+    from sdbench.record.io import check_output_paths
+
+    try:  # before anything is measured: a bad output file is one line now, not lost records at the end
+        check_output_paths(**{"--sd-results": config.getoption("--sd-results"),
+                              "--sd-export": config.getoption("--sd-export")})
+    except ConfigError as exc:
+        raise pytest.UsageError(str(exc)) from None
     # Histories are stored per GPU and clock setting, so --benchmark-compare compares like with like. The
     # storage root itself is per GPU and clock (pytest-benchmark keeps <root>/<machine_id>/NNNN_name.json),
     # so `pytest-benchmark --storage <root> list` and `compare` find them.
@@ -528,7 +535,7 @@ class SessionState:
         return float(self.runner_config(sd.device).target_rel_ci)
 
     def keep(self, record: dict[str, Any]) -> None:
-        from sdbench.records import ResultsWriter
+        from sdbench.record.io import ResultsWriter
 
         self.records.append(record)
         if record.get("test"):
@@ -595,7 +602,7 @@ class ResultsFolder:
         if self.disabled:
             return None
         if self.path is None:
-            from sdbench.records import ResultsWriter
+            from sdbench.record.io import ResultsWriter
 
             path = Path.cwd() / (self.explicit or default_results_dir(suites, self.started))
             path.mkdir(parents=True, exist_ok=True)
@@ -928,7 +935,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     try:
         export = config.getoption("--sd-export")
         if export and state.records:
-            from sdbench.records import export_metrics
+            from sdbench.record.io import export_metrics
 
             meta = {"command": "pytest", "environment": state.bench.environment}
             export_metrics(state.records, export, meta)
@@ -1042,7 +1049,7 @@ def _compare_at_end(config: pytest.Config, state: SessionState, baseline: str) -
     import tempfile
 
     from sdbench.compare import compare_files, parse_fail_on
-    from sdbench.records import ResultsWriter
+    from sdbench.record.io import ResultsWriter
 
     fail_on = parse_fail_on(config.getoption("--sd-compare-fail")) if config.getoption("--sd-compare-fail") else {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,8 +1,8 @@
 """`sdbench report DIR --output-dir OUT`: plots, an HTML and a markdown report from sweep results.
 
-Input: a sweep output directory (``results.jsonl`` plus ``sweep.json``; plan shards
-``results-shard*.jsonl`` are read together), a results JSONL file, or an ``--export-metrics`` JSON
-document. Plain benchmark results with a single (default) clock work too: the report then has a
+Input (read by :func:`sdbench.record.io.read_results`): a sweep output directory (``results.jsonl`` plus
+``sweep.json``; plan shards ``results-shard*.jsonl`` are read together), a results JSONL file, an
+``--export-metrics`` JSON document, or pytest-benchmark JSON (each benchmark's record). Plain benchmark results with a single (default) clock work too: the report then has a
 baseline and no clock to choose.
 
 Output (per workload; file names get a ``wN-`` prefix when there are several):
@@ -26,6 +26,7 @@ import html
 import json
 import math
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,7 +47,7 @@ from sdbench.analysis import (
     provenance_lines,
 )
 from sdbench.errors import ConfigError, SdbenchError
-from sdbench.records import json_safe, read_records
+from sdbench.record.io import Results, json_safe, read_results
 
 PHASES: tuple[str, ...] = ("text_encode", "denoise", "vae_decode", "other")
 _PHASE_COLOURS = {"text_encode": "tab:blue", "denoise": "tab:green", "vae_decode": "tab:orange", "other": "tab:grey"}
@@ -57,65 +58,21 @@ SIM_BANNER = "SIMULATED DATA: energy, power and clock behaviour come from the si
 
 
 # --- input ---------------------------------------------------------------------------------------
-def load_results(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], dict[str, Any], list[Path]]:
-    """Records, sweep metadata (``sweep.json``; empty if none) and the files they came from.
-
-    Raises :class:`SdbenchError` for a missing path, a directory without results, or no records.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise SdbenchError(f"report input not found: {p} (give a sweep output directory or a results .jsonl file)")
-    meta: dict[str, Any] = {}
-    if p.is_dir():
-        meta_path = p / "sweep.json"
-        if meta_path.is_file():
-            try:
-                loaded = json.loads(meta_path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as exc:
-                raise SdbenchError(f"{meta_path} is not valid JSON: {exc}") from exc
-            if not isinstance(loaded, dict):
-                raise SdbenchError(f"{meta_path} must hold a JSON object")
-            meta = loaded
-        plan_path = p / "plan.json"
-        if "points_planned" not in meta and plan_path.is_file():
-            # A sweep killed before writing sweep.json: its plan still says how many points were planned.
-            try:
-                plan_doc = json.loads(plan_path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError:
-                plan_doc = None
-            if isinstance(plan_doc, dict) and isinstance(plan_doc.get("points"), list):
-                meta = {**meta, "points_planned": len(plan_doc["points"])}
-        files = [p / "results.jsonl"] if (p / "results.jsonl").is_file() else sorted(p.glob("results-shard*.jsonl"))
-        if not files:
-            files = sorted(p.glob("*.jsonl"))
-        if not files:
-            raise SdbenchError(f"no results in {p}: expected results.jsonl (a sweep directory), "
-                               "results-shard*.jsonl (plan shards) or another .jsonl results file")
-    else:
-        files = [p]
-    records: list[dict[str, Any]] = []
-    for f in files:
-        records.extend(_read_file(f))
-    if not records:
-        raise SdbenchError(f"no records in {', '.join(str(f) for f in files)}")
-    return records, meta, files
+def load_input(path: str | os.PathLike[str]) -> Results:
+    """The report's input through the one reader (:func:`sdbench.record.io.read_results`): a sweep or plan folder
+    (its ``sweep.json`` as metadata), a results ``.jsonl`` file, an ``--export-metrics`` document or
+    pytest-benchmark JSON. Raises :class:`SdbenchError` when it holds no record."""
+    if not Path(path).exists():
+        raise SdbenchError(f"report input not found: {path} (give a sweep output directory or a results .jsonl file)")
+    results = read_results(path)
+    if not any(r.row for r in results.rows):
+        raise SdbenchError(f"no records in {', '.join(str(f) for f in results.files) or results.path}")
+    return results
 
 
-def _read_file(path: Path) -> list[dict[str, Any]]:
-    if path.suffix == ".json":
-        try:
-            doc = json.loads(path.read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise SdbenchError(f"{path} is not valid JSON: {exc}") from exc
-        if isinstance(doc, dict) and isinstance(doc.get("records"), list):
-            return [r for r in doc["records"] if isinstance(r, dict)]
-        raise SdbenchError(f"{path}: not a results document (expected an --export-metrics JSON with 'records', "
-                           "or a results .jsonl file)")
-    try:
-        recs = read_records(path)
-    except json.JSONDecodeError as exc:
-        raise SdbenchError(f"{path} is not a JSON Lines results file: {exc}") from exc
-    return [r for r in recs if isinstance(r, dict)]
+def _report_rows(results: Results) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The records to analyse and the sweep metadata (only a folder's ``sweep.json`` is sweep metadata)."""
+    return [r.row for r in results.rows if r.row], (results.meta if results.format == "folder" else {})
 
 
 # --- plots -----------------------------------------------------------------------------------------
@@ -523,6 +480,7 @@ class ReportResult:
     powermodel_json: Path | None = None
     powermodel: Any = None
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # about the input: torn lines skipped (file and line)
 
     @property
     def simulated(self) -> bool:
@@ -565,8 +523,11 @@ def generate_report(
     n_folds: int = 5,
 ) -> ReportResult:
     """Analyse results and write plots, ``report.html``, ``report.md``, ``analysis.json`` and the
-    power-model files into ``output_dir``. See the module docstring for the inputs accepted."""
-    records, meta, sources = load_results(input_path)
+    power-model files into ``output_dir``. See the module docstring for the inputs accepted; a torn line in
+    them is skipped and named in ``ReportResult.warnings`` (and the notes)."""
+    results = load_input(input_path)
+    records, meta = _report_rows(results)
+    sources = results.files
     analyses = analyze_records(records, meta=meta, slowdown_cap_pct=slowdown_cap_pct, energy_basis=energy_basis,
                                confidence=confidence, n_resamples=n_resamples, seed=seed, statistic=statistic)
     out = Path(output_dir)
@@ -581,7 +542,8 @@ def generate_report(
             plot_step_energy(a, out / f"{prefix}step-energy.png"),
         ]
     result = ReportResult(output_dir=out, html=out / "report.html", markdown=out / "report.md",
-                          analysis_json=out / "analysis.json", plots=plots, analyses=analyses)
+                          analysis_json=out / "analysis.json", plots=plots, analyses=analyses,
+                          warnings=results.warnings, notes=list(results.warnings))
     if power_model:
         _power_model(records, meta, out, n_folds, result)
     doc = {"simulated": result.simulated, "sources": [str(s) for s in sources], "sweep_meta": meta,
@@ -816,6 +778,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     result = generate_report(args.input, out, slowdown_cap_pct=args.slowdown_cap, energy_basis=args.energy_basis,
                              statistic=args.statistic, confidence=args.confidence, n_resamples=args.resamples,
                              seed=args.seed, power_model=not args.no_power_model, n_folds=args.folds)
+    for line in result.warnings:
+        print(f"sdbench: warning: {line}", file=sys.stderr)
     if not args.quiet:
         if result.simulated:
             print("SIMULATED data: energy and clocks come from the simulated GPU model")

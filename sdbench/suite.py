@@ -187,6 +187,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise ConfigError("output_dir", args.output_dir, "a folder, or --no-output-dir alone",
                           reason="--no-output-dir was also given")
     check_matrix(args.device, {axis: getattr(args, axis) for axis in PLUGIN_OPTIONS}, BENCH_FLAGS)
+    from sdbench.record.io import check_output_paths
+
+    check_output_paths(results=args.results, export_metrics=args.export_metrics)  # before pytest measures anything
     folder = results_folder(args, suites)
     if args.gpus:
         return _bench_per_gpu(args, suites, extra, folder)

@@ -64,7 +64,15 @@ from sdbench.gpu.clocks import (
     validate_clock_mhz,
 )
 from sdbench.plan import Plan, PlanPoint, execute
-from sdbench.records import read_records
+from sdbench.record.io import (
+    ResultsWriteError,
+    ensure_writable,
+    ensure_writable_dir,
+    read_jsonl,
+    repair_torn_lines,
+    write_json,
+)
+from sdbench.record.schema import metric_stats
 
 __all__ = [
     "CLOCK_SPEC_HELP",
@@ -689,15 +697,7 @@ class SweepResult:
 
     def all_records(self) -> list[dict[str, Any]]:
         """Every record in ``results.jsonl`` (earlier runs of a resumed sweep included)."""
-        return read_records(self.results_path) if self.results_path.is_file() else []
-
-
-def _write_json(path: Path, doc: dict[str, Any]) -> None:
-    from sdbench.records import to_json
-
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(to_json(doc, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
+        return read_jsonl(self.results_path).rows
 
 
 def default_clock_checks(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
@@ -711,7 +711,9 @@ def default_clock_checks(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     re-measurement that agreed with the first, and ``drift_flagged_point_ids`` the sweep points
     (role ``point``) measured after it.
     """
-    from sdbench.analysis import default_drift_check, record_samples
+    import numpy as np
+
+    from sdbench.analysis import default_drift_check
 
     ok = [r for r in records if r.get("point_status") == "ok"]
     defaults = sorted((r for r in ok if r.get("point_role") == ROLE_DEFAULT), key=lambda r: r.get("sweep_order_index", 0))
@@ -725,10 +727,11 @@ def default_clock_checks(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
         out[f"{name}_drift_rel"] = (max(values) / min(values) - 1.0) if len(values) >= 2 else None
     series = []
     for r in defaults:
-        t = record_samples(r, "time_per_image_s")
+        t, e = metric_stats(r, "time_per_image_s"), metric_stats(r, "energy_per_image_j")
         if t is None:
             continue
-        series.append({"time_per_image_s": t, "energy_per_image_j": record_samples(r, "energy_per_image_j"),
+        series.append({"time_per_image_s": np.asarray(t.rounds("mean")),
+                       "energy_per_image_j": None if e is None else np.asarray(e.rounds("mean")),
                        "sweep_order_index": r.get("sweep_order_index", 0)})
     check = default_drift_check(series)
     out.update(drift_significant=check.significant, drift_verdict=check.verdict, drift_test=check.test,
@@ -777,13 +780,22 @@ def _progress_bar(enabled: bool) -> tuple[Callable[[int, int, PlanPoint], None],
     return update, close
 
 
-def _load_for_resume(out_dir: Path, fresh: Plan) -> Plan:
-    """The saved plan, if it asks for what ``fresh`` asks for (a resume must not mix sweeps)."""
+def _warn(line: str) -> None:
+    print(f"sdbench: warning: {line}", file=sys.stderr, flush=True)
+
+
+def _load_for_resume(out_dir: Path, fresh: Plan, notify: Callable[[str], None] = _warn) -> tuple[Plan, list[str]]:
+    """The saved plan, if it asks for what ``fresh`` asks for (a resume must not mix sweeps), and what was
+    repaired: a torn line in results.jsonl (a crash mid-write) is moved to ``results.jsonl.torn-<n>`` and the
+    file cut back to its whole lines, so nothing is appended onto the fragment and its point is measured again."""
     saved = Plan.load(out_dir / PLAN_FILE)
     if saved.meta.get("request_hash") != fresh.meta.get("request_hash"):
         raise ConfigError("resume", str(out_dir), reason="this folder holds a different sweep (other case, grid, order, "
                           "repeats or mode); resume it with the same options or use a new --output-dir")
-    return saved
+    repaired = repair_torn_lines(out_dir / RESULTS_FILE).lines()
+    for line in repaired:
+        notify(line)
+    return saved, repaired
 
 
 def run_sweep(bench: Any, base_case: Case, output_dir: str | os.PathLike[str], options: SweepOptions | None = None, *,
@@ -808,9 +820,14 @@ def run_sweep(bench: Any, base_case: Case, output_dir: str | os.PathLike[str], o
         controller.probe_permission(**{kind: any(p.case.get(f) is not None for p in plan.points)
                                        for kind, f in (("sm", "sm_clock_mhz"), ("mem", "mem_clock_mhz"),
                                                        ("power", "power_limit_w"))})
+    # Every output is checked before anything is measured: a bad path is one line now, not lost points later.
+    ensure_writable_dir(out, "output_dir")
+    if state_file is not None:
+        ensure_writable(state_file, "state_file")
     results_path = out / RESULTS_FILE
+    repaired: list[str] = []
     if resume and (out / PLAN_FILE).is_file():
-        plan = _load_for_resume(out, plan)
+        plan, repaired = _load_for_resume(out, plan)
     elif results_path.is_file() and results_path.stat().st_size > 0:
         raise ConfigError("output_dir", str(out), reason="it already holds a sweep's results; pass --resume to continue "
                           "that sweep, or choose a new folder")
@@ -849,7 +866,9 @@ def run_sweep(bench: Any, base_case: Case, output_dir: str | os.PathLike[str], o
         "retries": options.retries,
         "original_settings": current_settings(gpu).as_dict(),
     }
-    _write_json(out / META_FILE, meta)
+    if repaired:
+        meta["torn_lines_repaired"] = repaired
+    write_json(out / META_FILE, meta)
     if plan_only:
         return SweepResult(out, plan, [], meta)
 
@@ -893,15 +912,26 @@ def run_sweep(bench: Any, base_case: Case, output_dir: str | os.PathLike[str], o
 
     records: list[dict[str, Any]] = []
     status = "interrupted"
+    failing = True  # until the sweep completes: then a failure to write sweep.json is the error to raise
     try:
         with controller:
             records = execute(plan, to_run, results_path, resume=True, bench=_AbortingBench(clocked),
-                              point_context=point_context, progress=on_progress)
+                              point_context=point_context, progress=on_progress, notify=_warn)
         status = "complete"
+        failing = False
     except _SweepAborted as exc:
         status = "aborted"
         meta["abort_reason"] = str(exc.cause)
         raise exc.cause from None
+    except ResultsWriteError as exc:
+        # A full disk: the earlier points are whole on disk; the state and sweep.json still get written below.
+        status = "failed"
+        meta["failure"] = str(exc)
+        raise exc.with_hint("free some space, then run the same command with --resume") from None
+    except SdbenchError as exc:
+        status = "failed"
+        meta["failure"] = str(exc)
+        raise
     except BaseException as exc:
         meta["interrupted_by"] = type(exc).__name__ + (f" (exit status {exc.code})" if isinstance(exc, SystemExit) else "")
         raise
@@ -912,15 +942,30 @@ def run_sweep(bench: Any, base_case: Case, output_dir: str | os.PathLike[str], o
         meta["restore"] = controller.last_restore
         meta["settings_after"] = current_settings(gpu).as_dict()
         meta["settings_restored"] = not controller.changed
-        done = read_records(results_path) if results_path.is_file() else []
+        done = read_jsonl(results_path).rows
         meta["default_clock_checks"] = default_clock_checks(done)
         meta.update(point_counts(done, meta["default_clock_checks"]))
         # Planned against measured, for the report's "N of M points" (points_to_measure is the plan).
         meta["points_complete"] = meta["points_done"] >= meta["points_to_measure"]
-        _write_json(out / META_FILE, meta)
-        if state_file is not None:
-            write_state_file(state_file, gpu, controller, status)
+        _write_outcome(out / META_FILE, meta, state_file, gpu, controller, status, failing)
     return SweepResult(out, plan, records, meta)
+
+
+def _write_outcome(meta_path: Path, meta: dict[str, Any], state_file: str | os.PathLike[str] | None, gpu: GpuDevice,
+                   controller: ClockController, status: str, failing: bool) -> None:
+    """The state file first (what the GPU was left at matters most), then sweep.json. While another error is on
+    its way out (a full disk), a file that cannot be written is a warning, so that error is the one shown."""
+    writes: list[Callable[[], None]] = []
+    if state_file is not None:
+        writes.append(lambda: write_state_file(state_file, gpu, controller, status))
+    writes.append(lambda: write_json(meta_path, meta))
+    for write in writes:
+        try:
+            write()
+        except ResultsWriteError as exc:
+            if not failing:
+                raise
+            _warn(str(exc))
 
 
 def write_state_file(path: str | os.PathLike[str], gpu: GpuDevice, controller: ClockController, status: str) -> None:
@@ -937,7 +982,7 @@ def write_state_file(path: str | os.PathLike[str], gpu: GpuDevice, controller: C
         "pid": os.getpid(),
         "written_utc": _now(),
     }
-    _write_json(Path(path), doc)
+    write_json(Path(path), doc)
 
 
 # ---- command line --------------------------------------------------------------------------------

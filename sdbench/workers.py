@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from sdbench.errors import ConfigError, SdbenchError
+from sdbench.record.io import ensure_writable_dir, read_jsonl, repair_torn_lines
 
 #: Stand-ins for GPUs: a worker on the CPU, or the CPU with the simulated GPU's energy model.
 FAKE_DEVICES = ("cpu", "simulated")
@@ -169,7 +170,13 @@ def run_shard(plan_path: str | os.PathLike[str], index: int, count: int, output_
         echo(f"refusing to measure: {check.reason}")
         return EXIT_PINNING_MISMATCH
     points = plan.shard(index, count)
-    done = done_point_ids(shard_files(output_dir)) if resume else set()
+    out = shard_results_path(output_dir, index, count)
+    ensure_writable_dir(output_dir, "output_dir")
+    if resume:
+        # This worker's own file only: the other shards' files belong to workers that may be writing them.
+        for line in repair_torn_lines(out).lines():
+            echo(line)
+    done = done_point_ids(shard_files(output_dir), notify=echo) if resume else set()
     todo = [p for p in points if p.point_id not in done]
     echo(f"shard {index}/{count}: {len(points)} point(s), {len(points) - len(todo)} already done")
 
@@ -180,8 +187,7 @@ def run_shard(plan_path: str | os.PathLike[str], index: int, count: int, output_
     def progress(n: int, total: int, point: PlanPoint) -> None:
         echo(f"  [{n + 1}/{total}] {point.point_id}")
 
-    out = shard_results_path(output_dir, index, count)
-    records = execute(plan, todo, out, resume=resume, point_context=stamp, progress=progress)
+    records = execute(plan, todo, out, resume=resume, point_context=stamp, progress=progress, notify=echo)
     failed = [r for r in records if r.get("point_status") != "ok"]
     echo(f"shard {index}/{count}: {len(records)} point(s) measured, {len(failed)} failed -> {out}")
     return 1 if failed else 0
@@ -402,12 +408,10 @@ def worker_env(spec: WorkerSpec, cpu_workers: int, base: Mapping[str, str] | Non
 
 def shard_status(plan: Any, index: int, count: int, output_dir: str | os.PathLike[str]) -> ShardStatus:
     """Done/failed/missing points of one shard, from every shard file in `output_dir`."""
-    from sdbench.records import read_records
-
     ok: set[str] = set()
     errored: set[str] = set()
     for path in shard_files(output_dir):
-        for rec in read_records(path):
+        for rec in read_jsonl(path).rows:
             pid = rec.get("point_id")
             if pid is None:
                 continue
@@ -545,11 +549,15 @@ def run_on_gpus(plan_path: str | os.PathLike[str], gpus: str | Sequence[str], ou
     check_no_gpu_settings(plan)
     entries = parse_gpus(gpus)
     specs = plan_workers(entries, shard_base=shard_base, shard_count=shard_count)
-    out_dir = Path(output_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = ensure_writable_dir(output_dir, "output_dir")  # before any worker starts
+    printer = _Printer(stream)
+    if resume:
+        # No worker runs yet: every shard file (also of an earlier shard count) can be repaired safely.
+        for path in shard_files(out_dir):
+            for line in repair_torn_lines(path).lines():
+                printer(line)
     workers = spawn_and_wait(specs, lambda spec: worker_command(plan_path, spec, out_dir, resume), env=env,
                              stream=stream, on_line=on_line, describe=lambda spec: f"shard {spec.shard}/{spec.shard_count}")
-    printer = _Printer(stream)
 
     statuses = []
     for worker in workers:
@@ -561,7 +569,7 @@ def run_on_gpus(plan_path: str | os.PathLike[str], gpus: str | Sequence[str], ou
                            points_done=sum(s.points_done for s in statuses))
     if merge and shard_files(out_dir):
         report.merged_path = out_dir / MERGED_NAME
-        _, report.duplicates_dropped = merge_results(shard_files(out_dir), report.merged_path)
+        _, report.duplicates_dropped = merge_results(shard_files(out_dir), report.merged_path, notify=printer)
     report.lines = format_report(report)
     for line in report.lines:
         printer(line)

@@ -26,12 +26,13 @@ from sdbench.compare import (
     compare_files,
     compare_results,
     format_fail_on,
-    load_results,
     parse_fail_on,
+    results_file,
     write_csv,
     write_json,
 )
 from sdbench.errors import ConfigError, SdbenchError
+from sdbench.record.io import read_results
 from sdbench.stats import CHANGE_METHODS
 
 DATA = Path(__file__).parent / "data" / "compare"
@@ -239,7 +240,7 @@ def test_jsonl_results_regression(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, _ = run(capsys, fixture("baseline.jsonl"), fixture("candidate_slower.jsonl"), "--fail-on", "time:5%")
     assert code == 1
     assert "REGRESSION" in row_line(out, CASE_A, "time")
-    assert load_results(fixture("baseline.jsonl")).format == "records"
+    assert results_file(read_results(fixture("baseline.jsonl"))).format == "records"
 
 
 def test_jsonl_against_an_export_document(capsys: pytest.CaptureFixture[str]) -> None:

@@ -25,6 +25,7 @@ import sdbench.bench  # noqa: F401
 import sdbench.case
 import sdbench.environment  # noqa: F401
 import sdbench.models  # noqa: F401
+import sdbench.record.io  # noqa: F401
 import sdbench.schedulers  # noqa: F401
 from sdbench.gpu import SimulatedGpu
 from sdbench.pytest_plugin import ReplayTimer, gpu_identity, storage_slug
@@ -276,7 +277,7 @@ def test_benchmark_json_holds_the_runner_record(bench_dir: pytest.Pytester) -> N
     assert sorted(r["case_id"] for r in records) == [ID_B1, ID_B2]
     assert {r["case_hash"] for r in records} == {b["extra_info"]["case_hash"] for b in benches.values()}
     export = json.loads((bench_dir.path / "doc.json").read_text())
-    assert export["schema_version"] == 1 and export["command"] == "pytest"
+    assert (export["schema_version"], export["record_type"]) == (2, "export-metrics") and export["command"] == "pytest"
     assert export["environment"]["gpu_uuid"] == SIM_UUID
     assert sorted(r["case_id"] for r in export["records"]) == [ID_B1, ID_B2]
 

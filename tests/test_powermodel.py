@@ -141,8 +141,8 @@ def test_feature_rows_carry_the_seed_features_clocks_and_metrics(sweep_records: 
     assert r["sm_clock_mhz"] == 1260 and r["sm_clock_mhz_measured"] == 1260
     assert r["time_per_image_s"] == pytest.approx(np.mean(rec["time_per_image_s_samples"]))
     assert r["energy_per_image_j"] == pytest.approx(np.mean(rec["energy_per_image_j_samples"]))
-    assert r["fp_activity"] == pytest.approx(rec["activity_tensor_active"] + rec["activity_fp16_active"])
-    assert r["dram_activity"] == rec["activity_dram_active"]
+    assert r["fp_activity"] == pytest.approx(rec["activity_tensor_active_mean"] + rec["activity_fp16_active_mean"])
+    assert r["dram_activity"] == rec["activity_dram_active_mean"]
     assert r["simulated"] is True
     d = next(r for r in rows if r["is_default_clock"])
     assert d["sm_clock_mhz_setting"] is None and d["sm_clock_mhz"] == 1980

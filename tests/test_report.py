@@ -15,8 +15,15 @@ import pytest
 from sdbench.analysis import analyze_records, synthetic_sweep_records
 from sdbench.cli import main
 from sdbench.errors import SdbenchError
-from sdbench.records import ResultsWriter
-from sdbench.report import _title, call_segments, generate_report, load_results, step_marks
+from sdbench.record.io import ResultsWriter, read_results
+from sdbench.report import _title, call_segments, generate_report, load_input, step_marks
+
+
+def load_results(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any], list[Path]]:
+    """What the report reads: every record, the sweep metadata and the files (sdbench.record.io.read_results)."""
+    res = read_results(path)
+    return res.records(None), res.meta, res.files
+
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLOTS = ("vs-clock.png", "edp.png", "power-timeline.png", "step-energy.png")
@@ -157,9 +164,12 @@ def test_bad_input_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty.jsonl").write_text("")
     with pytest.raises(SdbenchError, match="no records"):
         load_results(tmp_path / "empty.jsonl")
-    (tmp_path / "other.json").write_text(json.dumps({"benchmarks": []}))
-    with pytest.raises(SdbenchError, match="not a results document"):
+    (tmp_path / "other.json").write_text(json.dumps({"hello": []}))
+    with pytest.raises(SdbenchError, match="not a results file sdbench knows"):
         load_results(tmp_path / "other.json")
+    (tmp_path / "bench.json").write_text(json.dumps({"benchmarks": []}))  # pytest-benchmark JSON without records
+    with pytest.raises(SdbenchError, match="no records"):
+        load_input(tmp_path / "bench.json")
 
 
 def test_cli_report(sweep_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
