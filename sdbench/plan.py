@@ -22,7 +22,7 @@ from typing import Any
 from sdbench import settings
 from sdbench.case import Case
 from sdbench.errors import ConfigError, SdbenchError
-from sdbench.record.io import ResultsWriter, read_jsonl, repair_torn_lines, write_lines
+from sdbench.record.io import ResultsWriter, read_jsonl, repair_torn_lines, write_json, write_lines
 from sdbench.record.schema import CASE_RECORD, energy_method
 
 PLAN_VERSION = 1
@@ -75,12 +75,9 @@ class Plan:
                 "points": [asdict(p) for p in self.points]}
 
     def save(self, path: str | os.PathLike[str]) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(self.to_json(), indent=1) + "\n", encoding="utf-8")
-        tmp.replace(path)
-        return path
+        """Write the plan file atomically (sdbench.record.io's one writer): a crash or a full disk leaves the
+        old plan whole, never half of it."""
+        return write_json(path, self.to_json(), indent=1)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> Plan:

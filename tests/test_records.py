@@ -164,6 +164,13 @@ def test_torn_lines_are_skipped_and_named_by_file_and_line(tmp_path: Path) -> No
     assert results.warnings[0].startswith(f"{path}: line 2: torn line")
 
 
+def test_a_folder_reads_its_other_shards_when_one_holds_only_a_torn_line(tmp_path: Path) -> None:
+    (tmp_path / "results-shard0000-of-0002.jsonl").write_text(json.dumps(row(case_id="a")) + "\n")
+    (tmp_path / "results-shard0001-of-0002.jsonl").write_text('{"case_id": "b", "time')  # torn in its first write
+    results = read_results(tmp_path)
+    assert [r["case_id"] for r in results.records()] == ["a"] and [t.line for t in results.torn] == [1]
+
+
 def test_repair_moves_the_torn_bytes_aside_and_keeps_every_whole_line(tmp_path: Path) -> None:
     lines = [json.dumps(row(case_id=c)) for c in "abcd"]
     path = tmp_path / "r.jsonl"

@@ -520,11 +520,10 @@ def read_results(path: str | os.PathLike[str]) -> Results:
                                "results-shard*.jsonl (plan shards) or another .jsonl results file")
     out = Results(p, "folder", [], meta=meta, files=files)
     for f in files:
-        if not f.read_bytes().strip():
-            continue
-        part = _jsonl_rows(f, _read_bytes(f))
-        out.rows.extend(part.rows)
-        out.torn.extend(part.torn)
+        # One shard may hold nothing yet, or only the line a crash tore: the folder's other files still count.
+        scan = _scan(f, _read_bytes(f))
+        out.rows.extend(ResultRow(upgrade_row(r, f"{f}: line {n}"), f, f"line {n}") for n, r in scan.rows)
+        out.torn.extend(scan.torn)
     if not out.rows:
         raise ResultsReadError(f"no records in {', '.join(str(f) for f in files)}")
     return out
