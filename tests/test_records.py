@@ -192,11 +192,14 @@ def test_repair_moves_the_torn_bytes_aside_and_keeps_every_whole_line(tmp_path: 
 # --- the writers ------------------------------------------------------------------------------------------------
 def test_every_line_carries_the_schema_version_and_record_type(tmp_path: Path) -> None:
     writer = ResultsWriter(tmp_path / "r.jsonl")
-    writer.append({"case_id": "a", "schema_version": 1})
+    writer.append({"case_id": "a", "schema_version": 1, "memory_memory_unavailable_reason": "cpu"})  # upgraded
     writer.append({"record_type": "memory_stress_oom", "case_id": "b"})
     lines = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert [(r["schema_version"], r["record_type"]) for r in lines] == [(2, "case"), (2, "memory_stress_oom")]
     assert [list(r)[:2] for r in lines] == [["schema_version", "record_type"]] * 2
+    assert lines[0]["memory_unavailable_reason"] == "cpu" and "memory_memory_unavailable_reason" not in lines[0]
+    with pytest.raises(UnknownSchemaVersion):
+        writer.append({"case_id": "c", "schema_version": SCHEMA_VERSION + 1})  # never written as if current
 
 
 def test_a_write_cut_short_leaves_the_file_as_it_was_and_says_what_was_kept(tmp_path: Path,

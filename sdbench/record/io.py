@@ -144,8 +144,11 @@ def to_json(record: Mapping[str, Any] | Sequence[Any], **kwargs: Any) -> str:
 
 
 def stamp(row: Mapping[str, Any]) -> Row:
-    """The row as written: ``schema_version`` (the current one: rows in memory are current) and ``record_type``
-    (``case`` unless it says otherwise) first, then its fields."""
+    """The row as written: ``schema_version`` and ``record_type`` (``case`` unless it says otherwise) first, then
+    its fields. A row without a version is taken as current (rows are built current); one that states an older
+    version is upgraded first, so nothing is ever labelled current with old keys."""
+    if "schema_version" in row and row["schema_version"] != SCHEMA_VERSION:
+        row = upgrade_row(row, "record to write")
     out: Row = {"schema_version": SCHEMA_VERSION, "record_type": row.get("record_type") or CASE_RECORD}
     out.update((k, v) for k, v in row.items() if k not in HEADER_KEYS)
     return out
