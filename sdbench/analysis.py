@@ -1426,11 +1426,15 @@ def provenance_lines(prov: Mapping[str, Any]) -> list[str]:
 # --- tables ----------------------------------------------------------------------------------------
 def _num_text(x: float, signed: bool, side: int) -> str:
     """``x`` to one decimal; when ``side`` is +1 (-1) and one decimal would print it at or below
-    (above) 0, two significant digits instead: a printed number never crosses the verdict's side."""
-    text = f"{x:+.1f}" if signed else f"{x:.1f}"
-    if (side > 0 and float(text) <= 0.0) or (side < 0 and float(text) >= 0.0):
-        text = f"{x:+.2g}" if signed else f"{x:.2g}"
-    return text
+    (above) 0, more decimals (up to six) instead: a printed number never crosses the verdict's side."""
+    def wrong_side(t: str) -> bool:
+        return (side > 0 and float(t) <= 0.0) or (side < 0 and float(t) >= 0.0)
+
+    for decimals in range(1, 7):  # as few decimals as keep the number on its side of 0
+        text = f"{x:+.{decimals}f}" if signed else f"{x:.{decimals}f}"
+        if not wrong_side(text):
+            return text
+    return f"{x:+.2g}" if signed else f"{x:.2g}"
 
 
 def _interval_text(lo: float, hi: float, signed: bool, away_from_zero: bool) -> str:
