@@ -2,7 +2,7 @@
 
 import pytest
 
-from sdbench.prompts import ARTISTIC_STYLE_PROMPTS
+from sdbench.spec.prompts import ARTISTIC_STYLE_PROMPTS
 
 pytestmark = [pytest.mark.artistic_styles, pytest.mark.sd_matrix(prompts=list(ARTISTIC_STYLE_PROMPTS), batch_sizes=[1])]
 

@@ -21,9 +21,9 @@ from typing import Any
 import pytest
 
 from sdbench.case import resolve_device
-from sdbench.dcgm import ActivityMonitor
 from sdbench.gpu.clocks import VERIFY_STATUSES, ClockController
-from sdbench.sweep import ClockedBench, resolve_clock_spec
+from sdbench.gpu.dcgm import ActivityMonitor
+from sdbench.studies.dvfs import ClockedBench, resolve_clock_spec
 
 ALLOW_ENV = "SDBENCH_ALLOW_CLOCK_CHANGES"
 CLOCKS_ENV = "SDBENCH_DVFS_CLOCKS"
@@ -43,7 +43,7 @@ def clock_changes_allowed(device: str) -> bool:
 
 def planned_clocks_mhz(device: str) -> list[int]:
     """The SM clocks this suite sweeps on ``device``: the spec resolved on the device's grid (read-only)."""
-    from sdbench.bench import open_gpu_for
+    from sdbench.session import open_gpu_for
 
     if device == "cpu":
         return []

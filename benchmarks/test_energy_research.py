@@ -2,7 +2,7 @@
 
 import pytest
 
-from sdbench.prompts import ENERGY_RESEARCH_PROMPTS
+from sdbench.spec.prompts import ENERGY_RESEARCH_PROMPTS
 
 pytestmark = [pytest.mark.energy_research, pytest.mark.sd_matrix(prompts=list(ENERGY_RESEARCH_PROMPTS), batch_sizes=[1])]
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from sdbench.batching import Attempt, PipelineProbe, attempt, find_max_batch, prompt_token_fields
-from sdbench.prompts import LONG_PROMPT
+from sdbench.spec.prompts import LONG_PROMPT
+from sdbench.studies.batching import Attempt, PipelineProbe, attempt, find_max_batch, prompt_token_fields
 
 pytestmark = pytest.mark.memory_stress
 

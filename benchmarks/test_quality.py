@@ -4,7 +4,7 @@ measured in the same record as the case's speed and energy.
 Each case runs once more outside the timed rounds, and its reference (fp32, eager, SDPA, no offload)
 once per model and seed, through the session's Bench (the reference pipeline stays warm). The record
 gains `fidelity_psnr_db`, `fidelity_ssim`, `fidelity_latent_rel_error`, `fidelity_max_abs_error`,
-`fidelity_flag` and `fidelity_note` (see `sdbench.quality`) next to the Runner's time and energy.
+`fidelity_flag` and `fidelity_note` (see `sdbench.studies.quality`) next to the Runner's time and energy.
 
 CLIP score: set `SDBENCH_CLIP_MODEL` to a local folder holding a `CLIPModel`, its tokenizer and a
 `CLIPImageProcessor` (all `save_pretrained`). The sdbench plugin has no pytest option for it, and an
@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from sdbench.quality import QUALITY_NOTE_SYNTHETIC, quality_record
+from sdbench.studies.quality import QUALITY_NOTE_SYNTHETIC, quality_record
 
 pytestmark = pytest.mark.quality_test
 

@@ -17,9 +17,9 @@ import time
 
 import torch
 
-from sdbench.bench import Bench
-from sdbench.flops import measure_matmul_ceiling_tflops
+from sdbench.pipelines.flops import measure_matmul_ceiling_tflops
 from sdbench.runner import RunnerConfig
+from sdbench.session import Bench
 
 
 def plain_diffusers_s(pipe, kwargs, calls: int) -> list[float]:

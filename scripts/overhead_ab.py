@@ -23,10 +23,10 @@ import time
 
 import torch
 
-from sdbench.bench import Bench
 from sdbench.measure.energy import PowerTimelineMeter
 from sdbench.measure.telemetry import TelemetrySampler
 from sdbench.runner import RunnerConfig
+from sdbench.session import Bench
 from sdbench.stats import summarize
 
 

@@ -19,9 +19,9 @@ import time
 
 import torch
 
-from sdbench.bench import Bench
-from sdbench.flops import measure_matmul_ceiling_tflops
+from sdbench.pipelines.flops import measure_matmul_ceiling_tflops
 from sdbench.runner import RunnerConfig
+from sdbench.session import Bench
 
 
 def image_of(bench: Bench, case) -> torch.Tensor:

@@ -7,10 +7,10 @@ import json
 import statistics
 import time
 
-from sdbench.bench import Bench
-from sdbench.pipelines import set_scheduler
+from sdbench.pipelines.build import set_scheduler
 from sdbench.runner import RunnerConfig
-from sdbench.schedulers import SCHEDULERS
+from sdbench.session import Bench
+from sdbench.spec.schedulers import SCHEDULERS
 
 
 def main() -> None:

@@ -23,8 +23,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from sdbench.bench import Bench
 from sdbench.runner import RunnerConfig
+from sdbench.session import Bench
 
 KINDS = ("attention", "convolution", "gemm", "triton", "other")
 

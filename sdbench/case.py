@@ -11,8 +11,6 @@ from typing import Any
 
 from sdbench import settings
 from sdbench.errors import ConfigError
-from sdbench.models import MODELS, get_model
-from sdbench.schedulers import SCHEDULERS, get_scheduler_spec
 from sdbench.settings import (
     ATTENTION_BACKENDS,
     DEVICES_HELP,
@@ -22,7 +20,9 @@ from sdbench.settings import (
     MIN_SIDE_PX,
     OFFLOAD_MODES,
 )
-from sdbench.weights import WeightSource
+from sdbench.spec.models import MODELS, get_model
+from sdbench.spec.schedulers import SCHEDULERS, get_scheduler_spec
+from sdbench.spec.weights import WeightSource
 
 __all__ = ["ATTENTION_BACKENDS", "DEFAULT_PROMPT", "DEVICES_HELP", "MAX_BATCH", "MAX_SIDE_PX", "MAX_STEPS",
            "MIN_SIDE_PX", "OFFLOAD_MODES", "Case", "is_simulated_device", "resolve_device"]
@@ -129,7 +129,7 @@ class Case:
         get_scheduler_spec(self.scheduler)
         for name in _TABLE_FIELDS:
             settings.check(f"case.{name}", getattr(self, name))
-        from sdbench.optimize import canonical_knobs
+        from sdbench.pipelines.optimize import canonical_knobs
 
         if self.knobs != canonical_knobs(self.knobs):
             # frozen dataclass: store the canonical spelling so equal settings give equal ids

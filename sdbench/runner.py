@@ -34,7 +34,6 @@ import torch
 
 from sdbench import settings
 from sdbench.case import Case
-from sdbench.flops import WorkCount, count_work
 from sdbench.gpu.clock import WALL_CLOCK, Clock
 from sdbench.measure.energy import (
     VIRTUAL_RAPL_REASON,
@@ -49,9 +48,10 @@ from sdbench.measure.energy import (
     select_energy_meter,
 )
 from sdbench.measure.telemetry import TelemetrySampler, summarise_samples
-from sdbench.optimize import Applied
-from sdbench.pipelines import BuiltPipeline, set_scheduler
-from sdbench.schedulers import describe_scheduler
+from sdbench.pipelines.build import BuiltPipeline, set_scheduler
+from sdbench.pipelines.flops import WorkCount, count_work
+from sdbench.pipelines.optimize import Applied
+from sdbench.spec.schedulers import describe_scheduler
 from sdbench.stats import StopRule, iterations_per_window
 
 if TYPE_CHECKING:

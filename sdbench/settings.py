@@ -83,19 +83,19 @@ DEFAULT_SCHEDULER = "dpm++"
 
 
 def _model_names() -> list[str]:
-    from sdbench.models import MODELS
+    from sdbench.spec.models import MODELS
 
     return sorted(MODELS)
 
 
 def _scheduler_names() -> list[str]:
-    from sdbench.schedulers import SCHEDULERS
+    from sdbench.spec.schedulers import SCHEDULERS
 
     return sorted(SCHEDULERS)
 
 
 def _profile_names() -> list[str]:
-    from sdbench.optimize import PROFILES  # imports torch: only when a profile is checked
+    from sdbench.pipelines.optimize import PROFILES  # imports torch: only when a profile is checked
 
     return sorted(PROFILES)
 
@@ -424,7 +424,7 @@ SETTINGS_ROWS: tuple[Setting, ...] = (
     Setting(_P, "repeats", "int", "repetitions of every case", default=1, minimum=1, cli=("--repeats",),
             flag_default=1),
 
-    # Sweeps (sdbench.sweep.SweepOptions; the flags are `sdbench sweep`'s).
+    # Sweeps (sdbench.studies.dvfs.SweepOptions; the flags are `sdbench sweep`'s).
     Setting(_S, "profiling_mode", "str", "", default="dvfs", choices=("baseline", "dvfs", "custom"),
             cli=("--profiling-mode",)),
     Setting(_S, "gpu_type", "str", "", optional=True, choices=("A100", "H100", "V100"), cli=("--gpu-type",)),
@@ -443,7 +443,7 @@ SETTINGS_ROWS: tuple[Setting, ...] = (
             cli=("--activity",)),
     Setting(_S, "retries", "int", "", default=1, minimum=0, allowed="a whole number >= 0", cli=("--retries",)),
 
-    # SLURM job scripts: only values that pass these checks are written into a script (sdbench.slurm).
+    # SLURM job scripts: only values that pass these checks are written into a script (sdbench.distribute.slurm).
     Setting(_L, "partition", "str", "", pattern=rf"{_IDENT}(,{_IDENT})*",
             allowed="a partition name (letters, digits, _ . + -), or several separated by commas", cli=("--partition",)),
     Setting(_L, "account", "str", "", pattern=_IDENT, allowed="an account name (letters, digits, _ . + -)",
@@ -563,7 +563,7 @@ def check_axis(name: str, text: str | None, field_name: str | None = None) -> li
             _check_weights(word, label)
             continue
         if name == "knobs":
-            from sdbench.optimize import canonical_knobs  # imports torch: only when knobs are given
+            from sdbench.pipelines.optimize import canonical_knobs  # imports torch: only when knobs are given
 
             canonical_knobs(word.replace(";", ","))
             continue
@@ -577,7 +577,7 @@ def check_axis(name: str, text: str | None, field_name: str | None = None) -> li
 
 
 def _check_weights(word: str, label: str) -> None:
-    from sdbench.weights import WeightSource  # imports torch: only when weights are given
+    from sdbench.spec.weights import WeightSource  # imports torch: only when weights are given
 
     try:
         WeightSource.parse(word)

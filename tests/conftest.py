@@ -28,9 +28,9 @@ def tiny_pipeline() -> Iterator[Callable[..., Any]]:
     """`tiny_pipeline(model, dtype="fp32", seed=0)` -> a BuiltPipeline, built once per session.
 
     The pipelines are shared: a test that depends on the scheduler must set it itself
-    (`sdbench.pipelines.set_scheduler`), and no test may change the models' weights.
+    (`sdbench.pipelines.build.set_scheduler`), and no test may change the models' weights.
     """
-    from sdbench.pipelines import build_pipeline
+    from sdbench.pipelines.build import build_pipeline
 
     cache: dict[tuple[str, str, int], Any] = {}
 
@@ -51,10 +51,10 @@ def commit_hash_for(repo_id: str) -> str:
 
 @pytest.fixture
 def hf_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """An empty Hugging Face hub cache under tmp_path, offline, honoured by sdbench.weights.
+    """An empty Hugging Face hub cache under tmp_path, offline, honoured by sdbench.spec.weights.
 
     huggingface_hub reads HF_HUB_CACHE / HF_HUB_OFFLINE into `huggingface_hub.constants` at import;
-    `sdbench.weights` and `snapshot_download` read those constants at call time, so both the
+    `sdbench.spec.weights` and `snapshot_download` read those constants at call time, so both the
     environment (for subprocesses) and the constants (for this process) are patched.
     """
     from huggingface_hub import constants

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdbench.analysis import (
+from sdbench.analysis.dvfs import (
     DRIFT_ALPHA,
     Estimate,
     SweepAnalysis,

@@ -21,8 +21,13 @@ from hypothesis import strategies as st
 from PIL import Image
 from testsupport import invoke
 
-from sdbench import batching
-from sdbench.batching import (
+from sdbench.case import Case
+from sdbench.errors import ConfigError
+from sdbench.runner import RunnerConfig
+from sdbench.session import Bench
+from sdbench.spec.prompts import LONG_PROMPT
+from sdbench.studies import batching
+from sdbench.studies.batching import (
     CPU_DEFAULT_LIMIT,
     GIB,
     BatchSweep,
@@ -38,11 +43,6 @@ from sdbench.batching import (
     summarize_sweep,
     sweep_table,
 )
-from sdbench.bench import Bench
-from sdbench.case import Case
-from sdbench.errors import ConfigError
-from sdbench.prompts import LONG_PROMPT
-from sdbench.runner import RunnerConfig
 
 FAST = ["--model-variant", "tiny-sd", "--steps", "2", "--max-rounds", "2", "--min-rounds", "1",
         "--idle-seconds", "0", "--warmup", "1", "--quiet"]

@@ -15,8 +15,11 @@ from typing import Any
 import pytest
 from testsupport import invoke
 
-from sdbench.bench import Bench
-from sdbench.capability import (
+from sdbench.case import Case
+from sdbench.errors import EXIT_OUT_OF_MEMORY, EXIT_USAGE, ConfigError
+from sdbench.gpu.base import GpuInfo
+from sdbench.gpu.simulated import CARDS, SimulatedGpu
+from sdbench.pipelines.capability import (
     CPU,
     DeviceCapability,
     WillNotFit,
@@ -24,12 +27,9 @@ from sdbench.capability import (
     device_capability,
     memory_lower_bound,
 )
-from sdbench.case import Case
-from sdbench.errors import EXIT_OUT_OF_MEMORY, EXIT_USAGE, ConfigError
-from sdbench.gpu.base import GpuInfo
-from sdbench.gpu.simulated import CARDS, SimulatedGpu
-from sdbench.optimize import check_supported
+from sdbench.pipelines.optimize import check_supported
 from sdbench.runner import RunnerConfig
+from sdbench.session import Bench
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -206,7 +206,7 @@ def test_decoding_one_image_at_a_time_lowers_the_bound() -> None:
 def test_the_memory_bound_stays_below_a_real_calls_peak(v100_bench: Bench, model: str, batch: int, knobs: str) -> None:
     """The bound is a lower bound: the pipeline's weights plus the live-tensor peak of a real call on the CPU
     (what sdbench's batch search measures there) is above it."""
-    from sdbench.batching import PipelineProbe
+    from sdbench.studies.batching import PipelineProbe
 
     case = v100_bench.case(model, batch_size=batch, steps=2, knobs=knobs)
     peak = PipelineProbe(v100_bench, case)(batch).peak_bytes

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 
 from sdbench.case import DEFAULT_PROMPT, Case, resolve_device
 from sdbench.errors import ConfigError
-from sdbench.models import MODELS, get_model
-from sdbench.schedulers import SCHEDULERS
+from sdbench.spec.models import MODELS, get_model
+from sdbench.spec.schedulers import SCHEDULERS
 
 CPU = {"dtype": "fp32", "device": "cpu"}
 

@@ -21,8 +21,8 @@ from testsupport import Result, invoke
 
 from sdbench.cli import main
 from sdbench.errors import SdbenchError
-from sdbench.models import MODELS, TINY_MODELS
-from sdbench.schedulers import SCHEDULERS
+from sdbench.spec.models import MODELS, TINY_MODELS
+from sdbench.spec.schedulers import SCHEDULERS
 
 # KDPM2 (diffusers 0.42) calls NumPy on torch tensors; NumPy 2 warns from its own module.
 pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__ must accept context:DeprecationWarning")
@@ -159,7 +159,7 @@ def on_a_gpu(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
             pass
 
     monkeypatch.setattr("sdbench.case.resolve_device", lambda value: "cuda:0")
-    monkeypatch.setattr("sdbench.bench.Bench", FakeBench)
+    monkeypatch.setattr("sdbench.session.Bench", FakeBench)
     return seen
 
 
@@ -180,7 +180,7 @@ def test_a_named_model_keeps_its_own_scheduler(on_a_gpu: list[Any]) -> None:
 def pytest_runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
     """The pytest argument lists suite runs would start (none is started)."""
     calls: list[list[str]] = []
-    monkeypatch.setattr("sdbench.suite.run_pytest", lambda args: calls.append(args) or 0)
+    monkeypatch.setattr("sdbench.distribute.suite.run_pytest", lambda args: calls.append(args) or 0)
     return calls
 
 
@@ -223,9 +223,9 @@ def test_the_quality_suite_measures_num_images_seeds() -> None:
     import argparse
     import importlib.util
 
-    from sdbench.bench import Bench
     from sdbench.pytest_plugin import _images_per_case
     from sdbench.runner import RunnerConfig
+    from sdbench.session import Bench
 
     spec = importlib.util.spec_from_file_location("quality_suite", REPO / "benchmarks" / "test_quality.py")
     suite = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
@@ -589,7 +589,7 @@ def test_any_argument_vector_runs_or_exits_2(case: tuple[list[str], bool]) -> No
 def test_generate_help_lists_every_profile_and_knob() -> None:
     from dataclasses import fields
 
-    from sdbench.optimize import PROFILES, Knobs
+    from sdbench.pipelines.optimize import PROFILES, Knobs
 
     res = invoke(["generate", "--help"])
     text = " ".join(res.out.split())

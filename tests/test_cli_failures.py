@@ -71,7 +71,7 @@ def no_pytest(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
         calls.append(args)
         return 0
 
-    monkeypatch.setattr("sdbench.suite.run_pytest", run_pytest)
+    monkeypatch.setattr("sdbench.distribute.suite.run_pytest", run_pytest)
     return calls
 
 
@@ -127,12 +127,12 @@ def test_a_good_matrix_reaches_pytest(no_pytest: list[list[str]]) -> None:
 # --- out of memory ------------------------------------------------------------------------------------
 def test_out_of_memory_while_measuring_is_one_line_naming_case_batch_and_memory(monkeypatch: pytest.MonkeyPatch,
                                                                                 tmp_path: Path) -> None:
-    from sdbench.batching import SimulatedOutOfMemoryError
+    from sdbench.studies.batching import SimulatedOutOfMemoryError
 
     def measure(self: Any, case: Any, progress: Any = None) -> dict[str, Any]:
         raise SimulatedOutOfMemoryError("simulated out of memory: batch 2 peaked at 3 GiB", peak_bytes=3 * 2**30)
 
-    monkeypatch.setattr("sdbench.bench.Bench.measure", measure)
+    monkeypatch.setattr("sdbench.session.Bench.measure", measure)
     res = invoke(["generate", "--model-variant", "tiny-sd", "--batch-size", "2", *FAST, "--output-dir", str(tmp_path)])
     line = assert_one_error_line(res, EXIT_OUT_OF_MEMORY, "out of memory", "tiny-sd-pndm-64x64-b2", "batch size 2",
                                  "--batch-size", "--offload model", "--vae-slicing")
@@ -156,7 +156,7 @@ def test_out_of_memory_in_another_command_is_still_one_line(monkeypatch: pytest.
     def pipeline(self: Any, case: Any) -> Any:
         raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
 
-    monkeypatch.setattr("sdbench.bench.Bench.pipeline", pipeline)
+    monkeypatch.setattr("sdbench.session.Bench.pipeline", pipeline)
     res = invoke(["quality", "--model-variant", "tiny-sd", "--steps", "1", "--device", "cpu"])
     assert_one_error_line(res, EXIT_OUT_OF_MEMORY, "out of memory", "Tried to allocate 8.00 GiB", "--batch-size")
 
@@ -168,7 +168,7 @@ def test_an_unavailable_device_exits_3(monkeypatch: pytest.MonkeyPatch) -> None:
     def open_gpu_for(device: str) -> Any:
         raise GpuUnavailable("NVML is not available: libnvidia-ml.so.1 not found")
 
-    monkeypatch.setattr("sdbench.bench.open_gpu_for", open_gpu_for)
+    monkeypatch.setattr("sdbench.session.open_gpu_for", open_gpu_for)
     res = invoke(["generate", "--model-variant", "tiny-sd", *FAST, "--no-save-images"])
     assert_one_error_line(res, EXIT_ENVIRONMENT, "NVML is not available")
 
@@ -177,7 +177,7 @@ def test_ctrl_c_exits_130(monkeypatch: pytest.MonkeyPatch) -> None:
     def measure(self: Any, case: Any, progress: Any = None) -> dict[str, Any]:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr("sdbench.bench.Bench.measure", measure)
+    monkeypatch.setattr("sdbench.session.Bench.measure", measure)
     res = invoke(["generate", "--model-variant", "tiny-sd", *FAST, "--no-save-images"])
     assert res.code == EXIT_INTERRUPTED and "Traceback" not in res.err
     assert error_lines(res) == ["sdbench: interrupted"]

@@ -123,9 +123,9 @@ def _root() -> tuple[argparse.ArgumentParser, Any]:
 
 
 # (command, the domain module whose build_parser defined it until the command layer took it over)
-OLD_PARSERS = [("compare", "sdbench.compare"), ("quality", "sdbench.quality"), ("plan", "sdbench.plan"),
-               ("workers", "sdbench.workers"), ("batch", "sdbench.batching"), ("sweep", "sdbench.sweep"),
-               ("report", "sdbench.report"), ("slurm", "sdbench.slurm")]
+OLD_PARSERS = [("compare", "sdbench.output.compare"), ("quality", "sdbench.studies.quality"), ("plan", "sdbench.distribute.plan"),
+               ("workers", "sdbench.distribute.workers"), ("batch", "sdbench.studies.batching"), ("sweep", "sdbench.studies.dvfs"),
+               ("report", "sdbench.output.report"), ("slurm", "sdbench.distribute.slurm")]
 
 
 @pytest.mark.parametrize(("command", "module_name"), OLD_PARSERS, ids=[c for c, _ in OLD_PARSERS])
@@ -147,10 +147,12 @@ def test_command_parser_matches_the_domain_modules_old_parser(command: str, modu
 
 
 def test_help_constants_copied_from_heavy_modules_still_match() -> None:
-    from sdbench import batching, case, sweep
+    from sdbench import case
     from sdbench.cli import args
     from sdbench.cli.commands import batch as batch_command
     from sdbench.cli.commands import sweep as sweep_command
+    from sdbench.studies import batching
+    from sdbench.studies import dvfs as sweep
 
     assert args.ATTENTION_BACKENDS == case.ATTENTION_BACKENDS and args.OFFLOAD_MODES == case.OFFLOAD_MODES
     assert batch_command.CPU_DEFAULT_LIMIT == batching.CPU_DEFAULT_LIMIT and batch_command.MAX_BATCH == case.MAX_BATCH

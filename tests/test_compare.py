@@ -17,7 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdbench.cli import main
-from sdbench.compare import (
+from sdbench.errors import ConfigError, SdbenchError
+from sdbench.output.compare import (
     METRICS,
     CompareResult,
     CompareRow,
@@ -31,7 +32,6 @@ from sdbench.compare import (
     write_csv,
     write_json,
 )
-from sdbench.errors import ConfigError, SdbenchError
 from sdbench.record.io import read_results
 from sdbench.stats import CHANGE_METHODS
 

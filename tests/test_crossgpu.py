@@ -20,16 +20,16 @@ from typing import Any
 import pytest
 from testsupport import invoke
 
-from sdbench.bench import Bench
+from sdbench.analysis.crossgpu import WORKLOAD_IDENTITY, CrossGpuStudy, build_study, write_study
 from sdbench.case import Case
-from sdbench.crossgpu import WORKLOAD_IDENTITY, CrossGpuStudy, build_study, write_study
 from sdbench.errors import ConfigError
-from sdbench.flops import count_work
 from sdbench.gpu.simulated import CARDS, SimulatedGpu
-from sdbench.records import export_metrics, read_records
+from sdbench.pipelines.flops import count_work
+from sdbench.record.io import export_metrics, read_records
 from sdbench.runner import RunnerConfig, work_profile
+from sdbench.session import Bench
 from sdbench.stats import summarize
-from sdbench.sweep import SweepOptions, run_sweep
+from sdbench.studies.dvfs import SweepOptions, run_sweep
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -128,7 +128,7 @@ def test_the_progression_the_model_implies_for_the_tiny_model(study: CrossGpuStu
 
 
 def test_the_energy_optimal_clock_comes_from_the_sweep_of_that_gpu(study: CrossGpuStudy, simulated: dict[str, Any]) -> None:
-    from sdbench.analysis import analyze_records
+    from sdbench.analysis.dvfs import analyze_records
 
     case = study.cases[0]
     a100 = case.cell(label_of("a100"))

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sdbench.flops import WorkCount, count_work
-from sdbench.models import TINY_MODELS
+from sdbench.pipelines.flops import WorkCount, count_work
+from sdbench.spec.models import TINY_MODELS
 
 G = 1e9
 REL = 1e-3
@@ -54,7 +54,7 @@ def test_work_grows_with_batch_and_pixels() -> None:
 
 def test_distilled_variants_share_the_base_architecture() -> None:
     # same architecture, so the same work: turbo's savings come from steps and CFG only
-    from sdbench.models import get_model
+    from sdbench.spec.models import get_model
 
     for distilled, base in (("sdxl-turbo", "sdxl"), ("sdxl-lightning", "sdxl"), ("sd-turbo", "sd-v2.1-base")):
         d, b = get_model(distilled), get_model(base)

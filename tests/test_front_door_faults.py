@@ -20,18 +20,19 @@ from typing import Any
 import pytest
 from testsupport import FAST_RUNNER, Result, invoke, tiny_plan
 
+import sdbench.pipelines.optimize  # noqa: F401
+import sdbench.record.environment  # noqa: F401
+import sdbench.record.io  # noqa: F401
+
 # Imported before any in-process pytester run (pytester restores sys.modules after each run, so every module
 # the plugin imports lazily must already be here).
-import sdbench.bench  # noqa: F401
-import sdbench.environment  # noqa: F401
-import sdbench.models  # noqa: F401
-import sdbench.optimize  # noqa: F401
-import sdbench.records  # noqa: F401
-import sdbench.schedulers  # noqa: F401
+import sdbench.session  # noqa: F401
+import sdbench.spec.models  # noqa: F401
+import sdbench.spec.schedulers  # noqa: F401
 from sdbench.case import Case
+from sdbench.distribute.plan import Plan
 from sdbench.errors import ConfigError
 from sdbench.gpu import SimulatedGpu
-from sdbench.plan import Plan
 
 pytest_plugins = ["pytester"]
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -133,7 +134,7 @@ def test_a_plan_that_only_fails_at_run_time_is_refused_before_anything_runs(tmp_
 ])
 def test_gpus_naming_a_missing_gpu_names_the_flag_and_the_gpus_there_are(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                          count: int, gpus: str, message: str) -> None:
-    monkeypatch.setattr("sdbench.workers.visible_gpu_count", lambda: count, raising=False)
+    monkeypatch.setattr("sdbench.distribute.workers.visible_gpu_count", lambda: count, raising=False)
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     plan_path, out = tmp_path / "plan.json", tmp_path / "out"
     tiny_plan(plan_path, 2)
@@ -142,7 +143,7 @@ def test_gpus_naming_a_missing_gpu_names_the_flag_and_the_gpus_there_are(tmp_pat
     assert one_error_line(res) == f"sdbench: error: {message}"
     assert files_under(out) == []  # no worker was started
     # The CPU and simulated stand-ins need no GPU.
-    from sdbench.workers import plan_workers
+    from sdbench.distribute.workers import plan_workers
 
     assert [s.device for s in plan_workers(["cpu", "simulated"])] == ["cpu", "simulated"]
 
@@ -173,9 +174,9 @@ SWEEP = ["--device", "simulated", "--model", "tiny-sd", "--steps", "1", "--heigh
 def test_a_sweep_without_clock_rights_is_refused_before_its_first_point(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                                        fault: str) -> None:
     gpu = SimulatedGpu(**{fault: True})
-    monkeypatch.setattr("sdbench.bench.open_gpu_for", lambda device: gpu)
+    monkeypatch.setattr("sdbench.session.open_gpu_for", lambda device: gpu)
     measured: list[Any] = []
-    monkeypatch.setattr("sdbench.bench.Bench.measure_with_windows",
+    monkeypatch.setattr("sdbench.session.Bench.measure_with_windows",
                         lambda self, case, progress=None: measured.append(case) or pytest.fail("a point was measured"))
     out = tmp_path / "sweep"
     res = invoke(["sweep", *SWEEP, "--output-dir", str(out)])

@@ -18,7 +18,7 @@ FAST = ["--model-variant", "tiny-sd", "--steps", "2", "--max-rounds", "1", "--mi
 
 
 def _lacks_torchsde(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sdbench.schedulers as schedulers
+    import sdbench.spec.schedulers as schedulers
 
     original = schedulers.check_available
 
@@ -34,13 +34,13 @@ def test_the_comparison_leaves_out_schedulers_this_machine_cannot_run(monkeypatc
                                                                      tmp_path: Path) -> None:
     _lacks_torchsde(monkeypatch)
     seen: list[str] = []
-    import sdbench.bench
+    import sdbench.session
 
     def fake_measure(self: object, case: object, progress: object = None) -> dict:
         seen.append(case.scheduler)  # type: ignore[attr-defined]
         raise KeyboardInterrupt  # stop after the first case: only the case list matters here
 
-    monkeypatch.setattr(sdbench.bench.Bench, "measure", fake_measure)
+    monkeypatch.setattr(sdbench.session.Bench, "measure", fake_measure)
     result = invoke(["generate", *FAST, "--scheduler-comparison"])
     assert result.code == 130
     assert "needs the Python package 'torchsde'" in result.err and "left out of the comparison" in result.err
@@ -49,12 +49,12 @@ def test_the_comparison_leaves_out_schedulers_this_machine_cannot_run(monkeypatc
 
 def test_a_named_scheduler_that_cannot_run_is_refused_before_anything_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     _lacks_torchsde(monkeypatch)
-    import sdbench.bench
+    import sdbench.session
 
     def never(*_a: object, **_k: object) -> dict:
         raise AssertionError("nothing may be measured")
 
-    monkeypatch.setattr(sdbench.bench.Bench, "measure", never)
+    monkeypatch.setattr(sdbench.session.Bench, "measure", never)
     result = invoke(["generate", *FAST, "--scheduler-comparison", "--schedulers", "euler,dpm-sde"])
     assert result.code == 2 and "torchsde" in result.err and "Traceback" not in result.err
 
@@ -63,26 +63,26 @@ def test_an_export_path_that_cannot_be_written_is_refused_before_measuring(tmp_p
                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     not_a_folder = tmp_path / "notes.txt"
     not_a_folder.write_text("a file, not a folder")  # even root cannot write beneath it
-    import sdbench.bench
+    import sdbench.session
 
-    monkeypatch.setattr(sdbench.bench.Bench, "measure", lambda *a, **k: pytest.fail("measured before the check"))
+    monkeypatch.setattr(sdbench.session.Bench, "measure", lambda *a, **k: pytest.fail("measured before the check"))
     result = invoke(["generate", *FAST, "--export-metrics", str(not_a_folder / "m.json")])
     assert result.code == 2 and "--export-metrics" in result.err and "cannot be written" in result.err
 
 
 def test_an_export_path_that_is_a_folder_is_refused_before_measuring(tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
-    import sdbench.bench
+    import sdbench.session
 
-    monkeypatch.setattr(sdbench.bench.Bench, "measure", lambda *a, **k: pytest.fail("measured before the check"))
+    monkeypatch.setattr(sdbench.session.Bench, "measure", lambda *a, **k: pytest.fail("measured before the check"))
     result = invoke(["generate", *FAST, "--export-metrics", str(tmp_path)])
     assert result.code == 2 and "is a folder" in result.err
 
 
 def test_a_study_stopped_half_way_keeps_what_it_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sdbench.bench
+    import sdbench.session
 
-    original = sdbench.bench.Bench.measure
+    original = sdbench.session.Bench.measure
     calls = {"n": 0}
 
     def measure_then_stop(self: object, case: object, progress: object = None) -> dict:
@@ -91,7 +91,7 @@ def test_a_study_stopped_half_way_keeps_what_it_measured(tmp_path: Path, monkeyp
             raise KeyboardInterrupt
         return original(self, case, progress=progress)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(sdbench.bench.Bench, "measure", measure_then_stop)
+    monkeypatch.setattr(sdbench.session.Bench, "measure", measure_then_stop)
     out = tmp_path / "study.json"
     result = invoke(["generate", *FAST, "--scheduler-comparison", "--schedulers", "euler,ddim,unipc",
                      "--export-metrics", str(out)])

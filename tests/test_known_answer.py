@@ -17,12 +17,12 @@ from typing import Any
 
 import pytest
 
-from sdbench.analysis import analyze_records
-from sdbench.bench import Bench
+from sdbench.analysis.dvfs import analyze_records
 from sdbench.gpu import SimulatedGpu
-from sdbench.records import read_records
+from sdbench.record.io import read_records
 from sdbench.runner import RunnerConfig
-from sdbench.sweep import SweepOptions, resolve_clock_spec, run_sweep
+from sdbench.session import Bench
+from sdbench.studies.dvfs import SweepOptions, resolve_clock_spec, run_sweep
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from sdbench.errors import ConfigError
-from sdbench.models import MODELS, TINY_MODELS, get_model
-from sdbench.schedulers import SCHEDULERS
+from sdbench.spec.models import MODELS, TINY_MODELS, get_model
+from sdbench.spec.schedulers import SCHEDULERS
 
 FULL_MODELS = [k for k, s in MODELS.items() if not s.tiny]
 
@@ -39,7 +39,7 @@ def _count(kind: str, config_key: tuple, with_projection: bool = False) -> int:
     """Parameters of one component, built on the meta device (no memory, well under a second)."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from sdbench.pipelines import _text_encoder
+    from sdbench.pipelines.build import _text_encoder
 
     config = {k: list(v) if isinstance(v, tuple) else v for k, v in config_key}
     with torch.device("meta"):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sdbench.cli import main
-from sdbench.workers import run_command_per_gpu, strip_options
+from sdbench.distribute.workers import run_command_per_gpu, strip_options
 
 
 def test_strip_options_drops_both_spellings() -> None:

@@ -1,4 +1,4 @@
-"""Optimisation knobs (`sdbench.optimize`) are applied to the pipeline, not only recorded: channels_last
+"""Optimisation knobs (`sdbench.pipelines.optimize`) are applied to the pipeline, not only recorded: channels_last
 weights, fused QKV processors, VAE slicing/tiling/upcast flags, compiled UNet and VAE decode (never run:
 compiling on the CPU is slow), the compile cache folder, sliced attention, a missing xformers; knob
 parsing (hypothesis round trip, junk refused naming the knob), case hashes and the recorded knob_* fields.
@@ -19,10 +19,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sdbench
-from sdbench.bench import Bench
 from sdbench.case import Case
 from sdbench.errors import ConfigError, SdbenchError
-from sdbench.optimize import (
+from sdbench.pipelines.build import build_pipeline
+from sdbench.pipelines.optimize import (
     COMPILE_MODES,
     PROFILES,
     Knobs,
@@ -33,8 +33,8 @@ from sdbench.optimize import (
     resolve_knobs,
     xformers_status,
 )
-from sdbench.pipelines import build_pipeline
 from sdbench.runner import RunnerConfig
+from sdbench.session import Bench
 
 KNOB_NAMES = [f.name for f in fields(Knobs)]
 MODE_KNOBS = ("compile_unet", "compile_vae", "compile_text")
@@ -134,7 +134,7 @@ def test_a_unet_under_cuda_graphs_starts_a_graph_step_at_every_call(isolated_com
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Every UNet call replays the one recorded graph instead of being recorded again as a child of the
     text encoders' graphs; the module stays a UNet2DConditionModel."""
-    from sdbench import optimize
+    from sdbench.pipelines.build import optimize
 
     calls: list[str] = []
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: calls.append("step"))
@@ -319,7 +319,7 @@ def test_measured_record_states_the_applied_knobs() -> None:
 
 # --- fp8 (e4m3) UNet linears ----------------------------------------------------------------------------------
 def test_fp8_quantize_round_trips_within_e4m3_precision() -> None:
-    from sdbench.fp8 import E4M3, quantize
+    from sdbench.pipelines.fp8 import E4M3, quantize
 
     t = torch.randn(64, 48, generator=torch.Generator().manual_seed(0)) * 3
     q, scale = quantize(t)
@@ -332,7 +332,7 @@ def test_fp8_quantize_round_trips_within_e4m3_precision() -> None:
 @given(st.floats(min_value=1e-3, max_value=1e3), st.integers(min_value=0, max_value=2**16))
 @settings(max_examples=30, deadline=None)
 def test_fp8_quantize_scales_to_the_tensor_amax(magnitude: float, seed: int) -> None:
-    from sdbench.fp8 import E4M3_MAX, quantize
+    from sdbench.pipelines.fp8 import E4M3_MAX, quantize
 
     t = torch.randn(8, 16, generator=torch.Generator().manual_seed(seed)) * magnitude
     _, scale = quantize(t)
@@ -345,7 +345,7 @@ def test_fp8_quantize_scales_to_the_tensor_amax(magnitude: float, seed: int) -> 
 
 @pytest.mark.parametrize("rowwise", [False, True])
 def test_fp8_linear_matches_the_linear_it_replaces(rowwise: bool) -> None:
-    from sdbench.fp8 import Fp8Linear
+    from sdbench.pipelines.fp8 import Fp8Linear
 
     g = torch.Generator().manual_seed(1)
     lin = torch.nn.Linear(64, 32)
@@ -361,7 +361,7 @@ def test_fp8_linear_matches_the_linear_it_replaces(rowwise: bool) -> None:
 
 
 def test_fp8_knob_converts_the_transformer_linears_and_the_pipeline_still_runs() -> None:
-    from sdbench.fp8 import Fp8Linear
+    from sdbench.pipelines.fp8 import Fp8Linear
 
     pipe = fresh()
     applied = apply_knobs(pipe, "fuse_qkv=on,fp8_unet=on")
@@ -381,7 +381,7 @@ def test_fp8_profile_is_max_plus_fp8() -> None:
 
 
 def test_fp8_rowwise_knob_scales_each_token_and_channel() -> None:
-    from sdbench.fp8 import Fp8Linear
+    from sdbench.pipelines.fp8 import Fp8Linear
 
     pipe = fresh()
     applied = apply_knobs(pipe, "fp8_unet=on,fp8_rowwise=on")
@@ -394,7 +394,7 @@ def test_fp8_rowwise_knob_scales_each_token_and_channel() -> None:
 
 
 def test_fp8_is_refused_below_compute_capability_8_9(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("sdbench.optimize.compute_capability", lambda device: (8, 0))
+    monkeypatch.setattr("sdbench.pipelines.optimize.compute_capability", lambda device: (8, 0))
     with pytest.raises(ConfigError, match=r"fp8_unet.*8\.9\+.*8\.0"):
         apply(fresh(), profile="eager", attention="sdpa", offload="none", device="cuda:0", knobs="fp8_unet=on")
 
@@ -412,7 +412,7 @@ def test_text_encoders_under_cuda_graphs_return_copies(isolated_compile: Path, m
     shared = torch.zeros(3)
     # Stand in for the compiled graph (compiling on the CPU is slow): it returns the same buffers every call.
     enc = pipe.text_encoder
-    from sdbench import optimize
+    from sdbench.pipelines.build import optimize
 
     def fake_compiled(*_a: Any, **_k: Any) -> Any:
         from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -489,14 +489,14 @@ def test_changing_the_pinned_sdpa_backend_drops_compiled_graphs(isolated_compile
 
 def _cuda_card(cc: tuple[int, int], name: str = "a CUDA GPU") -> Any:
     """A real card's capability as NVML would describe it (check_supported is a pure function of it)."""
-    from sdbench.capability import DeviceCapability
+    from sdbench.pipelines.capability import DeviceCapability
 
     return DeviceCapability("cuda:0", name, cc, 80 * 2**30, False, "cuda", "NVML")
 
 
 def test_offload_with_cuda_graphs_is_refused_before_building() -> None:
     """CUDA graphs need weights at fixed GPU addresses; CPU offload moves them."""
-    from sdbench.optimize import check_supported
+    from sdbench.pipelines.optimize import check_supported
 
     h100 = _cuda_card((9, 0))
     with pytest.raises(ConfigError, match=r"offload.*compile_unet, compile_text use CUDA graphs.*'max'"):
@@ -508,7 +508,7 @@ def test_offload_with_cuda_graphs_is_refused_before_building() -> None:
 
 
 def test_fp8_is_refused_before_building_on_an_a100() -> None:
-    from sdbench.optimize import check_supported
+    from sdbench.pipelines.optimize import check_supported
 
     a100 = _cuda_card((8, 0), "NVIDIA A100-SXM4-40GB")
     with pytest.raises(ConfigError, match=r"profile: 'fp8'.*8\.9\+.*A100-SXM4-40GB has 8\.0"):
@@ -521,8 +521,8 @@ def test_fp8_is_refused_before_building_on_an_a100() -> None:
 def test_an_offloaded_pipeline_gets_the_weights_of_the_plain_one(monkeypatch: pytest.MonkeyPatch) -> None:
     """Synthetic weights are drawn on the device that holds them: an offloaded pipeline is built on the
     compute device (as without offload) and only then moved to the CPU for the offload hooks."""
-    import sdbench.bench as bench_mod
-    from sdbench.pipelines import BuiltPipeline
+    import sdbench.session as bench_mod
+    from sdbench.pipelines.build import BuiltPipeline
 
     events: list[str] = []
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sdbench.pipelines import BuiltPipeline, PipelineCache, PipelineKey, pipeline_weight_bytes
+from sdbench.pipelines.build import BuiltPipeline, PipelineCache, PipelineKey, pipeline_weight_bytes
 
 
 def _builder(name: str) -> Any:
@@ -47,8 +47,8 @@ def test_without_a_budget_the_count_limit_applies() -> None:
 
 def test_a_cached_pipeline_comes_with_every_scheduler_built(monkeypatch: Any) -> None:
     """Every later scheduler change is a lookup: no constructor runs (KDPM2's takes ~80 ms)."""
-    import sdbench.pipelines as pipelines
-    from sdbench.schedulers import SCHEDULERS, check_available, get_scheduler_spec
+    import sdbench.pipelines.build as pipelines
+    from sdbench.spec.schedulers import SCHEDULERS, check_available, get_scheduler_spec
 
     made: list[Any] = []
 

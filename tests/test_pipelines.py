@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from sdbench.errors import ConfigError
-from sdbench.models import _TINY_TEXT_PROJ, _TINY_UNET_SDXL, _TINY_VAE, get_model
-from sdbench.pipelines import (
+from sdbench.pipelines.build import (
     DTYPES,
     BuiltPipeline,
     PipelineCache,
@@ -21,7 +20,8 @@ from sdbench.pipelines import (
     set_scheduler,
     torch_dtype,
 )
-from sdbench.schedulers import describe_scheduler
+from sdbench.spec.models import _TINY_TEXT_PROJ, _TINY_UNET_SDXL, _TINY_VAE, get_model
+from sdbench.spec.schedulers import describe_scheduler
 
 
 def _call(pipe: Any, **kwargs: Any) -> torch.Tensor:

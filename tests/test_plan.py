@@ -1,4 +1,4 @@
-"""Plans (`sdbench.plan`): JSON round trip, round-robin shards, resumable execution that appends a record
+"""Plans (`sdbench.distribute.plan`): JSON round trip, round-robin shards, resumable execution that appends a record
 per point, failing points recorded and skipped over, merging shard results, and `sdbench plan make/run/merge`.
 
 Execution semantics are tested with a stand-in bench (no pipelines); the command line runs tiny-sd on the
@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 
 from sdbench.case import Case
 from sdbench.cli import main
-from sdbench.errors import ConfigError, SdbenchError
-from sdbench.plan import (
+from sdbench.distribute.plan import (
     Plan,
     PlanPoint,
     done_point_ids,
@@ -30,7 +29,8 @@ from sdbench.plan import (
     parse_shard,
     shard_results_path,
 )
-from sdbench.records import read_records
+from sdbench.errors import ConfigError, SdbenchError
+from sdbench.record.io import read_records
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -40,7 +40,7 @@ def cases(device: str = "cpu") -> list[Case]:
 
 
 class FakeBench:
-    """Stands in for sdbench.bench.Bench: records what it measured, fails on chosen batch sizes, and checks
+    """Stands in for sdbench.session.Bench: records what it measured, fails on chosen batch sizes, and checks
     that every earlier point's record is already in the results file when the next one starts."""
 
     def __init__(self, results: Path, fail_batch: set[int] | None = None, device: str = "cpu",

@@ -18,18 +18,19 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pytest_benchmark.logger import PytestBenchmarkWarning
 
+import sdbench.case
+import sdbench.record.environment  # noqa: F401
+import sdbench.record.io  # noqa: F401
+
 # Imported before any in-process pytester run: pytester restores sys.modules after each in-process run,
 # so every module the plugin (or a plugin of the inner run, like hypothesis) imports lazily must already
 # be there, or it would be imported twice.
-import sdbench.bench  # noqa: F401
-import sdbench.case
-import sdbench.environment  # noqa: F401
-import sdbench.models  # noqa: F401
-import sdbench.record.io  # noqa: F401
-import sdbench.schedulers  # noqa: F401
+import sdbench.session  # noqa: F401
+import sdbench.spec.models  # noqa: F401
+import sdbench.spec.schedulers  # noqa: F401
 from sdbench.gpu import SimulatedGpu
+from sdbench.pipelines.tokenizer import cache_root
 from sdbench.pytest_plugin import ReplayTimer, gpu_identity, storage_slug
-from sdbench.tokenizer import cache_root
 
 pytest_plugins = ["pytester"]
 

@@ -12,9 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sdbench.analysis import synthetic_sweep_records
-from sdbench.errors import ConfigError, SdbenchError
-from sdbench.powermodel import (
+from sdbench.analysis.dvfs import synthetic_sweep_records
+from sdbench.analysis.powermodel import (
     FEATURE_COLUMNS,
     clock_folds,
     clock_group,
@@ -25,6 +24,7 @@ from sdbench.powermodel import (
     fit_power_models,
     write_features,
 )
+from sdbench.errors import ConfigError, SdbenchError
 
 CLOCKS_MHZ = tuple(range(1980, 600, -120))
 
@@ -218,7 +218,7 @@ def test_fit_error_status(mape: float, rmse: float, status: str) -> None:
 
 
 def test_a_fit_that_explodes_is_failed_in_every_output(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sdbench.powermodel as pm
+    import sdbench.analysis.powermodel as pm
 
     rows = _loglinear_rows(-2.0, 1.1, 0.6, 0.35, noise_rel=0.002)
     real = pm._errors

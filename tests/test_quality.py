@@ -1,4 +1,4 @@
-"""Output fidelity and CLIP score (`sdbench.quality`): metric properties, fidelity of tiny pipelines on the
+"""Output fidelity and CLIP score (`sdbench.studies.quality`): metric properties, fidelity of tiny pipelines on the
 CPU against their fp32 reference, a deliberately broken candidate, the img2img path, a tiny CLIP model
 and `sdbench quality`.
 
@@ -22,10 +22,12 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdbench.bench import Bench
 from sdbench.case import Case
 from sdbench.errors import ConfigError
-from sdbench.quality import (
+from sdbench.record.io import to_json
+from sdbench.runner import RunnerConfig
+from sdbench.session import Bench
+from sdbench.studies.quality import (
     CLIP_STATUS_NOT_MEASURED,
     CLIP_STATUS_SYNTHETIC,
     LATENT_REL_ERROR_BUDGET,
@@ -43,8 +45,6 @@ from sdbench.quality import (
     reference_case,
     ssim,
 )
-from sdbench.records import to_json
-from sdbench.runner import RunnerConfig
 
 STEPS = 2
 
@@ -222,7 +222,7 @@ def test_bf16_starts_from_the_reference_noise_at_any_size(bench: Bench) -> None:
 
 def test_fp32_outputs_are_the_pipelines_own_seeded_call(bench: Bench) -> None:
     """Drawing the starting noise ourselves changes nothing in fp32: same images as a plain seeded call."""
-    from sdbench.pipelines import set_scheduler
+    from sdbench.pipelines.build import set_scheduler
 
     case = _case(bench, dtype="fp32", seed=11)
     out = generate_outputs(bench, case)
@@ -281,8 +281,8 @@ def test_img2img_refiner_path_runs_on_the_synthetic_init_image() -> None:
     """The refiner's code path (init image, strength) on an SDXL img2img pipeline of tiny-sdxl parts."""
     from diffusers import StableDiffusionXLImg2ImgPipeline
 
-    from sdbench.models import get_model
-    from sdbench.pipelines import build_synthetic_components
+    from sdbench.pipelines.build import build_synthetic_components
+    from sdbench.spec.models import get_model
 
     parts = build_synthetic_components(get_model("tiny-sdxl"), torch.float32, "cpu")
     # tiny-sdxl's UNet takes 6 time ids (no aesthetic score), as the base model does.
@@ -302,7 +302,7 @@ def tiny_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A randomly initialised CLIPModel (32 px images, 8 px patches, width 32) with the real tokenizer."""
     from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-    from sdbench.tokenizer import build_clip_tokenizer
+    from sdbench.pipelines.tokenizer import build_clip_tokenizer
 
     folder = tmp_path_factory.mktemp("clip") / "tiny-clip"
     config = CLIPConfig(

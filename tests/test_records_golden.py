@@ -35,10 +35,10 @@ def golden(version: int, name: str) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def fresh(one_torch_thread: None) -> Iterator[dict[str, dict[str, Any]]]:
     """Rows built by the current code for the golden cases (same settings as tests/data/records/README.md)."""
-    from sdbench.bench import Bench
     from sdbench.gpu import SimulatedGpu
     from sdbench.runner import RunnerConfig
-    from sdbench.sweep import SweepOptions, run_sweep
+    from sdbench.session import Bench
+    from sdbench.studies.dvfs import SweepOptions, run_sweep
 
     rows: dict[str, dict[str, Any]] = {}
     bench = Bench(device="simulated", runner_config=RunnerConfig(warmup_min_s=0.0, min_rounds=3, max_rounds=3,

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from sdbench.analysis import analyze_records, synthetic_sweep_records
+from sdbench.analysis.dvfs import analyze_records, synthetic_sweep_records
 from sdbench.cli import main
 from sdbench.errors import SdbenchError
+from sdbench.output.report import _title, call_segments, generate_report, load_input, step_marks
 from sdbench.record.io import ResultsWriter, read_results
-from sdbench.report import _title, call_segments, generate_report, load_input, step_marks
 
 
 def load_results(path: Path) -> tuple[list[dict[str, Any]], dict[str, Any], list[Path]]:
@@ -254,7 +254,7 @@ def test_a_sweep_killed_before_sweep_json_still_counts_its_planned_points(tmp_pa
 def test_a_failed_power_model_fit_is_reported_not_printed(sweep_dir: Path, tmp_path: Path,
                                                           monkeypatch: pytest.MonkeyPatch,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
-    import sdbench.powermodel as pm
+    import sdbench.analysis.powermodel as pm
 
     real = pm._errors
 

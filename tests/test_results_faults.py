@@ -27,16 +27,17 @@ from typing import Any
 import pytest
 from testsupport import invoke, tiny_plan
 
+import sdbench.case  # noqa: F401
+import sdbench.record.environment  # noqa: F401
+import sdbench.record.io  # noqa: F401
+
 # Imported before any in-process pytester run (pytester restores sys.modules after each run, so every module
 # the plugin imports lazily must already be here).
-import sdbench.bench  # noqa: F401
-import sdbench.case  # noqa: F401
-import sdbench.environment  # noqa: F401
-import sdbench.models  # noqa: F401
-import sdbench.records  # noqa: F401
-import sdbench.schedulers  # noqa: F401
-from sdbench.plan import shard_results_path
-from sdbench.workers import run_shard
+import sdbench.session  # noqa: F401
+import sdbench.spec.models  # noqa: F401
+import sdbench.spec.schedulers  # noqa: F401
+from sdbench.distribute.plan import shard_results_path
+from sdbench.distribute.workers import run_shard
 
 pytest_plugins = ["pytester"]
 
@@ -273,13 +274,13 @@ def test_a_full_disk_mid_sweep_is_one_clear_error_and_resume_completes_after_spa
 @pytest.fixture
 def measuring_forbidden(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Fail the test if anything is measured or a pipeline built: the check must come first."""
-    import sdbench.bench
+    import sdbench.session
 
     def refuse(*_args: Any, **_kwargs: Any) -> Any:
         raise AssertionError("measured before the output path was checked")
 
-    monkeypatch.setattr(sdbench.bench.Bench, "pipeline", refuse)
-    monkeypatch.setattr(sdbench.bench.Bench, "measure_with_windows", refuse)
+    monkeypatch.setattr(sdbench.session.Bench, "pipeline", refuse)
+    monkeypatch.setattr(sdbench.session.Bench, "measure_with_windows", refuse)
     yield
 
 

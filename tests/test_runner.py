@@ -20,10 +20,10 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdbench.bench import Bench
 from sdbench.case import Case
 from sdbench.gpu import SimulatedGpu
 from sdbench.runner import Marks, Measurement, RunnerConfig, breakdown, pipeline_call_kwargs
+from sdbench.session import Bench
 
 STEPS = 3
 WINDOW_PERIODS = 6

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from sdbench.errors import ConfigError, SdbenchError
-from sdbench.models import TINY_MODELS, get_model
-from sdbench.pipelines import set_scheduler
-from sdbench.schedulers import (
+from sdbench.pipelines.build import set_scheduler
+from sdbench.spec.models import TINY_MODELS, get_model
+from sdbench.spec.schedulers import (
     SCHEDULERS,
     describe_scheduler,
     get_scheduler_spec,

@@ -77,7 +77,7 @@ def test_every_case_field_is_one_row_and_the_defaults_agree() -> None:
 
 
 def test_plan_keys_are_the_cases_and_runners_fields() -> None:
-    from sdbench import plan
+    from sdbench.distribute import plan
 
     assert set(plan.CASE_KEYS) == {f.name for f in dataclasses.fields(Case)}
     assert set(plan.RUNNER_KEYS) == {f.name for f in dataclasses.fields(RunnerConfig)}
@@ -135,7 +135,8 @@ def test_a_flag_value_is_checked_by_its_row(capsys: pytest.CaptureFixture[str]) 
 
 # --- the suites, written once ------------------------------------------------------------------------------------
 def test_the_suite_list_is_written_once_and_everything_reads_it() -> None:
-    from sdbench import pytest_plugin, suite
+    from sdbench import pytest_plugin
+    from sdbench.distribute import suite
 
     names = list(settings.SUITES)
     assert list(suite.SUITES) == names and list(pytest_plugin.SUITE_MARKERS) == names
@@ -155,9 +156,9 @@ def test_pytest_ini_markers_match_the_suite_list() -> None:
 
 
 def test_copies_kept_for_light_imports_match() -> None:
-    from sdbench import sweep
     from sdbench.cli.commands import generate
-    from sdbench.suite import DEFAULT_SUITE
+    from sdbench.distribute.suite import DEFAULT_SUITE
+    from sdbench.studies import dvfs as sweep
 
     assert generate.DEFAULT_SUITE == DEFAULT_SUITE
     assert settings.get("sweep.order").choice_list() == list(sweep.ORDERS)
@@ -183,7 +184,7 @@ def test_an_unknown_key_names_its_close_match() -> None:
 
 
 def test_sweep_options_are_checked_once_when_made() -> None:
-    from sdbench.sweep import SweepOptions
+    from sdbench.studies.dvfs import SweepOptions
 
     with pytest.raises(ConfigError, match="invalid idle_gap_s: -1"):
         SweepOptions(idle_gap_s=-1)
@@ -194,7 +195,7 @@ def test_sweep_options_are_checked_once_when_made() -> None:
 
 
 def test_a_plan_is_checked_without_any_device(tmp_path: Path) -> None:
-    from sdbench.plan import Plan
+    from sdbench.distribute.plan import Plan
 
     # CPU offload with a CUDA-graph profile on a GPU this machine may not have: refused from the rules alone.
     case = Case.create("tiny-sd", device="cuda:3", profile="max", offload="model")
@@ -219,7 +220,7 @@ def test_a_plan_is_checked_without_any_device(tmp_path: Path) -> None:
 
 
 def test_slurm_values_are_checked_by_their_rows() -> None:
-    from sdbench.slurm import check_value
+    from sdbench.distribute.slurm import check_value
 
     assert check_value("time", "04:00:00") == "04:00:00"
     with pytest.raises(ConfigError, match="invalid job-name: 'a b'"):

@@ -1,4 +1,4 @@
-"""SLURM job arrays (`sdbench.slurm`): rendering, quoting and injection, status logic, and a real cluster.
+"""SLURM job arrays (`sdbench.distribute.slurm`): rendering, quoting and injection, status logic, and a real cluster.
 
 The first half needs no cluster: rendered scripts are checked line by line and executed with bash
 (a stub interpreter records the argv it receives), and status/collect run against canned
@@ -24,10 +24,8 @@ from testsupport import tiny_plan
 
 from sdbench.case import Case
 from sdbench.cli import main
-from sdbench.errors import ConfigError, SdbenchError
-from sdbench.plan import Plan, shard_results_path
-from sdbench.records import read_records
-from sdbench.slurm import (
+from sdbench.distribute.plan import Plan, shard_results_path
+from sdbench.distribute.slurm import (
     PRESETS,
     SlurmOptions,
     collect,
@@ -41,6 +39,8 @@ from sdbench.slurm import (
     submit,
     write_script,
 )
+from sdbench.errors import ConfigError, SdbenchError
+from sdbench.record.io import read_records
 
 
 def sbatch_lines(script: str) -> list[str]:
@@ -374,9 +374,9 @@ _task = os.environ.get("SLURM_ARRAY_TASK_ID")
 if _task is not None and _task == os.environ.get("SDBENCH_TEST_HANG_TASK") \\
         and not os.path.exists(os.environ["SDBENCH_TEST_HANG_FLAG"]):
     import time
-    import sdbench.bench
+    import sdbench.session
 
-    _measure, _calls = sdbench.bench.Bench.measure, []
+    _measure, _calls = sdbench.session.Bench.measure, []
 
     def _hanging_measure(self, case, *args, **kwargs):
         _calls.append(1)
@@ -386,7 +386,7 @@ if _task is not None and _task == os.environ.get("SDBENCH_TEST_HANG_TASK") \\
             time.sleep(3600)
         return _measure(self, case, *args, **kwargs)
 
-    sdbench.bench.Bench.measure = _hanging_measure
+    sdbench.session.Bench.measure = _hanging_measure
 '''
 
 

@@ -23,15 +23,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from testsupport import invoke
 
-# Imported before any in-process pytester run (pytester restores sys.modules after each one).
-import sdbench.bench  # noqa: F401
 import sdbench.case  # noqa: F401
-import sdbench.environment  # noqa: F401
-import sdbench.models  # noqa: F401
-import sdbench.records  # noqa: F401
+import sdbench.record.environment  # noqa: F401
+import sdbench.record.io  # noqa: F401
 import sdbench.runner  # noqa: F401
-import sdbench.schedulers  # noqa: F401
-from sdbench import suite
+
+# Imported before any in-process pytester run (pytester restores sys.modules after each one).
+import sdbench.session  # noqa: F401
+import sdbench.spec.models  # noqa: F401
+import sdbench.spec.schedulers  # noqa: F401
+from sdbench.distribute import suite
 from sdbench.output.tables import (
     TABLE_WIDTH,
     CaseClock,
@@ -45,8 +46,8 @@ from sdbench.output.tables import (
     summary_markdown,
     with_interval,
 )
+from sdbench.pipelines.tokenizer import cache_root
 from sdbench.pytest_plugin import CaseProgress, storage_slug
-from sdbench.tokenizer import cache_root
 
 pytest_plugins = ["pytester"]
 
@@ -489,7 +490,7 @@ def front_door(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[list[str
             fake_summary(Path(args[args.index("--sd-results-dir") + 1]))
         return 0
 
-    monkeypatch.setattr("sdbench.suite.run_pytest", run_pytest)
+    monkeypatch.setattr("sdbench.distribute.suite.run_pytest", run_pytest)
     return calls
 
 
@@ -534,7 +535,7 @@ def test_bench_results_and_history_options(front_door: list[list[str]]) -> None:
 
 def test_bench_says_when_nothing_was_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("sdbench.suite.run_pytest", lambda args: 5)
+    monkeypatch.setattr("sdbench.distribute.suite.run_pytest", lambda args: 5)
     res = invoke(["bench", "--device", "cpu"])
     assert res.code == 5 and res.out.splitlines()[-1] == "sdbench: no case was measured; no results folder was written"
     assert not (tmp_path / "sdbench-results").exists()
@@ -560,7 +561,7 @@ def test_ctrl_c_lets_the_child_finish_and_the_run_ends_interrupted(tmp_path: Pat
 @pytest.mark.parametrize("installed", [False, True], ids=["checkout", "installed"])
 def test_bench_on_several_gpus_starts_its_workers_as_run_pytest_does_and_merges_one_folder(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, installed: bool) -> None:
-    import sdbench.workers
+    import sdbench.distribute.workers
 
     work = tmp_path / "work"
     work.mkdir()
@@ -573,14 +574,14 @@ def test_bench_on_several_gpus_starts_its_workers_as_run_pytest_does_and_merges_
     seen: list[tuple[list[str], dict[str, Any]]] = []
 
     def run_command_per_gpu(gpus: str, command_for: Any, **kwargs: Any) -> int:
-        for spec in sdbench.workers.plan_workers(sdbench.workers.parse_gpus(gpus)):
+        for spec in sdbench.distribute.workers.plan_workers(sdbench.distribute.workers.parse_gpus(gpus)):
             cmd = command_for(spec)
             seen.append((cmd, kwargs))
             shard = Path(cmd[cmd.index("--sd-results-dir") + 1])
             fake_summary(shard, "complete: 1 of 1 cases in 1 s")
         return 0
 
-    monkeypatch.setattr(sdbench.workers, "run_command_per_gpu", run_command_per_gpu)
+    monkeypatch.setattr(sdbench.distribute.workers, "run_command_per_gpu", run_command_per_gpu)
     res = invoke(["bench", "--suite", "speed", "--gpus", "cpu,cpu", "--device", "cpu", "--models", "tiny-sd"])
     assert res.code == 0, res.err
     expected, _env = suite.pytest_command(["x"])

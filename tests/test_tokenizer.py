@@ -21,8 +21,8 @@ import regex
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sdbench import tokenizer as sdtok
 from sdbench.errors import ConfigError, SdbenchError
+from sdbench.pipelines.build import tokenizer as sdtok
 
 CONTEXT_LENGTH = 77
 

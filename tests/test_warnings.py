@@ -17,11 +17,11 @@ from typing import Any
 import pytest
 import torch
 
-from sdbench.bench import Bench
-from sdbench.optimize import TF32_NOTICE, apply
-from sdbench.pipelines import build_pipeline
-from sdbench.prompts import LONG_PROMPT
+from sdbench.pipelines.build import build_pipeline
+from sdbench.pipelines.optimize import TF32_NOTICE, apply
 from sdbench.runner import RunnerConfig
+from sdbench.session import Bench
+from sdbench.spec.prompts import LONG_PROMPT
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -111,7 +111,7 @@ def test_the_inductor_tf32_notice_is_silenced_in_calls_only(sdxl_fp16_upcasting:
 
 
 def test_a_build_drops_only_the_float32_modules_message(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sdbench.pipelines as pipelines
+    import sdbench.pipelines.build as pipelines
 
     assemble = pipelines.assemble_pipeline
 

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 from sdbench.errors import ConfigError, WeightsNotFoundError
-from sdbench.models import get_model
-from sdbench.pipelines import build_pipeline, build_synthetic_components, set_scheduler
-from sdbench.weights import (
+from sdbench.pipelines.build import build_pipeline, build_synthetic_components, set_scheduler
+from sdbench.spec.models import get_model
+from sdbench.spec.weights import (
     WeightSource,
     fill_synthetic_,
     hub_weights_present,

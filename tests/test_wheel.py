@@ -51,14 +51,14 @@ def test_pyproject_packages_every_suite_module() -> None:
 
 def test_plugin_registers_every_suite_marker() -> None:
     """An installed sdbench runs its suites without the checkout's pytest.ini (--strict-markers needs them)."""
+    from sdbench.distribute.suite import SUITES
     from sdbench.pytest_plugin import SUITE_MARKERS
-    from sdbench.suite import SUITES
 
     assert set(SUITE_MARKERS) == set(SUITES)
 
 
 def test_run_pytest_in_a_checkout_keeps_the_callers_cwd(monkeypatch: pytest.MonkeyPatch) -> None:
-    from sdbench import suite
+    from sdbench.distribute import suite
 
     calls: list[tuple[list[str], dict[str, Any]]] = []
     monkeypatch.setattr(subprocess, "call", lambda cmd, **kw: calls.append((cmd, kw)) or 0)
@@ -70,7 +70,7 @@ def test_run_pytest_in_a_checkout_keeps_the_callers_cwd(monkeypatch: pytest.Monk
 
 def test_run_pytest_of_installed_suites_uses_no_config_and_writes_nothing_beside_them(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from sdbench import suite
+    from sdbench.distribute import suite
 
     suites = tmp_path / "site-packages" / "sdbench" / "benchmarks"
     suites.mkdir(parents=True)
@@ -163,7 +163,7 @@ def _check_wheel(tmp_path: Path, venv: Path) -> None:
 
     site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], env=env,
                      stdout_only=True).strip())
-    bpe = Path(_run([python, "-c", "from sdbench.tokenizer import find_clip_vocab_file as f; print(f())"], env=env,
+    bpe = Path(_run([python, "-c", "from sdbench.pipelines.tokenizer import find_clip_vocab_file as f; print(f())"], env=env,
                     stdout_only=True).strip())
     assert bpe == site / "clip" / "bpe_simple_vocab_16e6.txt.gz"
     assert hashlib.sha256(bpe.read_bytes()).hexdigest() == CLIP_BPE_SHA256

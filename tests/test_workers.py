@@ -1,4 +1,4 @@
-"""One worker per GPU (`sdbench.workers`): GPU lists, pinning, its verification, and the pool end to end.
+"""One worker per GPU (`sdbench.distribute.workers`): GPU lists, pinning, its verification, and the pool end to end.
 
 The pool runs on the CPU with `cpu` stand-ins for GPUs: the same sharding, streaming, merge, death
 and resume paths as on a GPU node. A worker is made to hang on a chosen point by a `sitecustomize`
@@ -22,10 +22,8 @@ import pytest
 from testsupport import FAST_RUNNER, tiny_plan
 
 from sdbench.case import Case
-from sdbench.errors import ConfigError, SdbenchError
-from sdbench.plan import Plan, shard_results_path
-from sdbench.records import read_records
-from sdbench.workers import (
+from sdbench.distribute.plan import Plan, shard_results_path
+from sdbench.distribute.workers import (
     EXIT_PINNING_MISMATCH,
     PinningCheck,
     Worker,
@@ -38,6 +36,8 @@ from sdbench.workers import (
     worker_command,
     worker_env,
 )
+from sdbench.errors import ConfigError, SdbenchError
+from sdbench.record.io import read_records
 
 UUIDS = ["GPU-aaaa0000-1111-2222-3333-444444444444", "GPU-bbbb0000-1111-2222-3333-444444444444",
          "GPU-cccc0000-1111-2222-3333-444444444444"]
@@ -51,10 +51,10 @@ _key, _value = os.environ.get("SDBENCH_TEST_HANG_KEY", ""), os.environ.get("SDBE
 _flag = os.environ.get("SDBENCH_TEST_HANG_FLAG", "")
 if _key and os.environ.get(_key) == _value and _flag and not os.path.exists(_flag):
     import time
-    import sdbench.bench
+    import sdbench.session
 
     _after = int(os.environ.get("SDBENCH_TEST_HANG_AFTER", "1"))
-    _measure = sdbench.bench.Bench.measure
+    _measure = sdbench.session.Bench.measure
     _calls = []
 
     def _hanging_measure(self, case, *args, **kwargs):
@@ -66,7 +66,7 @@ if _key and os.environ.get(_key) == _value and _flag and not os.path.exists(_fla
             time.sleep(3600)
         return _measure(self, case, *args, **kwargs)
 
-    sdbench.bench.Bench.measure = _hanging_measure
+    sdbench.session.Bench.measure = _hanging_measure
 '''
 
 

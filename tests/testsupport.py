@@ -9,8 +9,8 @@ from typing import NamedTuple
 
 from sdbench.case import Case
 from sdbench.cli import main
+from sdbench.distribute.plan import Plan
 from sdbench.gpu import SimulatedGpu
-from sdbench.plan import Plan
 
 FAST_PERIOD_S = 0.01
 # The fastest Runner settings that still measure: one to two rounds, no idle baseline, no FLOP count.

@@ -18,7 +18,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     """
     if "torch" not in sys.modules:
         return False
-    from sdbench.batching import is_out_of_memory as _is_oom
+    from sdbench.studies.batching import is_out_of_memory as _is_oom
 
     return _is_oom(exc)
 

@@ -16,7 +16,7 @@ Work
 ----
 A pipeline call is described to the device by a :class:`WorkProfile`: FLOPs, bytes moved and kernels
 of one text encoding, one UNet evaluation and one VAE decode (counted on the meta device by
-``sdbench.flops``). One piece of work takes, at reference clocks (top SM and memory clock)::
+``sdbench.pipelines.flops``). One piece of work takes, at reference clocks (top SM and memory clock)::
 
     compute_s = flop / (rate(dtype) * COMPUTE_EFFICIENCY)     # dense tensor rate (fp32: CUDA cores)
     memory_s  = bytes * DRAM_SHARE / (bandwidth * MEMORY_EFFICIENCY)

@@ -60,7 +60,7 @@ def datasheet_tflops(gpu_name: str, dtype: str) -> tuple[float, str] | None:
 
 
 def _cache_path() -> Any:
-    from sdbench.tokenizer import cache_root
+    from sdbench.pipelines.tokenizer import cache_root
 
     return cache_root() / "matmul-ceiling.json"
 
@@ -75,7 +75,7 @@ def _read_cache() -> dict[str, Any]:
 
 
 def _write_cache(doc: dict[str, Any]) -> None:
-    from sdbench.records import atomic_write_text
+    from sdbench.record.io import atomic_write_text
 
     try:
         atomic_write_text(_cache_path(), json.dumps(doc, indent=1, sort_keys=True) + "\n")
@@ -106,7 +106,7 @@ def matmul_ceiling(device: str, gpu: Any, dtype: str) -> Ceiling:
         if isinstance(cached, dict) and isinstance(cached.get("tflops"), (int, float)):
             return Ceiling(float(cached["tflops"]), "measured (cached)")
         try:
-            from sdbench.flops import measure_matmul_ceiling_tflops
+            from sdbench.pipelines.flops import measure_matmul_ceiling_tflops
 
             tflops = measure_matmul_ceiling_tflops(device, getattr(torch, _TORCH_DTYPES.get(dtype, "float16")))
         except Exception as exc:  # noqa: BLE001 - fall back to the datasheet, and say why

@@ -8,7 +8,7 @@ from typing import Any
 from sdbench.cli.args import add_case_arguments, number, positive_int
 from sdbench.settings import MAX_BATCH
 
-# A copy of sdbench.batching.CPU_DEFAULT_LIMIT for the help text (sdbench.batching imports torch;
+# A copy of sdbench.studies.batching.CPU_DEFAULT_LIMIT for the help text (sdbench.studies.batching imports torch;
 # tests/test_cli_help.py checks they match); the largest batch is the settings table's.
 CPU_DEFAULT_LIMIT = 8
 
@@ -44,6 +44,6 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the sweep or the search; print the table and the optima."""
-    from sdbench.batching import cmd_batch
+    from sdbench.studies.batching import cmd_batch
 
     return int(cmd_batch(args))

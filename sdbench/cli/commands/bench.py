@@ -36,6 +36,6 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the matrix flags, then run pytest on the suites (its exit code is returned)."""
-    from sdbench.suite import cmd_bench
+    from sdbench.distribute.suite import cmd_bench
 
     return cmd_bench(args)

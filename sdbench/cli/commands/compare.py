@@ -44,6 +44,6 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compare the files; 1 on a significant regression beyond --fail-on."""
-    from sdbench.compare import cmd_compare
+    from sdbench.output.compare import cmd_compare
 
     return int(cmd_compare(args))

@@ -27,7 +27,7 @@ from sdbench.errors import ConfigError
 from sdbench.output.tables import CaseClock, duration
 from sdbench.settings import SUITES
 
-DEFAULT_SUITE = "speed"  # sdbench.suite.DEFAULT_SUITE (tests/test_settings.py checks they match)
+DEFAULT_SUITE = "speed"  # sdbench.distribute.suite.DEFAULT_SUITE (tests/test_settings.py checks they match)
 
 
 def register(sub: Any) -> None:
@@ -60,7 +60,7 @@ def register(sub: Any) -> None:
 
 
 def _study_cases(args: argparse.Namespace, bench: Any, model: str) -> list[Any]:
-    from sdbench.schedulers import SCHEDULERS
+    from sdbench.spec.schedulers import SCHEDULERS
 
     base = case_kwargs(args)
     cases = []
@@ -79,7 +79,7 @@ def _study_cases(args: argparse.Namespace, bench: Any, model: str) -> list[Any]:
             cases.append(bench.case(model, **{**base, "height": side, "width": side}))
     elif args.scheduler_comparison:
         from sdbench.errors import SdbenchError
-        from sdbench.schedulers import check_available, get_scheduler_spec
+        from sdbench.spec.schedulers import check_available, get_scheduler_spec
 
         if args.schedulers:
             keys = args.schedulers.split(",")
@@ -197,7 +197,7 @@ def _save_partial(records: list[dict[str, Any]], planned: int, meta: dict[str, A
     """A study stopped by an error or Ctrl-C: the cases measured so far are written, marked incomplete."""
     if not records:
         return
-    from sdbench.records import export_metrics
+    from sdbench.record.io import export_metrics
 
     doc = {**meta, "environment": bench.environment, "status": f"incomplete: {len(records)} of {planned} cases ({why})"}
     targets = [Path(args.export_metrics)] if args.export_metrics else []
@@ -229,14 +229,14 @@ def run(args: argparse.Namespace) -> int:
     model = args.model or default_model(device)
     notes = (substitution_note(args.device),) if args.model is None and not device.startswith("cuda") else ()
     if args.benchmark:
-        from sdbench.suite import run_suite_from_generate
+        from sdbench.distribute.suite import run_suite_from_generate
 
         # The seed's default scheduler goes with the default model, except where schedulers are the axis.
         scheduler = default_scheduler(args) if args.benchmark_type != "scheduler_comparison" else args.scheduler
         return run_suite_from_generate(args, model=model, scheduler=scheduler, notes=notes)
-    from sdbench.bench import Bench
     from sdbench.cli.failures import is_out_of_memory, out_of_memory
-    from sdbench.records import ensure_writable, export_metrics
+    from sdbench.record.io import ensure_writable, export_metrics
+    from sdbench.session import Bench
 
     config = runner_config(args, device)
     bench = Bench(device=device, runner_config=config, gpu="open")

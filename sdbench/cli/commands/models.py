@@ -10,7 +10,7 @@ def list_models() -> str:
     """The model table (key, family, default resolution, steps, CFG, scheduler, prediction, spacing, hub repo)."""
     from tabulate import tabulate
 
-    from sdbench.models import MODELS
+    from sdbench.spec.models import MODELS
 
     rows = [[s.key, s.family, f"{s.default_resolution}", s.default_steps if not s.allowed_steps else f"{s.default_steps} ({'/'.join(map(str, s.allowed_steps))})",
              s.default_guidance, s.default_scheduler, s.prediction_type, s.scheduler_config.get("timestep_spacing", "leading"),

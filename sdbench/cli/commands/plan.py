@@ -32,9 +32,9 @@ def register(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the chosen action (`plan run` is the same shard run as `workers shard`)."""
     if args.plan_command == "run":
-        from sdbench.workers import cmd_workers_shard
+        from sdbench.distribute.workers import cmd_workers_shard
 
         return int(cmd_workers_shard(args))
-    from sdbench import plan
+    from sdbench.distribute import plan
 
     return int({"make": plan.cmd_plan_make, "merge": plan.cmd_plan_merge}[args.plan_command](args))

@@ -24,6 +24,6 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the fidelity fields; 1 with --fail-on-flag when the output changed beyond rounding."""
-    from sdbench.quality import cmd_quality
+    from sdbench.studies.quality import cmd_quality
 
     return int(cmd_quality(args))

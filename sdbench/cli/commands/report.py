@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
         return across_gpus(args)
     if args.input is None:
         raise ConfigError("input", None, "a sweep directory or results .jsonl file, or --across-gpus RESULTS...")
-    from sdbench.report import cmd_report
+    from sdbench.output.report import cmd_report
 
     return int(cmd_report(args))
 
@@ -70,7 +70,7 @@ def across_gpus(args: argparse.Namespace) -> int:
         raise ConfigError("confidence", args.confidence, reason="a probability strictly between 0 and 1")
     from tabulate import tabulate
 
-    from sdbench.crossgpu import build_study, write_study
+    from sdbench.analysis.crossgpu import build_study, write_study
 
     study = build_study(args.across_gpus, confidence=float(args.confidence), analysis_options={
         "confidence": float(args.confidence), "n_resamples": args.resamples, "seed": args.seed,

@@ -10,7 +10,7 @@ def list_schedulers() -> str:
     """The scheduler table (key, diffusers class, settings, description)."""
     from tabulate import tabulate
 
-    from sdbench.schedulers import SCHEDULERS
+    from sdbench.spec.schedulers import SCHEDULERS
 
     rows = [[s.key, s.class_name, ", ".join(f"{k}={v}" for k, v in s.settings.items()) or "-", s.description]
             for s in SCHEDULERS.values()]

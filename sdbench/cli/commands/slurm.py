@@ -8,8 +8,8 @@ from typing import Any
 
 def register(sub: Any) -> None:
     """Add `sdbench slurm` and its actions to the CLI's subparsers."""
-    # sdbench.slurm is a light module (no torch, no numpy): its presets are read from it directly.
-    from sdbench.slurm import DEFAULT_MAX_ARRAY_SIZE, PRESETS
+    # sdbench.distribute.slurm is a light module (no torch, no numpy): its presets are read from it directly.
+    from sdbench.distribute.slurm import DEFAULT_MAX_ARRAY_SIZE, PRESETS
 
     p = sub.add_parser("slurm", help="run a plan as a SLURM job array: render, submit, status, collect")
     ssub = p.add_subparsers(dest="slurm_command", metavar="ACTION", required=True)
@@ -52,7 +52,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen action: 1 when `collect` finds the study incomplete."""
-    from sdbench import slurm
+    from sdbench.distribute import slurm
 
     action = {"render": slurm.cmd_slurm_render, "submit": slurm.cmd_slurm_submit, "status": slurm.cmd_slurm_status,
               "collect": slurm.cmd_slurm_collect}[args.slurm_command]

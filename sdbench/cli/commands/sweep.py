@@ -9,9 +9,9 @@ from typing import Any
 from sdbench import settings
 from sdbench.cli.args import add_case_arguments, int_at_least, integer, number, positive_int
 
-# sdbench.sweep imports torch, and the help must not: the choices are the settings table's rows (which
-# SweepOptions checks against), the spec help texts copies of sdbench.sweep's. tests/test_cli_help.py checks
-# they match sdbench.sweep's ORDERS, PROFILING_MODES, GPU_TYPE_PRESETS, CLOCK_SPEC_HELP and POWER_SPEC_HELP.
+# sdbench.studies.dvfs imports torch, and the help must not: the choices are the settings table's rows (which
+# SweepOptions checks against), the spec help texts copies of sdbench.studies.dvfs's. tests/test_cli_help.py checks
+# they match sdbench.studies.dvfs's ORDERS, PROFILING_MODES, GPU_TYPE_PRESETS, CLOCK_SPEC_HELP and POWER_SPEC_HELP.
 ORDERS: tuple[str, ...] = tuple(settings.get("sweep.order").choice_list())
 PROFILING_MODES: tuple[str, ...] = tuple(settings.get("sweep.profiling_mode").choice_list())
 GPU_TYPES: tuple[str, ...] = tuple(settings.get("sweep.gpu_type").choice_list())
@@ -88,6 +88,6 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the sweep; 1 when a point failed."""
-    from sdbench.sweep import cmd_sweep
+    from sdbench.studies.dvfs import cmd_sweep
 
     return int(cmd_sweep(args))

@@ -37,7 +37,7 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen action: 1 when a run is incomplete, 3 when pinning does not match."""
-    from sdbench import workers
+    from sdbench.distribute import workers
 
     action = {"run": workers.cmd_workers_run, "shard": workers.cmd_workers_shard,
               "verify": workers.cmd_workers_verify}[args.workers_command]

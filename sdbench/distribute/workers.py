@@ -3,7 +3,7 @@
 `run_on_gpus(plan, ["0", "1"], out)` starts one `sdbench workers shard` process per GPU, each with
 `CUDA_VISIBLE_DEVICES` pinned to its GPU (by UUID where NVML can name it, so CUDA's and NVML's device
 orders cannot disagree) and `--device cuda:0`. Every worker appends a flushed record per finished
-point to its own `results-shardIIII-of-NNNN.jsonl` (`sdbench.plan.execute`), so a worker that dies
+point to its own `results-shardIIII-of-NNNN.jsonl` (`sdbench.distribute.plan.execute`), so a worker that dies
 loses at most its point in flight and the others go on; running the same command again resumes.
 At the end the shard files are merged into one `results.jsonl` and each shard's done, failed and
 missing points are reported.
@@ -156,7 +156,7 @@ def run_shard(plan_path: str | os.PathLike[str], index: int, count: int, output_
     different number of GPUs measures nothing twice.
     """
     from sdbench.case import resolve_device
-    from sdbench.plan import Plan, PlanPoint, done_point_ids, execute, shard_results_path
+    from sdbench.distribute.plan import Plan, PlanPoint, done_point_ids, execute, shard_results_path
 
     plan = Plan.load(plan_path)
     check_no_gpu_settings(plan)
@@ -543,7 +543,7 @@ def run_on_gpus(plan_path: str | os.PathLike[str], gpus: str | Sequence[str], ou
     never waited on by the others. With `merge`, all shard files in `output_dir` are merged into
     `results.jsonl` (one record per point).
     """
-    from sdbench.plan import Plan, merge_results
+    from sdbench.distribute.plan import Plan, merge_results
 
     plan = Plan.load(plan_path)  # validate before starting anything
     check_no_gpu_settings(plan)
@@ -608,7 +608,7 @@ def add_shard_command(sub: Any, name: str, help_text: str) -> None:
 
 
 def cmd_workers_shard(args: Any) -> int:
-    from sdbench.plan import parse_shard
+    from sdbench.distribute.plan import parse_shard
 
     index, count = parse_shard(args.shard)
     return run_shard(args.plan, index, count, args.output_dir, device=args.device, resume=not args.no_resume,

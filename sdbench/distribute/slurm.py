@@ -159,8 +159,8 @@ def default_results_dir(plan_path: str | os.PathLike[str]) -> Path:
 def render_script(plan_path: str | os.PathLike[str], options: SlurmOptions | None = None) -> str:
     """The sbatch job-array script for `plan_path` (see the module docstring for the guarantees)."""
     from sdbench import __version__
-    from sdbench.plan import Plan
-    from sdbench.workers import check_no_gpu_settings
+    from sdbench.distribute.plan import Plan
+    from sdbench.distribute.workers import check_no_gpu_settings
 
     opts = validate(options or SlurmOptions())
     plan_file = Path(plan_path).expanduser().absolute()
@@ -307,7 +307,7 @@ def submit(script: str | os.PathLike[str], *, array: str | None = None, run: Run
     Refuses if the plan changed since the script was rendered: shard i of N must mean the same points
     for every task of a study, resubmissions included.
     """
-    from sdbench.plan import Plan
+    from sdbench.distribute.plan import Plan
 
     info = read_script_info(script)
     plan = Plan.load(info["plan"])
@@ -455,8 +455,8 @@ class StudyStatus:
 
 def study_status(results_dir: str | os.PathLike[str], *, run: Runner = _run) -> StudyStatus:
     """Done/running/pending/failed/missing per shard, from the results files and `scontrol`."""
-    from sdbench.plan import Plan
-    from sdbench.workers import shard_status
+    from sdbench.distribute.plan import Plan
+    from sdbench.distribute.workers import shard_status
 
     state = load_state(results_dir)
     plan = Plan.load(state["plan"])
@@ -525,8 +525,8 @@ def collect(results_dir: str | os.PathLike[str], *, resubmit: bool = False, run:
     Only the array tasks owning failed or missing shards are resubmitted (`--array=i,j`), never those
     still pending or running; they resume from their shard files, so nothing is measured twice.
     """
-    from sdbench.plan import merge_results
-    from sdbench.workers import shard_files
+    from sdbench.distribute.plan import merge_results
+    from sdbench.distribute.workers import shard_files
 
     status = study_status(results_dir, run=run)
     files = shard_files(results_dir)
@@ -592,7 +592,7 @@ def cmd_slurm_collect(args: Any) -> int:
 
 def build_parser(sub: Any) -> None:
     """`sdbench slurm render|submit|status|collect`, and `sdbench workers` (the per-GPU runner)."""
-    from sdbench import workers
+    from sdbench.distribute import workers
 
     p = sub.add_parser("slurm", help="run a plan as a SLURM job array: render, submit, status, collect")
     ssub = p.add_subparsers(dest="slurm_command", metavar="ACTION", required=True)

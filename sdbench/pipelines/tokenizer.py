@@ -271,7 +271,7 @@ def prompt_token_fields(pipe: Any, prompt: str) -> dict[str, Any]:
     compute and changes no image. SDXL's two tokenizers share one vocabulary and context; the refiner
     has only the second. Without a tokenizer the fields are None with `prompt_tokens_reason`.
     """
-    from sdbench.pipelines import TOKEN_LENGTH_LOGGER, TOKEN_LENGTH_MESSAGE, drop_log_messages
+    from sdbench.pipelines.build import TOKEN_LENGTH_LOGGER, TOKEN_LENGTH_MESSAGE, drop_log_messages
 
     tokenizer = getattr(pipe, "tokenizer", None) or getattr(pipe, "tokenizer_2", None)
     if tokenizer is None:

@@ -1,17 +1,17 @@
 """DVFS and power-limit sweeps: `sdbench sweep`, and the library behind it.
 
 A sweep measures one case at a grid of GPU settings (SM clock, memory clock, power limit) and
-writes clean records for the analysis (``sdbench.analysis``) and reports (``sdbench.report``):
+writes clean records for the analysis (``sdbench.analysis.dvfs``) and reports (``sdbench.output.report``):
 
 1. The grid comes from the device (``nvmlDeviceGetSupportedGraphicsClocks`` and the memory and
    power-limit constraints), picked by a spec: ``every:N``, ``range:MIN-MAX[:N]``, ``list:A,B``,
    ``count:N`` or ``all``. Values are validated against the device's own list; nothing is
    hard-coded. ``--gpu-type`` and ``--profiling-mode`` are conveniences that choose a spec.
-2. The plan (``plan.json``, a :class:`sdbench.plan.Plan`) is written first: points in randomised
+2. The plan (``plan.json``, a :class:`sdbench.distribute.plan.Plan`) is written first: points in randomised
    (seeded, recorded), interleaved or descending order, in blocks of one pass per repeat, with the
    default clock (``role: default-clock``: nothing locked) measured at the start, every
    ``default_every`` points, and at the end, so drift over the sweep (heat, other tenants) shows.
-3. Execution (:func:`sdbench.plan.execute`) appends one record per finished point to
+3. Execution (:func:`sdbench.distribute.plan.execute`) appends one record per finished point to
    ``results.jsonl``; ``--resume`` skips points already there. Before each point: an idle gap and a
    cooldown until the GPU is within ``cooldown_c`` of its starting idle temperature. Each point's
    settings are locked by a :class:`~sdbench.gpu.clocks.ClockController`, the point is measured by
@@ -52,7 +52,7 @@ from typing import Any
 
 from sdbench import settings
 from sdbench.case import Case
-from sdbench.dcgm import ActivityMonitor
+from sdbench.distribute.plan import Plan, PlanPoint, execute
 from sdbench.errors import ConfigError, SdbenchError
 from sdbench.gpu.base import GpuDevice, GpuNoPermission, GpuNotSupported
 from sdbench.gpu.clock import WALL_CLOCK
@@ -63,7 +63,7 @@ from sdbench.gpu.clocks import (
     current_settings,
     validate_clock_mhz,
 )
-from sdbench.plan import Plan, PlanPoint, execute
+from sdbench.gpu.dcgm import ActivityMonitor
 from sdbench.record.io import (
     ResultsWriteError,
     ensure_writable,
@@ -391,7 +391,7 @@ class SweepOptions:
     idle_gap_s: float = 2.0
     read_only: bool = False
     clock_command: list[str] | None = None
-    activity: str = "auto"  # activity counter backend (sdbench.dcgm)
+    activity: str = "auto"  # activity counter backend (sdbench.gpu.dcgm)
     retries: int = 1
 
     def __post_init__(self) -> None:
@@ -553,7 +553,7 @@ class ClockedBench:
     the ``activity_*`` means cover the measured windows only.
 
     Anything else (``gpu``, ``device``, ``pipeline``, ``runner``) is the wrapped Bench's, so this
-    can stand in for the Bench of :func:`sdbench.plan.execute` and of the pytest fixtures.
+    can stand in for the Bench of :func:`sdbench.distribute.plan.execute` and of the pytest fixtures.
     """
 
     def __init__(self, bench: Any, controller: ClockController, *, retries: int = 1,
@@ -706,14 +706,14 @@ def default_clock_checks(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     ``time_drift_rel`` / ``energy_drift_rel``: ``max / min - 1`` of the re-measurements' medians.
     ``drift_significant``, ``drift_verdict``, ``drift_test`` and ``comparisons`` come from
-    :func:`sdbench.analysis.default_drift_check` on the per-round samples (the same test the report
+    :func:`sdbench.analysis.dvfs.default_drift_check` on the per-round samples (the same test the report
     uses). When it drifted, ``drift_after_order_index`` is the ``sweep_order_index`` of the last
     re-measurement that agreed with the first, and ``drift_flagged_point_ids`` the sweep points
     (role ``point``) measured after it.
     """
     import numpy as np
 
-    from sdbench.analysis import default_drift_check
+    from sdbench.analysis.dvfs import default_drift_check
 
     ok = [r for r in records if r.get("point_status") == "ok"]
     defaults = sorted((r for r in ok if r.get("point_role") == ROLE_DEFAULT), key=lambda r: r.get("sweep_order_index", 0))
@@ -1034,9 +1034,9 @@ def summary_lines(meta: dict[str, Any]) -> list[str]:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run `sdbench sweep`."""
-    from sdbench.bench import Bench
     from sdbench.case import resolve_device
     from sdbench.cli import _case_kwargs, _default_model, _runner_config
+    from sdbench.session import Bench
 
     if args.gpus:
         return _sweep_per_gpu(args)
@@ -1094,7 +1094,7 @@ def _sweep_per_gpu(args: argparse.Namespace) -> int:
     Each GPU gets the whole grid (sharding clock points across GPUs would confound clock with card);
     each process locks, verifies and restores its own GPU's clocks.
     """
-    from sdbench.workers import run_command_per_gpu, strip_options
+    from sdbench.distribute.workers import run_command_per_gpu, strip_options
 
     base = strip_options(args.argv, ["--gpus", "--output-dir", "--device", "--state-file"])
 

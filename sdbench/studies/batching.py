@@ -40,7 +40,7 @@ from sdbench.errors import ConfigError, SdbenchError
 from sdbench.record.schema import metric_stats
 
 if TYPE_CHECKING:
-    from sdbench.bench import Bench
+    from sdbench.session import Bench
 
 T = TypeVar("T")
 
@@ -253,7 +253,7 @@ class PipelineProbe:
         return self.case.with_(batch_size=batch_size)
 
     def __call__(self, batch_size: int) -> ProbeResult:
-        from sdbench.pipelines import set_scheduler
+        from sdbench.pipelines.build import set_scheduler
 
         case = self.case_for(batch_size)
         built, applied = self.bench.pipeline(case)
@@ -895,10 +895,10 @@ def cmd_batch(args: argparse.Namespace) -> int:
     import datetime as dt
     import sys
 
-    from sdbench.bench import Bench
     from sdbench.case import resolve_device
     from sdbench.cli import _case_kwargs, _default_model, _progress_printer, _runner_config
-    from sdbench.records import export_metrics
+    from sdbench.record.io import export_metrics
+    from sdbench.session import Bench
 
     if args.limit is not None and not args.max_batch:
         raise ConfigError("limit", args.limit, "only together with --max-batch")

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from sdbench.analysis import (
+from sdbench.analysis.dvfs import (
     SETTING_FIELDS,
     _num,
     is_default_record,
@@ -564,7 +564,7 @@ class PowerModelResult:
         return out
 
     def markdown(self, heading_level: int = 2) -> str:
-        from sdbench.analysis import markdown_table
+        from sdbench.analysis.dvfs import markdown_table
 
         h = "#" * heading_level
         out = [f"{h} Power and runtime models", ""]

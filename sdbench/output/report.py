@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from sdbench.analysis import (
+from sdbench.analysis.dvfs import (
     OBJECTIVES,
     SETTING_NAMES,
     SETTING_UNITS,
@@ -300,7 +300,7 @@ def _representative(a: SweepAnalysis) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _first_record(a: SweepAnalysis, p: PointStats) -> dict[str, Any] | None:
-    from sdbench.analysis import is_default_record, record_settings
+    from sdbench.analysis.dvfs import is_default_record, record_settings
 
     for rec in a.records:
         if rec.get("point_status") not in (None, "ok"):
@@ -558,7 +558,7 @@ def generate_report(
 
 def _power_model(records: list[dict[str, Any]], meta: Mapping[str, Any], out: Path, n_folds: int,
                  result: ReportResult) -> None:
-    from sdbench.powermodel import feature_rows, fit_power_models, write_features
+    from sdbench.analysis.powermodel import feature_rows, fit_power_models, write_features
 
     rows = feature_rows(records, meta)
     if not rows:

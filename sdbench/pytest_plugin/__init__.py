@@ -99,7 +99,7 @@ def _check_options(config: pytest.Config) -> None:
         setattr(config.option, option.lstrip("-").replace("-", "_"), value)
     shard = values.get("--sd-shard")
     if shard:
-        from sdbench.plan import parse_shard
+        from sdbench.distribute.plan import parse_shard
 
         try:
             parse_shard(shard)
@@ -253,8 +253,8 @@ def legacy_storage_slug(device: str) -> str:
 @functools.lru_cache(maxsize=8)
 def gpu_identity(device: str) -> dict[str, Any]:
     """GPU name, UUID, driver and clock/power settings of `device` (read-only NVML; asked once per device)."""
-    from sdbench.bench import open_gpu_for
-    from sdbench.environment import software_versions
+    from sdbench.record.environment import software_versions
+    from sdbench.session import open_gpu_for
 
     ident: dict[str, Any] = {"compute_device": device, **{k: v for k, v in software_versions().items()
                                                           if k in ("torch", "diffusers", "cuda_runtime")}}
@@ -316,7 +316,7 @@ def _int_or_default(axis: str, value: Any) -> int | None:
 
 def _resolution(value: Any, model: str) -> int | None:
     """A side in px, 'default', or 'xF' (F times the model's default side, rounded to a multiple of 8)."""
-    from sdbench.models import get_model
+    from sdbench.spec.models import get_model
 
     if isinstance(value, str) and value.startswith("x"):
         try:
@@ -331,7 +331,7 @@ def _resolution(value: Any, model: str) -> int | None:
 def build_cases(matrix: dict[str, list[Any]], device: str) -> list[Any]:
     """Every valid combination of the matrix as Cases (model defaults fill 'default' entries)."""
     from sdbench.case import Case
-    from sdbench.schedulers import SCHEDULERS
+    from sdbench.spec.schedulers import SCHEDULERS
 
     cases = []
     for model in matrix["models"]:
@@ -426,7 +426,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         raise pytest.UsageError("sdbench matrix: " + "; ".join(errors))
     shard = config.getoption("--sd-shard")
     if shard:
-        from sdbench.plan import parse_shard
+        from sdbench.distribute.plan import parse_shard
 
         try:
             index, count = parse_shard(shard)
@@ -519,7 +519,7 @@ class SessionState:
     @property
     def bench(self) -> Any:
         if self._bench is None:
-            from sdbench.bench import Bench
+            from sdbench.session import Bench
 
             sd: SdConfig = self.config._sdbench  # type: ignore[attr-defined]
             self._bench = Bench(device=sd.device, runner_config=self.runner_config(sd.device))
@@ -800,7 +800,7 @@ def sd_device(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def sd_pipeline(sd_bench: Any, sd_case: Any) -> Any:
     """The warm diffusers pipeline for the current case, with the case's scheduler in place."""
-    from sdbench.pipelines import set_scheduler
+    from sdbench.pipelines.build import set_scheduler
 
     built, _applied = sd_bench.pipeline(sd_case)
     set_scheduler(built.pipe, sd_case.scheduler)
@@ -886,7 +886,7 @@ def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -
 
 def keep_and_report(benchmark: Any, state: SessionState, record: dict[str, Any]) -> None:
     """Replay the record's per-round times into pytest-benchmark and attach the record as extra_info."""
-    from sdbench.records import json_safe
+    from sdbench.record.io import json_safe
 
     samples = record.get("time_per_image_s_samples") or []
     if samples:
@@ -1048,7 +1048,7 @@ def pytest_terminal_summary(terminalreporter: Any, exitstatus: int, config: pyte
 def _compare_at_end(config: pytest.Config, state: SessionState, baseline: str) -> int:
     import tempfile
 
-    from sdbench.compare import compare_files, parse_fail_on
+    from sdbench.output.compare import compare_files, parse_fail_on
     from sdbench.record.io import ResultsWriter
 
     fail_on = parse_fail_on(config.getoption("--sd-compare-fail")) if config.getoption("--sd-compare-fail") else {}

@@ -8,7 +8,7 @@ the run measures with, torch's view of a CUDA device without NVML, a simulated c
 function of that description and the case, so "bf16 on a V100 is refused" is tested on any machine
 (``simulated:v100``), and a plan or a sweep that names its card can be checked when it is made.
 
-The rules (:func:`check_case`; the knob rules are :func:`sdbench.optimize.check_supported`):
+The rules (:func:`check_case`; the knob rules are :func:`sdbench.pipelines.optimize.check_supported`):
 
 =====================================  ===================================================================
 what                                   refused when
@@ -213,7 +213,7 @@ def memory_lower_bound(model: str, height: int, width: int, batch_size: int, cfg
     """Bytes the case needs at least on the device, whatever the kernels do.
 
     * weights: every parameter of the pipeline in ``dtype`` (counted on the meta device by
-      :func:`sdbench.pipelines.pipeline_weight_bytes`); 1 byte each with fp8 (no weight is smaller);
+      :func:`sdbench.pipelines.build.pipeline_weight_bytes`); 1 byte each with fp8 (no weight is smaller);
       none with CPU offload (the resident part is not counted).
     * UNet step: its first ResNet block holds its input (``block_out_channels[0]`` channels at latent
       resolution, for the UNet batch: twice the images with CFG) while its first convolution writes
@@ -227,8 +227,8 @@ def memory_lower_bound(model: str, height: int, width: int, batch_size: int, cfg
     Not counted, so the real peak lies above: every other live tensor, attention scores, the CUDA
     context and allocator fragmentation, the text encoders' activations.
     """
-    from sdbench.models import get_model
-    from sdbench.pipelines import pipeline_weight_bytes
+    from sdbench.pipelines.build import pipeline_weight_bytes
+    from sdbench.spec.models import get_model
 
     spec = get_model(model)
     element = _DTYPE_BYTES[dtype]
@@ -275,7 +275,7 @@ class WillNotFit(OutOfMemory):
 
 def _memory_remedies(case: Case, k: Any, cap: DeviceCapability) -> list[str]:
     """What else lowers the bound, among what this card can run."""
-    from sdbench.optimize import _dtype_problem
+    from sdbench.pipelines.optimize import _dtype_problem
 
     out = [flag for flag, on in (("--vae-slicing", k.vae_slicing), ("--vae-tiling", k.vae_tiling)) if not on]
     if case.dtype == "fp32":
@@ -293,7 +293,7 @@ def check_memory(case: Case, capability: DeviceCapability) -> MemoryEstimate | N
     total = capability.memory_total_bytes
     if total is None:
         return None
-    from sdbench.optimize import resolve_knobs
+    from sdbench.pipelines.optimize import resolve_knobs
 
     k = resolve_knobs(case.profile, case.knobs)
 
@@ -331,7 +331,7 @@ def check_case(case: Case, capability: DeviceCapability | None = None, *, gpu: A
     memory that certainly does not fit raises :class:`WillNotFit` (exit code 4). Called by
     ``Bench.pipeline`` before anything is built, and usable wherever a case and its card are known.
     """
-    from sdbench.optimize import check_supported
+    from sdbench.pipelines.optimize import check_supported
 
     cap = capability if capability is not None else device_capability(case.device, gpu)
     check_supported(case.dtype, case.attention, case.offload, cap, case.profile, case.knobs)

@@ -15,7 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
 
-from sdbench.models import ModelSpec, get_model
+from sdbench.spec.models import ModelSpec, get_model
 
 MAX_SEQ = 77
 
@@ -85,7 +85,7 @@ def count_work(model: str, height: int, width: int, batch_size: int, cfg: bool) 
     """FLOPs of `model`'s UNet (one evaluation), VAE decode and text encoding at this shape."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from sdbench.pipelines import _text_encoder
+    from sdbench.pipelines.build import _text_encoder
 
     spec: ModelSpec = get_model(model)
     factor = spec.vae_scale_factor

@@ -16,15 +16,15 @@ from typing import Any
 
 import torch
 
-from sdbench.capability import (
+from sdbench.errors import ConfigError, SdbenchError
+from sdbench.pipelines.build import quiet_call_context
+from sdbench.pipelines.capability import (
     BF16_MIN_CAPABILITY,
     CPU,
     FLASH_MIN_CAPABILITY,
     FP8_MIN_CAPABILITY,
     DeviceCapability,
 )
-from sdbench.errors import ConfigError, SdbenchError
-from sdbench.pipelines import quiet_call_context
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 _CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
@@ -183,11 +183,11 @@ def check_supported(dtype: str, attention: str, offload: str, capability: Device
     """Refuse, with one clear error and before anything is built, what the device cannot run.
 
     A pure function of the case's settings and ``capability`` (the device the run uses, real or simulated:
-    :func:`sdbench.capability.device_capability`; None: the CPU). Refused: bf16 below compute capability
+    :func:`sdbench.pipelines.capability.device_capability`; None: the CPU). Refused: bf16 below compute capability
     8.0, fp8 (profile ``fp8``, knobs ``fp8_unet``/``fp8_rowwise``) below 8.9, flash or cuDNN attention below
     8.0 or without a GPU, memory-efficient SDPA, xformers and CPU offload without CUDA kernels, and CPU
     offload with a CUDA-graph profile. Each :class:`ConfigError` names the field, the value, the card and
-    what is allowed there. Memory is :func:`sdbench.capability.check_memory`'s.
+    what is allowed there. Memory is :func:`sdbench.pipelines.capability.check_memory`'s.
     """
     cap = capability if capability is not None else CPU
     k = resolve_knobs(profile, knobs)
@@ -282,7 +282,7 @@ def compile_cache_dir() -> Path:
     cache between tools; torch's own default (a per-user folder under /tmp) does not.
     """
     from sdbench import USER_INDUCTOR_CACHE_DIR
-    from sdbench.tokenizer import cache_root
+    from sdbench.pipelines.tokenizer import cache_root
 
     return Path(USER_INDUCTOR_CACHE_DIR or cache_root() / "inductor")
 
@@ -317,7 +317,7 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
     if k.fuse_qkv:
         pipe.fuse_qkv_projections()
     if k.fp8_unet:
-        from sdbench import fp8
+        from sdbench.pipelines.build import fp8
 
         _check_fp8(device)
         scaling = "row-wise" if k.fp8_rowwise else "per-tensor"

@@ -178,7 +178,7 @@ def check_runner_settings(runner: dict[str, Any], device: str = "auto") -> None:
 def offline_capability(device: str) -> Any:
     """What is known of `device` without touching it: the CPU, a simulated card's published figures, or a
     CUDA device with unknown figures (its rules that need them are checked where it runs)."""
-    from sdbench.capability import CPU, DeviceCapability, device_capability
+    from sdbench.pipelines.capability import CPU, DeviceCapability, device_capability
 
     if device.startswith("cuda"):
         return DeviceCapability(device, f"{device} (its figures are read where the plan runs)", None, None, False,
@@ -187,10 +187,10 @@ def offline_capability(device: str) -> Any:
 
 
 def check_cases_offline(cases: Iterable[Case]) -> None:
-    """The capability rules (sdbench.capability.check_case) of every case against its device as known without
+    """The capability rules (sdbench.pipelines.capability.check_case) of every case against its device as known without
     it: bf16 or fp8 on a card without them, flash attention or offload on the CPU, offload with CUDA graphs,
     memory that certainly does not fit a simulated card (WillNotFit, exit 4)."""
-    from sdbench.capability import check_case
+    from sdbench.pipelines.capability import check_case
 
     seen: set[str] = set()
     for case in cases:
@@ -273,8 +273,8 @@ def execute(plan: Plan, points: list[PlanPoint], results_path: str | os.PathLike
     way than the file's finished records is refused (ConfigError), never appended. A results file that cannot
     be written stops the run (`ResultsWriteError`; the records before it are intact).
     """
-    from sdbench.bench import Bench
     from sdbench.runner import RunnerConfig
+    from sdbench.session import Bench
 
     results_path = Path(results_path)
     writer = ResultsWriter(results_path)

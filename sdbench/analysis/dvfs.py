@@ -280,7 +280,7 @@ def default_drift_check(remeasurements: Sequence[Mapping[str, Any]], *, alpha: f
 
     Each entry maps ``"time_per_image_s"`` and optionally ``"energy_per_image_j"`` to its per-round
     values (a sequence or array; one value when the record has no samples). See :class:`DriftCheck`.
-    Used by the analysis and by the sweep's own summary (``sdbench.sweep.default_clock_checks``).
+    Used by the analysis and by the sweep's own summary (``sdbench.studies.dvfs.default_clock_checks``).
     """
     test = (f"Welch t-test on log per-round values, each re-measurement against the first; family-wise "
             f"alpha {alpha:g} (Bonferroni), and a change above {100 * min_rel:g} %")
@@ -1693,7 +1693,7 @@ def synthetic_sweep_records(
             memory_share = m_fraction * mem_max / fm / scale
             # Counter sampling noise keeps fp and DRAM activity from being exactly collinear, as on hardware.
             jitter = 1.0 + noise_rel * rng.standard_normal(3)
-            # Named as a sweep's records name them (sdbench.dcgm: activity_<counter>_mean over the windows).
+            # Named as a sweep's records name them (sdbench.gpu.dcgm: activity_<counter>_mean over the windows).
             rec.update({"activity_status": "simulated", "activity_sm_active_mean": 1.0,
                         "activity_tensor_active_mean": 0.8 * compute_share * jitter[0],
                         "activity_fp16_active_mean": 0.15 * compute_share * jitter[1],

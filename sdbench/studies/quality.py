@@ -46,7 +46,7 @@ from sdbench.case import Case
 from sdbench.errors import ConfigError, SdbenchError
 
 if TYPE_CHECKING:
-    from sdbench.bench import Bench
+    from sdbench.session import Bench
 
 QUALITY_NOTE_SYNTHETIC = ("synthetic weights: fidelity to the fp32 reference is measured, but image quality is "
                           "meaningless (the images are noise-like, not content)")
@@ -115,7 +115,7 @@ def initial_noise(pipe: Any, case: Case, generator: torch.Generator) -> torch.Te
     """
     from diffusers.utils.torch_utils import randn_tensor
 
-    from sdbench.pipelines import torch_dtype
+    from sdbench.pipelines.build import torch_dtype
 
     scale = pipe.vae_scale_factor
     shape = (case.batch_size, pipe.unet.config.in_channels, case.height // scale, case.width // scale)
@@ -133,7 +133,7 @@ def pipeline_outputs(pipe: Any, case: Case,
     place first, as the Runner does. Text-to-image starts from `initial_noise`; img2img (the refiner)
     noises the seeded `synthetic_init_image` with the pipeline's own draw.
     """
-    from sdbench.pipelines import set_scheduler
+    from sdbench.pipelines.build import set_scheduler
 
     overrides = {"timestep_spacing": case.timestep_spacing} if case.timestep_spacing else None
     set_scheduler(pipe, case.scheduler, overrides)
@@ -431,10 +431,10 @@ def build_parser(sub: Any) -> None:
 def cmd_quality(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
-    from sdbench.bench import Bench
     from sdbench.case import resolve_device
     from sdbench.cli import _case_kwargs, _default_model, _runner_config
-    from sdbench.records import to_json
+    from sdbench.record.io import to_json
+    from sdbench.session import Bench
 
     device = resolve_device(args.device)
     # Fidelity needs no energy meter, so no NVML device is opened.

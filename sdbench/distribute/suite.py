@@ -48,7 +48,7 @@ def benchmarks_dir() -> Path:
     except (ImportError, ValueError):
         spec = None
     found = [Path(p) for p in (spec.submodule_search_locations or [])] if spec is not None else []
-    candidates = [*found, Path(__file__).resolve().parent.parent / "benchmarks"]
+    candidates = [*found, Path(__file__).resolve().parents[2] / "benchmarks"]
     for candidate in candidates:
         if (candidate / "test_speed.py").is_file():
             return candidate.resolve()
@@ -256,8 +256,8 @@ def _bench_per_gpu(args: argparse.Namespace, suites: list[str] | None, extra: li
     """`--gpus`: the suite's cases dealt round-robin to one pinned pytest per GPU, each started as `run_pytest`
     starts one (same command, the caller's cwd). Each worker writes its own results folder under the run's
     (`shards/shardI-of-N/`); their records are merged into the run's records.jsonl (and --results)."""
-    from sdbench.records import ResultsWriter, read_records
-    from sdbench.workers import parse_gpus, run_command_per_gpu
+    from sdbench.distribute.workers import parse_gpus, run_command_per_gpu
+    from sdbench.record.io import ResultsWriter, read_records
 
     count = len(parse_gpus(args.gpus))
     results = Path(args.results).resolve() if args.results else None
@@ -313,7 +313,7 @@ def _write_merged_folder(folder: Path, records: list[dict[str, Any]], count: int
         status_in,
         summary_markdown,
     )
-    from sdbench.records import ResultsWriter
+    from sdbench.record.io import ResultsWriter
 
     writer = ResultsWriter(folder / "records.jsonl")
     for rec in records:

@@ -1,7 +1,7 @@
 """The model registry: every supported Stable Diffusion variant with its real architecture and defaults.
 
 The architecture configs are those of the published checkpoints (same layer shapes, so the same
-parameter count, FLOPs and memory); `sdbench.weights` fills them with synthetic weights when the real
+parameter count, FLOPs and memory); `sdbench.spec.weights` fills them with synthetic weights when the real
 ones are absent. Tiny variants of each architecture family serve CPU tests and the embedded default.
 """
 

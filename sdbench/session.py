@@ -7,13 +7,13 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from sdbench.capability import check_case
 from sdbench.case import Case, resolve_device
-from sdbench.environment import environment
 from sdbench.errors import ConfigError
 from sdbench.measure.ceiling import Ceiling, matmul_ceiling
-from sdbench.optimize import Applied, apply
-from sdbench.pipelines import BuiltPipeline, PipelineCache, PipelineKey, build_pipeline
+from sdbench.pipelines.build import BuiltPipeline, PipelineCache, PipelineKey, build_pipeline
+from sdbench.pipelines.capability import check_case
+from sdbench.pipelines.optimize import Applied, apply
+from sdbench.record.environment import environment
 from sdbench.runner import Measurement, Runner, RunnerConfig
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class Bench:
                                              else "no FLOP count for this case (count_flops off)")
         rec.update(applied.as_dict())
         # The pipeline's warnings about a cut prompt are silenced; the record says it instead.
-        from sdbench.tokenizer import prompt_token_fields
+        from sdbench.pipelines.tokenizer import prompt_token_fields
 
         rec.update(prompt_token_fields(built.pipe, case.prompt))
         if not case.compute_device.startswith("cuda"):

@@ -18,15 +18,15 @@ from typing import Any
 import torch
 
 from sdbench.errors import ConfigError, SdbenchError
-from sdbench.models import ModelSpec, get_model
-from sdbench.schedulers import (
+from sdbench.spec.models import ModelSpec, get_model
+from sdbench.spec.schedulers import (
     SCHEDULERS,
     check_available,
     get_scheduler_spec,
     make_scheduler,
     model_scheduler_config,
 )
-from sdbench.weights import WeightSource, fill_synthetic_, hub_file, resolve_auto, resolve_hub_snapshot
+from sdbench.spec.weights import WeightSource, fill_synthetic_, hub_file, resolve_auto, resolve_hub_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ def build_synthetic_components(spec: ModelSpec, dtype: torch.dtype, device: torc
     """Every component of `spec`'s pipeline, in its real architecture, with seeded synthetic weights."""
     from diffusers import AutoencoderKL, UNet2DConditionModel
 
-    from sdbench.tokenizer import build_clip_tokenizer
+    from sdbench.pipelines.tokenizer import build_clip_tokenizer
 
     device = torch.device(device)
     with torch.device("meta"):

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from sdbench.errors import ConfigError, WeightsNotFoundError
-from sdbench.models import ModelSpec
+from sdbench.spec.models import ModelSpec
 
 WEIGHT_KINDS = ("auto", "synthetic", "hub", "local")
 

@@ -1,0 +1,1 @@
+"""How runs are launched: plans, per-GPU workers, SLURM arrays and the pytest suite runner."""

@@ -1,0 +1,1 @@
+"""Study logic (DVFS sweeps, batch-size scaling, quality): what to measure and in which order; no argparse."""
