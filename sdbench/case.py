@@ -20,6 +20,7 @@ from sdbench.settings import (
     MIN_SIDE_PX,
     OFFLOAD_MODES,
 )
+from sdbench.spec.devices import is_simulated_device, parse_simulated_device
 from sdbench.spec.models import MODELS, get_model
 from sdbench.spec.schedulers import SCHEDULERS, get_scheduler_spec
 from sdbench.spec.weights import WeightSource
@@ -39,11 +40,6 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def is_simulated_device(value: Any) -> bool:
-    """``simulated`` or ``simulated:CARD[:key=value...]``: CPU compute measured on a simulated GPU."""
-    return isinstance(value, str) and (value == "simulated" or value.startswith("simulated:"))
-
-
 def resolve_device(value: str) -> str:
     """`auto` becomes `cuda:0` when a CUDA GPU is visible, else `cpu`; bad values raise ConfigError."""
     import torch
@@ -53,8 +49,6 @@ def resolve_device(value: str) -> str:
     if value == "cpu":
         return value
     if is_simulated_device(value):
-        from sdbench.gpu.simulated import parse_simulated_device
-
         parse_simulated_device(value)  # a bad card or option is an error now, naming what is allowed
         return value
     if value == "cuda" or (value.startswith("cuda:") and value[5:].isdigit()):
@@ -129,7 +123,7 @@ class Case:
         get_scheduler_spec(self.scheduler)
         for name in _TABLE_FIELDS:
             settings.check(f"case.{name}", getattr(self, name))
-        from sdbench.pipelines.optimize import canonical_knobs
+        from sdbench.spec.profiles import canonical_knobs
 
         if self.knobs != canonical_knobs(self.knobs):
             # frozen dataclass: store the canonical spelling so equal settings give equal ids

@@ -95,7 +95,7 @@ def _scheduler_names() -> list[str]:
 
 
 def _profile_names() -> list[str]:
-    from sdbench.pipelines.optimize import PROFILES  # imports torch: only when a profile is checked
+    from sdbench.spec.profiles import PROFILES
 
     return sorted(PROFILES)
 
@@ -563,7 +563,7 @@ def check_axis(name: str, text: str | None, field_name: str | None = None) -> li
             _check_weights(word, label)
             continue
         if name == "knobs":
-            from sdbench.pipelines.optimize import canonical_knobs  # imports torch: only when knobs are given
+            from sdbench.spec.profiles import canonical_knobs
 
             canonical_knobs(word.replace(";", ","))
             continue

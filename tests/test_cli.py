@@ -589,7 +589,7 @@ def test_any_argument_vector_runs_or_exits_2(case: tuple[list[str], bool]) -> No
 def test_generate_help_lists_every_profile_and_knob() -> None:
     from dataclasses import fields
 
-    from sdbench.pipelines.optimize import PROFILES, Knobs
+    from sdbench.spec.profiles import PROFILES, Knobs
 
     res = invoke(["generate", "--help"])
     text = " ".join(res.out.split())

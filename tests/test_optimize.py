@@ -22,19 +22,10 @@ import sdbench
 from sdbench.case import Case
 from sdbench.errors import ConfigError, SdbenchError
 from sdbench.pipelines.build import build_pipeline
-from sdbench.pipelines.optimize import (
-    COMPILE_MODES,
-    PROFILES,
-    Knobs,
-    apply,
-    canonical_knobs,
-    compile_cache_dir,
-    parse_knobs,
-    resolve_knobs,
-    xformers_status,
-)
+from sdbench.pipelines.optimize import apply, compile_cache_dir, xformers_status
 from sdbench.runner import RunnerConfig
 from sdbench.session import Bench
+from sdbench.spec.profiles import COMPILE_MODES, PROFILES, Knobs, canonical_knobs, parse_knobs, resolve_knobs
 
 KNOB_NAMES = [f.name for f in fields(Knobs)]
 MODE_KNOBS = ("compile_unet", "compile_vae", "compile_text")
@@ -134,7 +125,7 @@ def test_a_unet_under_cuda_graphs_starts_a_graph_step_at_every_call(isolated_com
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     """Every UNet call replays the one recorded graph instead of being recorded again as a child of the
     text encoders' graphs; the module stays a UNet2DConditionModel."""
-    from sdbench.pipelines.build import optimize
+    from sdbench.pipelines import optimize
 
     calls: list[str] = []
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: calls.append("step"))
@@ -412,7 +403,7 @@ def test_text_encoders_under_cuda_graphs_return_copies(isolated_compile: Path, m
     shared = torch.zeros(3)
     # Stand in for the compiled graph (compiling on the CPU is slow): it returns the same buffers every call.
     enc = pipe.text_encoder
-    from sdbench.pipelines.build import optimize
+    from sdbench.pipelines import optimize
 
     def fake_compiled(*_a: Any, **_k: Any) -> Any:
         from transformers.modeling_outputs import BaseModelOutputWithPooling

@@ -22,7 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdbench.errors import ConfigError, SdbenchError
-from sdbench.pipelines.build import tokenizer as sdtok
+from sdbench.pipelines import tokenizer as sdtok
 
 CONTEXT_LENGTH = 77
 

@@ -82,6 +82,7 @@ from sdbench.gpu.base import (
     GpuNotSupported,
 )
 from sdbench.gpu.clock import VirtualClock
+from sdbench.spec.devices import DEFAULT_SIMULATED_CARD, SIMULATED_CARD_KEYS, parse_simulated_device
 
 __all__ = [
     "CARDS",
@@ -203,7 +204,9 @@ CARDS: dict[str, CardSpec] = {
                "141 GB HBM3e at 4.8 TB/s, up to 700 W; H100's SM grid; memory clock 3201 MHz",
     ),
 }
-DEFAULT_CARD = "h100"
+DEFAULT_CARD = DEFAULT_SIMULATED_CARD
+# The device-string parser (sdbench.spec.devices) names the cards without importing this module.
+assert tuple(CARDS) == SIMULATED_CARD_KEYS, (tuple(CARDS), SIMULATED_CARD_KEYS)
 #: The fourth group of a simulated card's UUID (hex, like NVML's): the H100 keeps the UUID it always had.
 _CARD_UUID_CODES = {"v100": "7000", "a100": "a100", "h100": "8000", "h200": "9200"}
 
@@ -337,42 +340,6 @@ class _OperatingPoint:
     reasons: int
     busy: bool
     time_scale: float
-
-
-#: Options a device string may carry: ``simulated:a100:noise_cv=0.05:noise_seed=3``.
-_DEVICE_OPTIONS: dict[str, type] = {
-    "noise_cv": float, "power_noise_cv": float, "noise_seed": int, "outlier_probability": float,
-    "outlier_factor": float, "slowdown_rel_per_s": float, "clock_drift_mhz": int, "power_report_lag_s": float,
-}
-
-
-def parse_simulated_device(text: str) -> tuple[str, dict[str, Any]]:
-    """``simulated[:CARD][:key=value...]`` -> (card key, SimulatedGpu keyword options).
-
-    Raises :class:`ConfigError` naming the part that is wrong and what is allowed.
-    """
-    parts = str(text).split(":")
-    if parts[0] != "simulated":
-        raise ConfigError("device", text, allowed="simulated[:CARD][:key=value...]")
-    card = DEFAULT_CARD
-    options: dict[str, Any] = {}
-    for i, part in enumerate(parts[1:]):
-        if "=" not in part:
-            if i != 0:
-                raise ConfigError("device", text, reason=f"{part!r}: the card comes first, options are key=value")
-            if part not in CARDS:
-                raise ConfigError("simulated card", part, allowed=sorted(CARDS))
-            card = part
-            continue
-        key, _, raw = part.partition("=")
-        if key not in _DEVICE_OPTIONS:
-            raise ConfigError("simulated device option", key, allowed=sorted(_DEVICE_OPTIONS))
-        try:
-            options[key] = _DEVICE_OPTIONS[key](raw)
-        except ValueError:
-            raise ConfigError(f"simulated device option {key}", raw,
-                              reason=f"not a valid {_DEVICE_OPTIONS[key].__name__}") from None
-    return card, options
 
 
 class SimulatedGpu(GpuDevice):

@@ -293,7 +293,7 @@ def check_memory(case: Case, capability: DeviceCapability) -> MemoryEstimate | N
     total = capability.memory_total_bytes
     if total is None:
         return None
-    from sdbench.pipelines.optimize import resolve_knobs
+    from sdbench.spec.profiles import resolve_knobs
 
     k = resolve_knobs(case.profile, case.knobs)
 

@@ -8,10 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields, replace
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -25,111 +24,18 @@ from sdbench.pipelines.capability import (
     FP8_MIN_CAPABILITY,
     DeviceCapability,
 )
+from sdbench.spec.profiles import (
+    _CUDA_GRAPH_MODES,
+    PROFILES,
+    parse_knobs,
+    resolve_knobs,
+)
 
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-_CUDA_GRAPH_MODES = ("reduce-overhead", "max-autotune")
 # Inductor's notice at the first compile on a TF32-capable GPU. Enabling TF32 as it suggests would change
 # the numbers of every fp32 case (a 10-bit mantissa in the matmuls) behind the dtype the record names, so
 # the notice is silenced in the pipeline calls (where compilation happens) and fp32 stays fp32.
 TF32_NOTICE = "TensorFloat32 tensor cores for float32 matrix multiplication available but not enabled"
 
-
-@dataclass(frozen=True)
-class Knobs:
-    """Every optimisation sdbench can apply; a profile is a named set of them."""
-
-    channels_last: bool = False
-    fuse_qkv: bool = False
-    compile_unet: str | None = None  # torch.compile mode, or None for eager
-    compile_vae: str | None = None  # compiles vae.decode
-    compile_text: str | None = None  # the text encoder(s)
-    fullgraph: bool = False
-    vae_upcast: bool | None = None  # None: diffusers' default (SDXL's VAE decodes in fp32); False: decode in the pipeline dtype
-    vae_slicing: bool = False
-    vae_tiling: bool = False
-    inductor_tuning: bool = False  # coordinate-descent tuning, 1x1 convs as matmuls (diffusers' SDXL recipe)
-    cudnn_benchmark: bool = False
-    fp8_unet: bool = False  # e4m3 matmuls in the UNet's transformer blocks (compute capability 8.9+)
-    fp8_rowwise: bool = False  # with fp8_unet: one scale per token and per output channel, not per tensor
-
-    def changed(self) -> dict[str, Any]:
-        """Only the knobs that differ from eager (for ids and records)."""
-        base = Knobs()
-        return {k: v for k, v in asdict(self).items() if getattr(base, k) != v}
-
-
-PROFILES: Mapping[str, Knobs] = MappingProxyType(
-    {
-        "eager": Knobs(),
-        "channels-last": Knobs(channels_last=True, fuse_qkv=True),
-        "compile": Knobs(compile_unet="default", compile_vae="default"),
-        # The well-known combination (torch.compile with CUDA graphs, fused QKV, channels_last,
-        # compiled VAE decode): the bar that `max` has to clear.
-        "reduce-overhead": Knobs(channels_last=True, fuse_qkv=True, compile_unet="reduce-overhead", compile_vae="default"),
-        # The fastest correct combination known to sdbench: BENCHMARKS.md shows what each part buys.
-        "max": Knobs(channels_last=True, fuse_qkv=True, compile_unet="reduce-overhead", compile_vae="default",
-                     compile_text="reduce-overhead", vae_upcast=False),
-        # `max` with the UNet's transformer-block matmuls in fp8 (e4m3): changes the output beyond fp16
-        # rounding, so its fidelity is reported beside its speed.
-        "fp8": Knobs(channels_last=True, fuse_qkv=True, compile_unet="reduce-overhead", compile_vae="default",
-                     compile_text="reduce-overhead", vae_upcast=False, fp8_unet=True),
-    }
-)
-
-_MODE_KNOBS = {"compile_unet", "compile_vae", "compile_text"}
-_TRUE, _FALSE = ("1", "true", "on", "yes"), ("0", "false", "off", "no")
-
-
-def parse_knobs(text: str) -> dict[str, Any]:
-    """Parse `name=value,...` knob overrides (e.g. `channels_last=on,compile_unet=max-autotune`)."""
-    out: dict[str, Any] = {}
-    names = sorted(f.name for f in fields(Knobs))
-    for item in (t.strip() for t in text.split(",")):
-        if not item:
-            continue
-        name, sep, value = item.partition("=")
-        name, value = name.strip().replace("-", "_"), value.strip().lower()
-        if name not in names:
-            raise ConfigError("knob", name, names)
-        if not sep:
-            value = "on"
-        if name in _MODE_KNOBS:
-            if value in _FALSE or value == "none":
-                out[name] = None
-            elif value in COMPILE_MODES:
-                out[name] = value
-            else:
-                raise ConfigError(name, value, ("none",) + COMPILE_MODES)
-        elif value in _TRUE:
-            out[name] = True
-        elif value in _FALSE:
-            out[name] = False
-        elif name == "vae_upcast" and value in ("default", "auto", "none"):
-            out[name] = None
-        else:
-            raise ConfigError(name, value, "on, off" + (", default" if name == "vae_upcast" else ""))
-    return out
-
-
-def canonical_knobs(text: str) -> str:
-    """The knob overrides in a stable order (so equal settings give equal case ids and hashes)."""
-    parsed = parse_knobs(text)
-    return ",".join(f"{k}={_fmt(v)}" for k, v in sorted(parsed.items()))
-
-
-def _fmt(value: Any) -> str:
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return str(value)
-
-
-def resolve_knobs(profile: str, knobs: str = "") -> Knobs:
-    """The profile's knobs with the case's overrides applied."""
-    if profile not in PROFILES:
-        raise ConfigError("profile", profile, sorted(PROFILES))
-    return replace(PROFILES[profile], **parse_knobs(knobs)) if knobs else PROFILES[profile]
 
 
 def compute_capability(device: str) -> tuple[int, int] | None:
@@ -317,7 +223,7 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
     if k.fuse_qkv:
         pipe.fuse_qkv_projections()
     if k.fp8_unet:
-        from sdbench.pipelines.build import fp8
+        from sdbench.pipelines import fp8
 
         _check_fp8(device)
         scaling = "row-wise" if k.fp8_rowwise else "per-tensor"
