@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from sdbench.case import resolve_device
-from sdbench.gpu.clocks import VERIFY_STATUSES, ClockController
 from sdbench.gpu.dcgm import ActivityMonitor
+from sdbench.measure.clocks import VERIFY_STATUSES, ClockController
 from sdbench.studies.dvfs import ClockedBench, resolve_clock_spec
 
 ALLOW_ENV = "SDBENCH_ALLOW_CLOCK_CHANGES"

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from sdbench.pipelines.flops import measure_matmul_ceiling_tflops
+from sdbench.measure.ceiling import measure_matmul_ceiling_tflops
 from sdbench.runner import RunnerConfig
 from sdbench.session import Bench
 

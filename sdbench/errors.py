@@ -6,6 +6,7 @@ Each class carries the exit code the command line ends with (`exit_code`); the t
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -72,3 +73,20 @@ class OutOfMemory(SdbenchError):
     """A case did not fit in the device's memory; the message says what to try instead."""
 
     exit_code = EXIT_OUT_OF_MEMORY
+
+
+#: What an allocator's RuntimeError says when it ran out (torch's CPU allocator, older CUDA builds).
+OOM_MESSAGE_MARKERS = ("out of memory", "can't allocate memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for torch's OOM error (and the simulated GPU's, a subclass) and for RuntimeErrors whose message says
+    the allocator ran out. torch is consulted only when it is already imported: an error raised before torch was
+    needed is no torch OOM."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, torch.OutOfMemoryError):
+        return True
+    if isinstance(exc, RuntimeError):
+        text = str(exc).lower()
+        return any(marker in text for marker in OOM_MESSAGE_MARKERS)
+    return False

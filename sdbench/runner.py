@@ -246,12 +246,6 @@ class Measurement:
     stop_details: dict[str, Any] = field(default_factory=dict)  # what the stop rule saw when it stopped
     simulation: dict[str, Any] | None = None  # virtual-clock simulated GPU: its settings and the true answer
 
-    def to_record(self, matmul_ceiling_tflops: float | None = None) -> dict[str, Any]:
-        """The flat record row (:func:`sdbench.record.build.build_record`)."""
-        from sdbench.record.build import build_record
-
-        return build_record(self, matmul_ceiling_tflops)
-
 
 def _sync(device: str) -> None:
     if device.startswith("cuda"):

@@ -13,6 +13,7 @@ from sdbench.measure.ceiling import Ceiling, matmul_ceiling
 from sdbench.pipelines.build import BuiltPipeline, PipelineCache, PipelineKey, build_pipeline
 from sdbench.pipelines.capability import check_case
 from sdbench.pipelines.optimize import Applied, apply
+from sdbench.record.build import build_record
 from sdbench.record.environment import environment
 from sdbench.runner import Measurement, Runner, RunnerConfig
 
@@ -123,7 +124,7 @@ class Bench:
         built, applied = self.pipeline(case)
         m = self.runner.run(case, built, applied, progress=progress)
         ceiling = self.ceiling(case.dtype)
-        rec = m.to_record(ceiling.tflops)
+        rec = build_record(m, ceiling.tflops)
         rec.update(ceiling.fields())
         if rec.get("mfu") is None:
             rec["mfu_unavailable_reason"] = (ceiling.reason if ceiling.tflops is None

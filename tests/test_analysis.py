@@ -17,23 +17,17 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sdbench.analysis.drift import DRIFT_ALPHA, default_drift_check
 from sdbench.analysis.dvfs import (
-    DRIFT_ALPHA,
-    Estimate,
     SweepAnalysis,
     analyze_records,
     analyze_sweep,
-    default_drift_check,
-    ed2p_js2,
-    edp_js,
-    energy_saving_pct,
     is_default_record,
     record_settings,
-    saving_text,
-    synthetic_sweep_records,
-    time_change_pct,
-    time_change_text,
 )
+from sdbench.analysis.estimates import Estimate, ed2p_js2, edp_js, energy_saving_pct, time_change_pct
+from sdbench.analysis.synthetic import synthetic_sweep_records
+from sdbench.analysis.text import saving_text, time_change_text
 from sdbench.errors import ConfigError
 from sdbench.gpu.simulated import SimulatedGpu
 

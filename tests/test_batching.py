@@ -22,7 +22,7 @@ from PIL import Image
 from testsupport import invoke
 
 from sdbench.case import Case
-from sdbench.errors import ConfigError
+from sdbench.errors import ConfigError, is_out_of_memory
 from sdbench.runner import RunnerConfig
 from sdbench.session import Bench
 from sdbench.spec.prompts import LONG_PROMPT
@@ -36,7 +36,6 @@ from sdbench.studies.batching import (
     SweepPoint,
     batch_sweep,
     find_max_batch,
-    is_out_of_memory,
     parse_batch_sizes,
     plot_batch_sweep,
     prompt_token_fields,

@@ -24,10 +24,10 @@ from sdbench.pipelines.capability import (
     DeviceCapability,
     WillNotFit,
     check_case,
+    check_supported,
     device_capability,
     memory_lower_bound,
 )
-from sdbench.pipelines.optimize import check_supported
 from sdbench.runner import RunnerConfig
 from sdbench.session import Bench
 

@@ -48,9 +48,7 @@ def test_measured_once_per_card_then_read_from_the_cache(cache_dir: Path, monkey
         calls.append(device)
         return 777.0
 
-    import sdbench.pipelines.flops
-
-    monkeypatch.setattr(sdbench.pipelines.flops, "measure_matmul_ceiling_tflops", fake_measure)
+    monkeypatch.setattr(ceiling_mod, "measure_matmul_ceiling_tflops", fake_measure)
     gpu = FakeNvml("NVIDIA H200", "GPU-1234")
     first = matmul_ceiling("cuda:0", gpu, "fp16")
     second = matmul_ceiling("cuda:0", gpu, "fp16")
@@ -65,12 +63,10 @@ def test_measured_once_per_card_then_read_from_the_cache(cache_dir: Path, monkey
 
 
 def test_a_failed_measurement_falls_back_to_the_datasheet(cache_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sdbench.pipelines.flops
-
     def broken(device: str, dtype: object) -> float:
         raise RuntimeError("CUDA error: no kernel image")
 
-    monkeypatch.setattr(sdbench.pipelines.flops, "measure_matmul_ceiling_tflops", broken)
+    monkeypatch.setattr(ceiling_mod, "measure_matmul_ceiling_tflops", broken)
     got = matmul_ceiling("cuda:0", FakeNvml("NVIDIA H100 80GB HBM3", "GPU-1"), "bf16")
     assert got.tflops == 989.0 and got.source.startswith("datasheet")
     unknown = matmul_ceiling("cuda:0", FakeNvml("Mystery GPU", "GPU-2"), "fp16")

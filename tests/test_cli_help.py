@@ -1,5 +1,5 @@
-"""The command layer: every command registered, help without heavy imports, parsers as the domain modules
-defined them, and the exit-code table in `sdbench --help`."""
+"""The command layer: every command registered, help without heavy imports, the help texts copied from heavy
+modules still matching them, and the exit-code table in `sdbench --help`."""
 
 from __future__ import annotations
 
@@ -9,9 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-import pytest
 from testsupport import invoke
 
 from sdbench.cli import build_parser
@@ -86,66 +84,6 @@ def test_help_lists_the_exit_codes_of_each_error_class() -> None:
     assert "sd-v1.4" in res.out and "dpm++" in res.out  # the default run, said in the help
 
 
-# --- the parsers are the ones the domain modules defined -------------------------------------------------
-SAMPLES = ("1", "0", "-1", "2.5", "x", "nan", "0.5", "1e9", "")
-
-
-def _type_behaviour(kind: Any) -> Any:
-    """What an argparse type does with a few inputs: values and error messages (closures compare by behaviour)."""
-    if kind is None:
-        return None
-    out = []
-    for text in SAMPLES:
-        try:
-            out.append(("ok", kind(text)))
-        except (argparse.ArgumentTypeError, ValueError, TypeError) as exc:
-            out.append(("error", str(exc)))
-    return repr(out)
-
-
-def _describe(parser: argparse.ArgumentParser, prefix: str = "") -> dict[str, Any]:
-    """Help text and every action's settings, per (sub)parser, recursively."""
-    found: dict[str, Any] = {prefix: {"help": parser.format_help(), "actions": [
-        (a.option_strings, a.dest, a.default, a.help, a.choices if not isinstance(a.choices, dict) else sorted(a.choices),
-         a.nargs, a.required, a.const, a.metavar, _type_behaviour(a.type)) for a in parser._actions]}}
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, child in action.choices.items():
-                found.update(_describe(child, f"{prefix} {name}".strip()))
-    return found
-
-
-def _root() -> tuple[argparse.ArgumentParser, Any]:
-    from sdbench.cli.args import Parser
-
-    root = Parser(prog="sdbench")
-    return root, root.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-
-
-# (command, the domain module whose build_parser defined it until the command layer took it over)
-OLD_PARSERS = [("compare", "sdbench.output.compare"), ("quality", "sdbench.studies.quality"), ("plan", "sdbench.distribute.plan"),
-               ("workers", "sdbench.distribute.workers"), ("batch", "sdbench.studies.batching"), ("sweep", "sdbench.studies.dvfs"),
-               ("report", "sdbench.output.report"), ("slurm", "sdbench.distribute.slurm")]
-
-
-@pytest.mark.parametrize(("command", "module_name"), OLD_PARSERS, ids=[c for c, _ in OLD_PARSERS])
-def test_command_parser_matches_the_domain_modules_old_parser(command: str, module_name: str) -> None:
-    module = importlib.import_module(module_name)
-    if not hasattr(module, "build_parser"):
-        pytest.skip(f"{module_name}.build_parser is gone: the command layer is the only definition")
-    old_root, old_sub = _root()
-    module.build_parser(old_sub)
-    new_root, new_sub = _root()
-    importlib.import_module(f"sdbench.cli.commands.{command}").register(new_sub)
-    old = _describe(old_sub.choices[command], command)
-    new = _describe(new_sub.choices[command], command)
-    assert new.keys() == old.keys()
-    for path in old:
-        assert new[path]["help"] == old[path]["help"], path
-        assert new[path]["actions"] == old[path]["actions"], path
-    assert new_sub._choices_actions[0].help == next(a.help for a in old_sub._choices_actions if a.dest == command)
-
-
 def test_help_constants_copied_from_heavy_modules_still_match() -> None:
     from sdbench import case
     from sdbench.cli import args
@@ -162,12 +100,15 @@ def test_help_constants_copied_from_heavy_modules_still_match() -> None:
     assert sweep_command.POWER_SPEC_HELP == sweep.POWER_SPEC_HELP
 
 
-def test_old_private_helper_names_still_work() -> None:
-    """sweep, batching, quality and report import these from sdbench.cli."""
+def test_shared_helpers_are_public_names_of_cli_args() -> None:
+    """The commands share these through sdbench.cli.args; the old private aliases in sdbench.cli are gone."""
     from sdbench import cli
     from sdbench.cli import args
 
-    assert cli._float is args.number and cli._positive_int is args.positive_int and cli._int is args.integer
-    assert cli._int_at_least is args.int_at_least and cli._case_kwargs is args.case_kwargs
-    assert cli._default_model is args.default_model and cli._runner_config is args.runner_config
-    assert cli._progress_printer is args.progress_printer and cli.add_case_arguments is args.add_case_arguments
+    for name in ("number", "integer", "positive_int", "int_at_least", "case_kwargs", "default_model",
+                 "runner_config", "progress_printer", "knobs", "add_case_arguments"):
+        assert callable(getattr(args, name)) and name in args.__all__, name
+    assert cli.add_case_arguments is args.add_case_arguments
+    for old in ("_float", "_int", "_positive_int", "_int_at_least", "_case_kwargs", "_default_model", "_runner_config",
+                "_progress_printer", "_knobs", "_Parser"):
+        assert not hasattr(cli, old), old

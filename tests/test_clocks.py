@@ -17,7 +17,7 @@ import pytest
 
 from sdbench.errors import ConfigError
 from sdbench.gpu import SimulatedGpu
-from sdbench.gpu.clocks import (
+from sdbench.measure.clocks import (
     HELPER_EXIT_NOPERM,
     ClockCommandError,
     ClockController,

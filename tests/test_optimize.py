@@ -487,7 +487,7 @@ def _cuda_card(cc: tuple[int, int], name: str = "a CUDA GPU") -> Any:
 
 def test_offload_with_cuda_graphs_is_refused_before_building() -> None:
     """CUDA graphs need weights at fixed GPU addresses; CPU offload moves them."""
-    from sdbench.pipelines.optimize import check_supported
+    from sdbench.pipelines.capability import check_supported
 
     h100 = _cuda_card((9, 0))
     with pytest.raises(ConfigError, match=r"offload.*compile_unet, compile_text use CUDA graphs.*'max'"):
@@ -499,7 +499,7 @@ def test_offload_with_cuda_graphs_is_refused_before_building() -> None:
 
 
 def test_fp8_is_refused_before_building_on_an_a100() -> None:
-    from sdbench.pipelines.optimize import check_supported
+    from sdbench.pipelines.capability import check_supported
 
     a100 = _cuda_card((8, 0), "NVIDIA A100-SXM4-40GB")
     with pytest.raises(ConfigError, match=r"profile: 'fp8'.*8\.9\+.*A100-SXM4-40GB has 8\.0"):

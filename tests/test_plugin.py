@@ -28,8 +28,8 @@ import sdbench.record.io  # noqa: F401
 import sdbench.session  # noqa: F401
 import sdbench.spec.models  # noqa: F401
 import sdbench.spec.schedulers  # noqa: F401
+from sdbench.files import cache_root
 from sdbench.gpu import SimulatedGpu
-from sdbench.pipelines.tokenizer import cache_root
 from sdbench.pytest_plugin import ReplayTimer, gpu_identity, storage_slug
 
 pytest_plugins = ["pytester"]

@@ -12,7 +12,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sdbench.analysis.dvfs import synthetic_sweep_records
 from sdbench.analysis.powermodel import (
     FEATURE_COLUMNS,
     clock_folds,
@@ -24,6 +23,7 @@ from sdbench.analysis.powermodel import (
     fit_power_models,
     write_features,
 )
+from sdbench.analysis.synthetic import synthetic_sweep_records
 from sdbench.errors import ConfigError, SdbenchError
 
 CLOCKS_MHZ = tuple(range(1980, 600, -120))

@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from sdbench.analysis.dvfs import analyze_records, synthetic_sweep_records
+from sdbench.analysis.dvfs import analyze_records
+from sdbench.analysis.synthetic import synthetic_sweep_records
 from sdbench.cli import main
 from sdbench.errors import SdbenchError
 from sdbench.output.report import _title, call_segments, generate_report, load_input, step_marks

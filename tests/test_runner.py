@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 
 from sdbench.case import Case
 from sdbench.gpu import SimulatedGpu
+from sdbench.record.build import build_record
 from sdbench.runner import Marks, Measurement, RunnerConfig, breakdown, pipeline_call_kwargs
 from sdbench.session import Bench
 
@@ -56,7 +57,7 @@ def measure(bench: Bench, before: Callable[[Any], Callable[[], int]] | None = No
         m = bench.runner.run(c, built, applied)
     finally:
         built.pipe.__dict__.pop("encode_prompt", None)
-    rec = m.to_record()
+    rec = build_record(m)
     rec.update(applied.as_dict())
     return Run(m, rec, bench.runner.config, count(), getattr(bench.gpu, "calls_started", 0))
 

@@ -33,6 +33,7 @@ import sdbench.session  # noqa: F401
 import sdbench.spec.models  # noqa: F401
 import sdbench.spec.schedulers  # noqa: F401
 from sdbench.distribute import suite
+from sdbench.files import cache_root
 from sdbench.output.tables import (
     TABLE_WIDTH,
     CaseClock,
@@ -46,7 +47,6 @@ from sdbench.output.tables import (
     summary_markdown,
     with_interval,
 )
-from sdbench.pipelines.tokenizer import cache_root
 from sdbench.pytest_plugin import CaseProgress, storage_slug
 
 pytest_plugins = ["pytester"]

@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 from sdbench.case import Case
 from sdbench.errors import ConfigError
 from sdbench.gpu import SimulatedGpu
-from sdbench.gpu.clocks import ClockController, ClockPermissionError
 from sdbench.gpu.dcgm import ActivityMonitor, dmon_command, parse_dmon_line
+from sdbench.measure.clocks import ClockController, ClockPermissionError
 from sdbench.record.io import read_records
 from sdbench.runner import Runner, RunnerConfig
 from sdbench.session import Bench
@@ -282,7 +282,7 @@ def test_cooldown_waits_on_the_devices_own_clock() -> None:
 
 # ---- the default-clock drift check and the summary -----------------------------------------------------
 def _synthetic_sweep(**kwargs: Any) -> list[dict[str, Any]]:
-    from sdbench.analysis.dvfs import synthetic_sweep_records
+    from sdbench.analysis.synthetic import synthetic_sweep_records
 
     return synthetic_sweep_records(sm_clocks_mhz=(1980, 1620, 1260, 900, 720), default_repeats=3, rounds=6,
                                    noise_rel=0.005, seed=7, **kwargs)

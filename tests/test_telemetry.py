@@ -11,7 +11,8 @@ import pytest
 
 from sdbench.errors import ConfigError, SdbenchError
 from sdbench.gpu import SimulatedGpu
-from sdbench.measure.telemetry import PeriodicThread, TelemetrySample, TelemetrySampler, summarise_samples
+from sdbench.gpu.clock import PeriodicThread
+from sdbench.measure.telemetry import TelemetrySample, TelemetrySampler, summarise_samples
 
 
 def sample_during_workload(gpu: SimulatedGpu, busy_s: float = 0.2, rate_hz: float = 50.0) -> TelemetrySampler:

@@ -22,6 +22,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdbench.errors import ConfigError, SdbenchError
+from sdbench.files import ENV_CACHE_DIR, cache_root
 from sdbench.pipelines import tokenizer as sdtok
 
 CONTEXT_LENGTH = 77
@@ -145,7 +146,7 @@ class RefSimpleTokenizer:
 def _private_cache(tmp_path_factory: pytest.TempPathFactory):
     """Build the tokenizer folder in a temporary cache, not the user's ~/.cache."""
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(sdtok.ENV_CACHE_DIR, str(tmp_path_factory.mktemp("sdbench-cache")))
+        mp.setenv(ENV_CACHE_DIR, str(tmp_path_factory.mktemp("sdbench-cache")))
         mp.delenv(sdtok.ENV_BPE_PATH, raising=False)
         sdtok.clip_tokenizer_dir.cache_clear()
         sdtok.build_clip_tokenizer.cache_clear()
@@ -271,7 +272,7 @@ def test_memoised() -> None:
 
 def test_cache_folder_written() -> None:
     folder = sdtok.clip_tokenizer_dir()
-    assert folder.parent.parent == sdtok.cache_root()
+    assert folder.parent.parent == cache_root()
     assert (folder / "vocab.json").is_file()
     assert (folder / "merges.txt").is_file()
 

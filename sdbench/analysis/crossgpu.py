@@ -42,12 +42,12 @@ from pathlib import Path
 from typing import Any
 
 from sdbench.analysis.dvfs import (
-    Estimate,
     analyze_records,
     is_default_record,
     record_is_simulated,
     record_settings,
 )
+from sdbench.analysis.estimates import Estimate
 from sdbench.errors import ConfigError, SdbenchError
 from sdbench.record.io import atomic_write_text, json_safe, read_results, to_json
 from sdbench.record.schema import CASE_RECORD, metric_stats

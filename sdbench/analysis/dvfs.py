@@ -8,61 +8,65 @@ image, from the per-round samples each record carries (``time_per_image_s_sample
 ``energy_per_image_j_samples``, ``net_energy_per_image_j_samples``, ``power_w_samples``); a record
 without samples contributes its summary value as a single round (no interval from it alone).
 
-Conventions (the seed reported savings against the worst clock; sdbench never does):
-
-* ``energy_saving_pct = 100 * (1 - E_point / E_default)``: positive means the point saves energy.
-* ``time_change_pct = 100 * (t_point / t_default - 1)``: positive means the point is slower.
-* EDP is ``E * t`` (J s per image), ED2P is ``E * t**2`` (J s^2 per image), with ``E`` and ``t`` the
-  point's estimates (mean over rounds by default) of energy and time per image.
-
 Bootstrap: each point's rounds are resampled with replacement (rounds stay paired, so time and
 energy of one window move together), independently per point and for the default baseline. Point
-intervals are percentile intervals of the resampled statistic. An optimum is recomputed in every
-resample (argmin over the candidate points); the report gives how often each point wins, the
-interval of the chosen clock, and the interval of the saving *at the chosen point* (what a user who
-locks that clock gets).
+intervals are percentile intervals of the resampled statistic; savings and changes against the
+default clock are ratio intervals (:mod:`sdbench.analysis.estimates`, which states the conventions).
+Each objective's optimum is picked by :func:`sdbench.analysis.optimum.pick_optimum`, and
+:func:`sdbench.analysis.optimum.judge_support` says whether the data can support a claim about it
+(default-clock drift, from :func:`sdbench.analysis.drift.default_drift_check`, an incomplete sweep, noise).
 
-Relative numbers are ratios. A saving or change interval is the percentile interval of the bootstrap
-*ratio* (positive over positive), mapped through ``100 (1 - r)`` or ``100 (r - 1)``: a time or energy
-change therefore always lies above -100 % and a saving below +100 %, and every interval contains its
-point estimate (:class:`Estimate` refuses one that does not). A verdict printed beside an interval
-("saves", "slower", "faster") comes from that interval: "saves" only when it excludes 0.
-
-What the data can support (:attr:`Optimum.supported`, the report's headline):
-
-* **Default-clock drift.** The default clock is re-measured through the sweep. Each later
-  re-measurement is compared with the first by a Welch t-test on the log per-round values
-  (:func:`default_drift_check`, Bonferroni over every comparison, family-wise level
-  :data:`DRIFT_ALPHA`), and the change must also exceed :data:`DRIFT_MIN_REL`. Drift flags every
-  point measured after the last re-measurement that still agreed with the first
-  (``sweep_order_index``), and no optimum or saving from drifted data is stated with confidence.
-* **Incomplete sweeps.** With the sweep's ``sweep.json`` (``points_to_measure`` or
-  ``points_planned``), fewer measured points than planned make every optimum *provisional*.
-* **Noise.** An optimum whose 95 % clock interval spans more than :data:`MAX_CLOCK_CI_SHARE` of the
-  swept range is not located by the data; a point with fewer than :data:`MIN_ROUNDS_FOR_CLAIM`
-  pooled rounds has no usable interval.
-
-Every optimum states how many clock points, repeats and rounds stand behind it.
+The pieces: :mod:`~sdbench.analysis.estimates` (estimates and intervals), :mod:`~sdbench.analysis.optimum`
+(the optimum picker and the support judgement), :mod:`~sdbench.analysis.drift` (the default-clock drift
+test), :mod:`~sdbench.analysis.text` (how numbers are written), :mod:`~sdbench.analysis.synthetic`
+(synthetic sweep records); this module groups the records, pools each point and assembles a
+:class:`SweepAnalysis`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats as scipy_stats
 
+from sdbench.analysis.drift import DriftCheck, default_drift_check, log_t_interval
+from sdbench.analysis.estimates import (
+    Estimate,
+    bootstrap_estimate,
+    bootstrap_replicates,
+    change_from_ratio,
+    interval_estimate,
+    ratio_estimate,
+    saving_from_ratio,
+)
+from sdbench.analysis.optimum import (
+    DRIFT_REASON,
+    INCOMPLETE_REASON,
+    OBJECTIVE_NAMES,
+    OBJECTIVE_UNITS,
+    OBJECTIVES,
+    PROVISIONAL,
+    Optimum,
+    judge_support,
+    pick_optimum,
+)
+from sdbench.analysis.text import (
+    SETTING_NAMES,
+    SETTING_UNITS,
+    est_text,
+    markdown_table,
+    pct_text,
+    rel_text,
+    signed_pct_text,
+)
 from sdbench.errors import ConfigError
 from sdbench.record.io import json_safe
 from sdbench.record.schema import metric_stats
 
 SETTING_FIELDS: tuple[str, ...] = ("sm_clock_mhz", "mem_clock_mhz", "power_limit_w")
-SETTING_UNITS: dict[str, str] = {"sm_clock_mhz": "MHz", "mem_clock_mhz": "MHz", "power_limit_w": "W"}
-SETTING_NAMES: dict[str, str] = {"sm_clock_mhz": "SM clock", "mem_clock_mhz": "memory clock",
-                                 "power_limit_w": "power limit"}
 
 #: Case features that identify a workload (everything that is not a clock setting): records that
 #: differ here are analysed separately.
@@ -74,98 +78,12 @@ WORKLOAD_FIELDS: tuple[str, ...] = ("model", "scheduler", "steps", "width", "hei
 VERIFIED_OK = "ok"
 NOT_RECORDED = "not-recorded"
 
-OBJECTIVES: tuple[str, ...] = ("energy", "net_energy", "edp", "ed2p", "energy_capped")
 ENERGY_BASES: tuple[str, ...] = ("gross", "net")
 STATISTICS: tuple[str, ...] = ("mean", "median")
 
 # Columns of a point's round table.
 _T, _E, _EN, _P = 0, 1, 2, 3
 _METRIC_COLUMNS = {"time_per_image_s": _T, "energy_per_image_j": _E, "net_energy_per_image_j": _EN, "power_w": _P}
-
-
-# --- the arithmetic (pure, tested with hypothesis) ---------------------------------------------------
-def edp_js(energy_j: float, time_s: float) -> float:
-    """Energy-delay product in J*s: ``energy_j * time_s``."""
-    return energy_j * time_s
-
-
-def ed2p_js2(energy_j: float, time_s: float) -> float:
-    """Energy-delay-squared product in J*s^2: ``energy_j * time_s**2``."""
-    return energy_j * time_s * time_s
-
-
-def energy_saving_pct(energy_j: float, default_energy_j: float) -> float:
-    """Energy saved against the default clock, in percent (positive: the point uses less energy)."""
-    if default_energy_j <= 0:
-        raise ConfigError("default_energy_j", default_energy_j, reason="a positive energy is needed for a saving")
-    return 100.0 * (1.0 - energy_j / default_energy_j)
-
-
-def time_change_pct(time_s: float, default_time_s: float) -> float:
-    """Time change against the default clock, in percent (positive: the point is slower)."""
-    if default_time_s <= 0:
-        raise ConfigError("default_time_s", default_time_s, reason="a positive time is needed for a change")
-    return 100.0 * (time_s / default_time_s - 1.0)
-
-
-#: Family-wise level of the default-clock drift test (Bonferroni over every comparison): a missed drift
-#: lets a contaminated claim through, a false alarm only withholds one, so the conventional 5 %.
-DRIFT_ALPHA = 0.05
-#: A default-clock change smaller than this (relative) is not called drift, however well measured:
-#: sdbench does not claim savings that small from a sweep.
-DRIFT_MIN_REL = 0.01
-#: Without per-round samples there is no interval to judge a change by: a change above this is
-#: flagged as drift anyway (it would swamp any saving), a smaller one is reported as untested.
-DRIFT_UNTESTABLE_REL = 0.05
-
-#: An optimum is located by the data when its clock interval spans at most this share of the swept
-#: range (a quarter: on a 16-point grid about four neighbouring clocks).
-MAX_CLOCK_CI_SHARE = 0.25
-#: Fewest pooled rounds per point for a claim: a bootstrap of one or two rounds has no real spread.
-MIN_ROUNDS_FOR_CLAIM = 3
-
-BOOTSTRAP_METHOD = "percentile bootstrap over rounds (rounds resampled per point)"
-RATIO_METHOD = "percentile bootstrap of the ratio to the default clock (rounds resampled per point)"
-
-# Relative tolerance for "the estimate lies inside its interval" (float rounding of quantiles).
-_INSIDE_RTOL = 1e-9
-
-
-# --- data classes ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Estimate:
-    """A point estimate with its interval (``None`` bounds: no interval, e.g. one round).
-
-    ``method`` says what made the interval. An interval always contains its point estimate; a
-    violation raises :class:`ValueError` at construction, so no report can print one.
-    """
-
-    value: float
-    ci_low: float | None = None
-    ci_high: float | None = None
-    method: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.has_ci:
-            assert self.ci_low is not None and self.ci_high is not None
-            tol = _INSIDE_RTOL * max(1.0, abs(self.value))
-            if not (self.ci_low - tol <= self.value <= self.ci_high + tol):
-                raise ValueError(f"estimate {self.value!r} outside its interval [{self.ci_low!r}, {self.ci_high!r}]")
-
-    @property
-    def has_ci(self) -> bool:
-        return self.ci_low is not None and self.ci_high is not None
-
-    def excludes(self, x: float) -> bool:
-        """Whether the interval lies wholly on one side of ``x`` (False without an interval)."""
-        return self.has_ci and (self.ci_low > x or self.ci_high < x)  # type: ignore[operator]
-
-    def text(self, fmt: str = ".4g", unit: str = "") -> str:
-        """``value [low, high] unit`` for tables."""
-        u = f" {unit}" if unit else ""
-        if not self.has_ci:
-            return f"{self.value:{fmt}}{u}"
-        return f"{self.value:{fmt}} [{self.ci_low:{fmt}}, {self.ci_high:{fmt}}]{u}"
 
 
 @dataclass
@@ -200,7 +118,8 @@ class PointStats:
     edp_change_pct: Estimate | None = None
     ed2p_change_pct: Estimate | None = None
     point_ids: list[str] = field(default_factory=list)
-    #: Measured after the default clock drifted beyond its noise (see :func:`default_drift_check`).
+    #: Measured after the default clock drifted beyond its noise
+    #: (see :func:`sdbench.analysis.drift.default_drift_check`).
     drift_affected: bool = False
 
     def x(self, x_field: str) -> float | None:
@@ -215,142 +134,13 @@ class PointStats:
 
 
 @dataclass
-class DriftCheck:
-    """Whether the default clock moved beyond its noise between its re-measurements.
-
-    Each later re-measurement is compared with the first, for time and (when every re-measurement
-    has it) energy per image: a Welch t-test on the log per-round values, at the family-wise level
-    ``alpha`` split evenly over the comparisons (Bonferroni). A comparison is drift when the test
-    rejects *and* the change of the means exceeds ``min_rel``. ``ratio_ci`` of a comparison is the
-    Welch interval of the ratio of geometric means at the same per-comparison level, so it excludes
-    1 exactly when the test rejects. Re-measurements without per-round samples cannot be tested:
-    a change above :data:`DRIFT_UNTESTABLE_REL` is flagged anyway.
-
-    ``onset`` is the index (time order) of the first re-measurement that drifted: every point
-    measured after re-measurement ``onset - 1`` (the last that agreed) is affected.
-    """
-
-    significant: bool | None
-    tested: bool
-    onset: int | None = None
-    metric: str | None = None
-    rel_change: float | None = None
-    p_value: float | None = None
-    comparisons: list[dict[str, Any]] = field(default_factory=list)
-    test: str = ""
-    verdict: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return json_safe(asdict(self))
-
-
-def _log_t_interval(x: np.ndarray, confidence: float = 0.95) -> tuple[float, float] | None:
-    """t interval of the geometric mean of positive samples (``None`` under two samples)."""
-    if x.size < 2 or np.any(x <= 0) or not np.all(np.isfinite(x)):
-        return None
-    lx = np.log(x)
-    se = float(np.std(lx, ddof=1)) / math.sqrt(x.size)
-    half = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, x.size - 1)) * se
-    m = float(np.mean(lx))
-    return math.exp(m - half), math.exp(m + half)
-
-
-def _welch_log(a: np.ndarray, b: np.ndarray, level: float) -> tuple[float, tuple[float, float]] | None:
-    """Welch test of ``log b`` against ``log a``: p-value and the ``level`` interval of the ratio of
-    geometric means ``b / a``. ``None`` when either has fewer than two positive samples."""
-    if a.size < 2 or b.size < 2 or np.any(a <= 0) or np.any(b <= 0):
-        return None
-    la, lb = np.log(a), np.log(b)
-    va, vb = float(np.var(la, ddof=1)) / a.size, float(np.var(lb, ddof=1)) / b.size
-    diff = float(np.mean(lb) - np.mean(la))
-    se = math.sqrt(va + vb)
-    if se == 0.0:
-        # Identical rounds within each: any difference at all is beyond the (zero) noise.
-        return (0.0 if diff != 0.0 else 1.0), (math.exp(diff), math.exp(diff))
-    df = (va + vb) ** 2 / ((va**2 / (a.size - 1) if va else 0.0) + (vb**2 / (b.size - 1) if vb else 0.0))
-    # Welch's t (as scipy.stats.ttest_ind(equal_var=False)), from its parts: the same df gives the interval.
-    p = float(2.0 * scipy_stats.t.sf(abs(diff) / se, df))
-    half = float(scipy_stats.t.ppf(0.5 + level / 2.0, df)) * se
-    return (1.0 if not math.isfinite(p) else p), (math.exp(diff - half), math.exp(diff + half))
-
-
-def default_drift_check(remeasurements: Sequence[Mapping[str, Any]], *, alpha: float = DRIFT_ALPHA,
-                        min_rel: float = DRIFT_MIN_REL) -> DriftCheck:
-    """Test the default clock's re-measurements (in the order taken) for drift beyond their noise.
-
-    Each entry maps ``"time_per_image_s"`` and optionally ``"energy_per_image_j"`` to its per-round
-    values (a sequence or array; one value when the record has no samples). See :class:`DriftCheck`.
-    Used by the analysis and by the sweep's own summary (``sdbench.studies.dvfs.default_clock_checks``).
-    """
-    test = (f"Welch t-test on log per-round values, each re-measurement against the first; family-wise "
-            f"alpha {alpha:g} (Bonferroni), and a change above {100 * min_rel:g} %")
-    if len(remeasurements) < 2:
-        return DriftCheck(significant=None, tested=False, test=test,
-                          verdict="not checked: the default clock was measured once")
-    metrics = ["time_per_image_s"]
-    if all(m.get("energy_per_image_j") is not None for m in remeasurements):
-        metrics.insert(0, "energy_per_image_j")  # energy first: it is what savings are claimed on
-    values = [{k: np.asarray(m[k], dtype=float) for k in metrics} for m in remeasurements]
-    n_tests = (len(values) - 1) * len(metrics)
-    level = 1.0 - alpha / n_tests
-    comparisons: list[dict[str, Any]] = []
-    tested_all = True
-    for j in range(1, len(values)):
-        for k in metrics:
-            a, b = values[0][k], values[j][k]
-            rel = float(np.mean(b) / np.mean(a) - 1.0)
-            welch = _welch_log(a, b, level)
-            if welch is None:
-                tested_all = False
-                drifted = abs(rel) > DRIFT_UNTESTABLE_REL
-                comparisons.append({"remeasurement": j, "metric": _METRIC_NAMES[k], "rel_change": rel,
-                                    "p_value": None, "ratio_ci": None, "tested": False, "drift": drifted})
-                continue
-            p_value, ratio_ci = welch
-            drifted = p_value < alpha / n_tests and abs(rel) > min_rel
-            comparisons.append({"remeasurement": j, "metric": _METRIC_NAMES[k], "rel_change": rel, "p_value": p_value,
-                                "ratio_ci": list(ratio_ci), "level": level, "tested": True, "drift": drifted})
-    drifted_rows = [c for c in comparisons if c["drift"]]
-    check = DriftCheck(significant=bool(drifted_rows), tested=tested_all, comparisons=comparisons, test=test)
-    if drifted_rows:
-        first = drifted_rows[0]
-        check.onset, check.metric = first["remeasurement"], first["metric"]
-        check.rel_change, check.p_value = first["rel_change"], first["p_value"]
-        check.verdict = (f"drift beyond the noise: {_drift_phrase(first)} at re-measurement {first['remeasurement'] + 1} "
-                         f"of {len(values)}")
-    else:
-        largest = max(comparisons, key=lambda c: abs(c["rel_change"]))
-        check.metric, check.rel_change, check.p_value = largest["metric"], largest["rel_change"], largest["p_value"]
-        check.verdict = f"stable within the noise (largest change: {_drift_phrase(largest)})"
-        if not tested_all:
-            check.verdict += f"; no per-round samples for some re-measurements, so changes under " \
-                             f"{100 * DRIFT_UNTESTABLE_REL:g} % could not be tested"
-    return check
-
-
-_METRIC_NAMES = {"energy_per_image_j": "energy", "time_per_image_s": "time"}
-
-
-def _drift_phrase(c: Mapping[str, Any]) -> str:
-    """``energy +7.1 % [+3.2, +11.2] (p = 0.0003)`` for one drift comparison."""
-    text = f"{c['metric']} {100 * c['rel_change']:+.1f} %"
-    if c.get("ratio_ci"):
-        lo, hi = c["ratio_ci"]
-        text += " " + _interval_text(100 * (lo - 1.0), 100 * (hi - 1.0), True, bool(c["drift"]))
-    if c.get("p_value") is not None:
-        text += f" (p = {c['p_value']:.2g})"
-    elif not c.get("tested", True):
-        text += " (untested: no per-round samples)"
-    return text
-
-
-@dataclass
 class DefaultBaseline:
     """The default-clock measurements pooled, and whether they moved between re-measurements.
 
     ``drift_*_rel`` is ``(last - first) / first`` over the re-measurements in the order they were
     taken; ``spread_*_rel`` is ``(max - min) / mean`` of their estimates. ``drift_significant`` and
-    ``drift_verdict`` come from :func:`default_drift_check` (``drift_check`` holds every comparison);
+    ``drift_verdict`` come from :func:`~sdbench.analysis.drift.default_drift_check` (``drift_check``
+    holds every comparison);
     ``drift_after_order`` is the order key (``sweep_order_index``, else ``started_utc``) of the last
     re-measurement that agreed with the first: points measured after it are ``drift_affected``.
     """
@@ -369,126 +159,6 @@ class DefaultBaseline:
     def to_dict(self) -> dict[str, Any]:
         return json_safe({**asdict(self), "stats": self.stats.to_dict(),
                           "drift_check": self.drift_check.to_dict() if self.drift_check else None})
-
-
-#: ``Optimum.support`` values.
-SUPPORTED, PROVISIONAL, UNSUPPORTED, NO_OPTIMUM = "supported", "provisional", "unsupported", "none"
-
-
-@dataclass
-class Optimum:
-    """The best verified point for one objective, how sure the bootstrap is about it, and whether the
-    data can support a claim about it.
-
-    ``choice_fraction`` is the share of resamples in which this point wins; ``choice_fractions``
-    the same for every point that ever wins (``"none"``: no point met the slowdown cap).
-    ``clock_ci`` is the interval of the chosen ``x_field`` value across resamples (grid values);
-    ``clock_ci_points`` how many candidate clock points lie inside it.
-    ``saving_pct`` is the saving of the objective's energy (gross or net) at this point against the
-    default clock; ``objective_change_pct`` the change of the objective itself (negative is better).
-
-    ``supported`` is True only when a confident claim can be made: ``support`` is ``"supported"``,
-    ``"provisional"`` (an incomplete sweep), ``"unsupported"`` (default-clock drift, points without
-    an interval, or noise that does not locate the optimum) or ``"none"`` (no optimum);
-    ``support_reasons`` says why not (the rules are in the module docstring). What stands behind it: ``n_candidates`` verified clock points
-    (of ``n_clock_points`` measured), ``repeats_per_point`` and ``rounds_per_repeat`` as
-    ``[min, max]``, and the sweep's ``points_measured`` of ``points_planned`` (``None``: unknown).
-    """
-
-    objective: str
-    energy_basis: str
-    label: str | None
-    settings: dict[str, float | None] | None
-    x_field: str
-    x_value: float | None
-    value: Estimate | None
-    unit: str
-    clock_ci: tuple[float, float] | None = None
-    clock_ci_points: int | None = None
-    choice_fraction: float | None = None
-    choice_fractions: dict[str, float] = field(default_factory=dict)
-    saving_pct: Estimate | None = None
-    time_change_pct: Estimate | None = None
-    objective_change_pct: Estimate | None = None
-    slowdown_cap_pct: float | None = None
-    cap_met_with_confidence: bool | None = None
-    n_resamples: int = 0
-    simulated: bool = False
-    reason: str | None = None
-    supported: bool = False
-    support: str = NO_OPTIMUM
-    support_reasons: list[str] = field(default_factory=list)
-    n_candidates: int = 0
-    n_clock_points: int = 0
-    repeats_per_point: list[int] | None = None
-    rounds_per_repeat: list[int] | None = None
-    points_measured: int | None = None
-    points_planned: int | None = None
-
-    def basis_text(self) -> str:
-        """What the optimum rests on: ``3 verified clock points (4 of 35 planned points measured),
-        3 repeats each x 5 rounds``."""
-        parts = f"{self.n_candidates} verified clock point{'s' if self.n_candidates != 1 else ''}"
-        if self.points_planned is not None and self.points_measured is not None:
-            parts += f" ({self.points_measured} of {self.points_planned} planned points measured)"
-        if self.repeats_per_point:
-            lo, hi = self.repeats_per_point
-            n = f"{lo}" if lo == hi else f"{lo}-{hi}"
-            parts += f", {n} repeat{'s' if hi != 1 else ''} each"
-            if self.rounds_per_repeat:
-                rlo, rhi = self.rounds_per_repeat
-                parts += f" x {rlo if rlo == rhi else f'{rlo}-{rhi}'} round{'s' if rhi != 1 else ''}"
-        return parts
-
-    def statement(self) -> str:
-        """One line a researcher can paste: the optimum, what it rests on, its confidence and the
-        saving; or, when the data cannot support a claim, why, with point estimates only."""
-        name = _OBJECTIVE_NAMES[self.objective]
-        if self.label is None:
-            return f"{name}: no optimum ({self.reason})"
-        sim = " [SIMULATED]" if self.simulated else ""
-        kind = "net energy" if self.energy_basis == "net" else "energy"
-        if not self.supported:
-            tag = "PROVISIONAL" if self.support == PROVISIONAL else "NOT SUPPORTED"
-            head = (f"{name}: {self.label} [{tag}: the data cannot support this claim: "
-                    f"{'; '.join(self.support_reasons)}] (point estimates only; from {self.basis_text()})")
-            against = []
-            if self.saving_pct is not None:
-                against.append(f"{kind} saved vs the default clock {self.saving_pct.value:.1f} % (estimate)")
-            if self.time_change_pct is not None:
-                against.append(f"time {self.time_change_pct.value:+.1f} % (estimate)")
-            if self.slowdown_cap_pct is not None:
-                against.append(f"cap <= {self.slowdown_cap_pct:g} % slower met by the estimate only")
-            return head + ("; " + ", ".join(against) if against else "") + sim
-        parts = [f"{name}: {self.label}"]
-        detail = []
-        if self.clock_ci is not None:
-            unit = SETTING_UNITS[self.x_field]
-            detail.append(f"{SETTING_NAMES[self.x_field]} 95% CI {self.clock_ci[0]:g}-{self.clock_ci[1]:g} {unit}, "
-                          f"chosen in {100 * (self.choice_fraction or 0):.0f}% of {self.n_resamples} resamples")
-        detail.append(f"chosen from {self.basis_text()}")
-        parts.append(f"({'; '.join(detail)})")
-        head = " ".join(parts)
-        against = []
-        if self.saving_pct is not None:
-            against.append(saving_text(self.saving_pct, kind))
-        if self.time_change_pct is not None:
-            against.append(time_change_text(self.time_change_pct))
-        if self.slowdown_cap_pct is not None:
-            against.append(f"cap <= {self.slowdown_cap_pct:g} % slower"
-                           + (" met with 95 % confidence" if self.cap_met_with_confidence
-                              else " met by the estimate, not with 95 % confidence"))
-        return head + ("; " + ", ".join(against) if against else "") + sim
-
-    def to_dict(self) -> dict[str, Any]:
-        return json_safe(asdict(self))
-
-
-_OBJECTIVE_NAMES = {"energy": "minimum energy", "net_energy": "minimum net energy (idle subtracted)",
-                    "edp": "minimum EDP", "ed2p": "minimum ED2P",
-                    "energy_capped": "minimum energy under the slowdown cap"}
-_OBJECTIVE_UNITS = {"energy": "J/image", "net_energy": "J/image", "edp": "J*s/image", "ed2p": "J*s^2/image",
-                    "energy_capped": "J/image"}
 
 
 @dataclass
@@ -554,9 +224,9 @@ class SweepAnalysis:
                        f"{status}; every optimum is provisional.")
         for o in self.optima.values():
             # Drift and incompleteness are said once above; other reasons are per optimum.
-            reasons = [r for r in o.support_reasons if not r.startswith((_DRIFT_REASON, _INCOMPLETE_REASON))]
+            reasons = [r for r in o.support_reasons if not r.startswith((DRIFT_REASON, INCOMPLETE_REASON))]
             if o.label is not None and reasons:
-                out.append(f"NOT SUPPORTED: {_OBJECTIVE_NAMES[o.objective]}: the data cannot support a claim "
+                out.append(f"NOT SUPPORTED: {OBJECTIVE_NAMES[o.objective]}: the data cannot support a claim "
                            f"({'; '.join(reasons)}).")
         return out
 
@@ -647,8 +317,8 @@ class SweepAnalysis:
             out.append("")
             out.append(f"{len(d.remeasurements)} measurement(s) pooled, {d.stats.n_rounds} rounds.")
             if len(d.remeasurements) > 1:
-                out.append(f" Drift first to last: time {_rel_text(d.drift_time_rel)}, energy "
-                           f"{_rel_text(d.drift_energy_rel)}; verdict: {d.drift_verdict}.")
+                out.append(f" Drift first to last: time {rel_text(d.drift_time_rel)}, energy "
+                           f"{rel_text(d.drift_energy_rel)}; verdict: {d.drift_verdict}.")
                 if d.drift_check is not None:
                     out.append(f" Test: {d.drift_check.test}.")
                 if self.drift_flagged:
@@ -784,8 +454,6 @@ def _label(settings: Mapping[str, float | None], is_default: bool) -> str:
     return ", ".join(parts) if parts else "unset"
 
 
-
-
 # --- the bootstrap ---------------------------------------------------------------------------------
 @dataclass
 class _PointData:
@@ -818,24 +486,8 @@ def _bootstrap_point(p: _PointData, statistic: str, n_resamples: int, rng: np.ra
     if n < 2:
         p.boot = None
         return
-    idx = rng.integers(0, n, size=(n_resamples, n))
     # (B, n, 4) -> statistic over rounds; NaN columns stay NaN (unavailable metrics).
-    p.boot = stat(p.rows[idx], axis=1)
-
-
-def _quantiles(values: np.ndarray, confidence: float) -> tuple[float, float]:
-    alpha = (1.0 - confidence) / 2.0
-    lo, hi = np.quantile(values, [alpha, 1.0 - alpha])
-    return float(lo), float(hi)
-
-
-def _estimate(value: float, boot: np.ndarray | None, confidence: float, method: str = BOOTSTRAP_METHOD) -> Estimate:
-    if boot is None or not np.all(np.isfinite(boot)) or not math.isfinite(float(value)):
-        return Estimate(float(value))
-    lo, hi = _quantiles(boot, confidence)
-    # A percentile interval of a skewed statistic can, rarely, miss the point estimate (it is the
-    # statistic of the sample, not the resamples' median): widen to contain it, never print one outside.
-    return Estimate(float(value), min(lo, float(value)), max(hi, float(value)), method)
+    p.boot = bootstrap_replicates(p.rows, n_resamples, rng, stat)
 
 
 def _derived(p: _PointData, kind: str, energy_col: int) -> tuple[float, np.ndarray | None]:
@@ -862,44 +514,6 @@ def _objective_values(p: _PointData, objective: str, basis_col: int, n_resamples
         return float(p.est[_EN]), reps[:, _EN]
     power = 1 if objective == "edp" else 2
     return float(p.est[basis_col] * p.est[_T] ** power), reps[:, basis_col] * reps[:, _T] ** power
-
-
-def _ratio_estimate(num_value: float, num_reps: np.ndarray, den_value: float, den_reps: np.ndarray,
-                    confidence: float, fn: Any, any_spread: bool) -> Estimate:
-    """A saving or change from the ratio ``num / den``, its interval from the bootstrap ratio.
-
-    ``fn`` maps a ratio to percent (:func:`_saving` or :func:`_change`, both monotone). The
-    interval is the percentile interval of the replicate ratios, mapped through ``fn``; it is given
-    only when every replicate of both is positive and finite, so the ratio interval lies in
-    ``(0, inf)``: a change stays above -100 %, a saving below +100 %. A non-positive estimate (a net
-    energy at or below idle) gives the value with no interval.
-
-    Duplicates in spirit the ratio interval that sdbench.stats is getting (a log-ratio interval);
-    here the ratio is of two bootstrapped statistics, so it stays a bootstrap interval.
-    """
-    ratio = num_value / den_value if den_value else math.nan
-    value = float(fn(ratio))
-    if not any_spread or not (num_value > 0 and den_value > 0):
-        return Estimate(value)
-    num_reps, den_reps = np.asarray(num_reps, dtype=float), np.asarray(den_reps, dtype=float)
-    ok = np.all(np.isfinite(num_reps)) and np.all(np.isfinite(den_reps)) and np.all(num_reps > 0) \
-        and np.all(den_reps > 0)
-    if not ok:
-        return Estimate(value)
-    lo_r, hi_r = _quantiles(num_reps / den_reps, confidence)
-    lo_r, hi_r = min(lo_r, ratio), max(hi_r, ratio)  # contain the estimate (see _estimate)
-    bounds = sorted((float(fn(lo_r)), float(fn(hi_r))))
-    return Estimate(value, min(bounds[0], value), max(bounds[1], value), RATIO_METHOD)
-
-
-def _saving(ratio: Any) -> Any:
-    """Percent saved at ``ratio = E / E_default`` (decreasing in the ratio, below 100 for a positive one)."""
-    return 100.0 * (1.0 - ratio)
-
-
-def _change(ratio: Any) -> Any:
-    """Percent change at ``ratio = x / x_default`` (increasing, above -100 for a positive one)."""
-    return 100.0 * (ratio - 1.0)
 
 
 # --- the analysis ----------------------------------------------------------------------------------
@@ -954,8 +568,9 @@ def analyze_sweep(
         sweep_points_measured: measured points of the whole sweep, when these records are one of
             several workloads in it (:func:`analyze_records` passes it); default: these records.
 
-    Read the result through :attr:`SweepAnalysis.optima` (each :class:`Optimum`'s ``supported``,
-    ``x_value``, ``clock_ci``, ``value``, ``saving_pct``) and :attr:`SweepAnalysis.headline_warnings`.
+    Read the result through :attr:`SweepAnalysis.optima` (each :class:`~sdbench.analysis.optimum.Optimum`'s
+    ``supported``, ``x_value``, ``clock_ci``, ``value``, ``saving_pct``) and
+    :attr:`SweepAnalysis.headline_warnings`.
     """
     if energy_basis not in ENERGY_BASES:
         raise ConfigError("energy_basis", energy_basis, allowed=ENERGY_BASES)
@@ -1059,8 +674,8 @@ def analyze_sweep(
     baseline = _baseline(default_pd, stats_by_label[default_pd.label], by) if default_pd else None
     drift_flagged: list[str] = []
     if baseline is not None and baseline.drift_significant:
-        notes.append(f"the default clock moved between its re-measurements (time {_rel_text(baseline.drift_time_rel)}, "
-                     f"energy {_rel_text(baseline.drift_energy_rel)}): savings carry that drift")
+        notes.append(f"the default clock moved between its re-measurements (time {rel_text(baseline.drift_time_rel)}, "
+                     f"energy {rel_text(baseline.drift_energy_rel)}): savings carry that drift")
         after = baseline.drift_after_order
         for pd in clock_pds:
             # Without a common order the drift cannot be placed in time: every point is affected.
@@ -1082,8 +697,11 @@ def analyze_sweep(
                                      net_available=net_available, cap_pct=cap, confidence=confidence,
                                      n_resamples=n_resamples, simulated=simulated, n_clock_points=len(clock_pds))
     coverage = sweep_coverage(recs, meta, points_measured=sweep_points_measured)
+    rounds = {p.label: int(p.rows.shape[0]) for p in [*candidates, *([default_pd] if default_pd is not None else [])]}
+    drift = baseline.drift_check if baseline is not None else None
     for opt in optima.values():
-        _judge_support(opt, candidates, default_pd, baseline, coverage, confidence)
+        judge_support(opt, rounds=rounds, clock_values=[p.settings[x_field] for p in candidates], drift=drift,
+                      coverage=coverage, confidence=confidence)
     excluded = [{"label": p.label, "settings": p.settings, "clock_verified": p.statuses,
                  "reason": p.exclusion_reason or "not verified"} for p in clock_pds if p.excluded]
     # A partly excluded point: its unverified repeats are listed too.
@@ -1118,10 +736,6 @@ def analyze_sweep(
     )
 
 
-_DRIFT_REASON = "the default clock drifted beyond its noise"
-_INCOMPLETE_REASON = "incomplete sweep"
-
-
 def sweep_coverage(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any] | None, *,
                    points_measured: int | None = None) -> dict[str, Any]:
     """Planned against measured points: what an incomplete sweep's headline says.
@@ -1142,44 +756,6 @@ def sweep_coverage(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]
             "sweep_status": meta.get("status"), "repeats_planned": meta.get("repeats")}
 
 
-def _judge_support(opt: Optimum, candidates: Sequence[_PointData], d: _PointData | None,
-                   baseline: DefaultBaseline | None, coverage: Mapping[str, Any], confidence: float) -> None:
-    """Set ``supported``, ``support`` and ``support_reasons`` (see :class:`Optimum` and the module docstring)."""
-    opt.points_measured, opt.points_planned = coverage.get("points_measured"), coverage.get("points_planned")
-    if opt.label is None:
-        opt.supported, opt.support = False, NO_OPTIMUM
-        opt.support_reasons = [opt.reason or "no optimum"]
-        return
-    reasons: list[str] = []
-    provisional = coverage.get("complete") is False
-    if provisional:
-        reasons.append(f"{_INCOMPLETE_REASON}: only {coverage['points_measured']} of {coverage['points_planned']} "
-                       "planned points measured")
-    if baseline is not None and baseline.drift_significant:
-        check = baseline.drift_check
-        what = f"{check.metric} {100 * (check.rel_change or 0.0):+.1f} %" if check else ""
-        reasons.append(f"{_DRIFT_REASON} ({what})")
-    few = [p.label for p in [*candidates, *([d] if d is not None else [])] if p.rows.shape[0] < MIN_ROUNDS_FOR_CLAIM]
-    if few:
-        reasons.append(f"{len(few)} point(s) with fewer than {MIN_ROUNDS_FOR_CLAIM} rounds, too few for an interval "
-                       f"({', '.join(few[:3])}{', ...' if len(few) > 3 else ''})")
-    xs = sorted({float(p.settings[opt.x_field]) for p in candidates if p.settings[opt.x_field] is not None})
-    k = opt.clock_ci_points
-    if opt.clock_ci is not None and k is not None and k >= 2 and len(xs) >= 2:
-        share = (opt.clock_ci[1] - opt.clock_ci[0]) / (xs[-1] - xs[0])
-        if share > MAX_CLOCK_CI_SHARE:
-            reasons.append(f"the noise does not locate the optimum: its {100 * confidence:g} % clock interval "
-                           f"{opt.clock_ci[0]:g}-{opt.clock_ci[1]:g} {SETTING_UNITS[opt.x_field]} spans {k} of "
-                           f"{len(xs)} clock points, {100 * share:.0f} % of the swept range")
-    none_share = opt.choice_fractions.get("none", 0.0)
-    if none_share > 1.0 - confidence:
-        reasons.append(f"in {100 * none_share:.0f} % of resamples no point met the slowdown cap")
-    opt.support_reasons = reasons
-    opt.supported = not reasons
-    only_incomplete = provisional and len(reasons) == 1
-    opt.support = SUPPORTED if not reasons else (PROVISIONAL if only_incomplete else UNSUPPORTED)
-
-
 def _axes(points: Sequence[_PointData]) -> tuple[str, list[str]]:
     """The setting that varies most is the x axis; other varying settings make series."""
     distinct = {f: {p.settings[f] for p in points if p.settings[f] is not None} for f in SETTING_FIELDS}
@@ -1192,7 +768,7 @@ def _axes(points: Sequence[_PointData]) -> tuple[str, list[str]]:
 
 def _point_stats(p: _PointData, d: _PointData | None, confidence: float, energy_basis: str, simulated: bool,
                  n_resamples: int) -> PointStats:
-    est = {name: (_estimate(p.est[col], None if p.boot is None else p.boot[:, col], confidence)
+    est = {name: (bootstrap_estimate(p.est[col], None if p.boot is None else p.boot[:, col], confidence)
                   if p.available(col) else None)
            for name, col in _METRIC_COLUMNS.items()}
     measured = [_num(r.get("telemetry_sm_clock_mhz_mean")) for r in p.records]
@@ -1210,24 +786,27 @@ def _point_stats(p: _PointData, d: _PointData | None, confidence: float, energy_
         if p.available(col):
             for kind, name in (("edp", edp_name), ("ed2p", ed2p_name)):
                 value, boot = _derived(p, kind, col)
-                setattr(ps, name, _estimate(value, boot, confidence))
+                setattr(ps, name, bootstrap_estimate(value, boot, confidence))
     if d is None or p is d:
         return ps
     spread = p.boot is not None or d.boot is not None
     rp, rd = _replicates(p, n_resamples), _replicates(d, n_resamples)
-    ps.time_change_pct = _ratio_estimate(p.est[_T], rp[:, _T], d.est[_T], rd[:, _T], confidence, _change, spread)
+    ps.time_change_pct = ratio_estimate(p.est[_T], rp[:, _T], d.est[_T], rd[:, _T], confidence, change_from_ratio,
+                                        spread)
     basis_col = _E if energy_basis == "gross" else _EN
     if p.available(_E) and d.available(_E):
-        ps.energy_saving_pct = _ratio_estimate(p.est[_E], rp[:, _E], d.est[_E], rd[:, _E], confidence, _saving, spread)
+        ps.energy_saving_pct = ratio_estimate(p.est[_E], rp[:, _E], d.est[_E], rd[:, _E], confidence,
+                                              saving_from_ratio, spread)
     if p.available(_EN) and d.available(_EN):
-        ps.net_energy_saving_pct = _ratio_estimate(p.est[_EN], rp[:, _EN], d.est[_EN], rd[:, _EN], confidence,
-                                                   _saving, spread)
+        ps.net_energy_saving_pct = ratio_estimate(p.est[_EN], rp[:, _EN], d.est[_EN], rd[:, _EN], confidence,
+                                                   saving_from_ratio, spread)
     if p.available(basis_col) and d.available(basis_col):
         for power, name in ((1, "edp_change_pct"), (2, "ed2p_change_pct")):
             pv = p.est[basis_col] * p.est[_T] ** power
             dv = d.est[basis_col] * d.est[_T] ** power
-            setattr(ps, name, _ratio_estimate(pv, rp[:, basis_col] * rp[:, _T] ** power, dv,
-                                              rd[:, basis_col] * rd[:, _T] ** power, confidence, _change, spread))
+            setattr(ps, name, ratio_estimate(pv, rp[:, basis_col] * rp[:, _T] ** power, dv,
+                                              rd[:, basis_col] * rd[:, _T] ** power, confidence,
+                                              change_from_ratio, spread))
     return ps
 
 
@@ -1250,9 +829,9 @@ def _baseline(d: _PointData, stats: PointStats, by: str | None) -> DefaultBaseli
                                "sweep_order_index": rec.get("sweep_order_index"), "repeat": rec.get("repeat"),
                                "clock_verified": d.statuses[i], "rounds": int(rows.shape[0]),
                                "time_per_image_s": float(np.mean(rows[:, _T])),
-                               "time_per_image_s_ci95": _log_t_interval(rows[:, _T]),
+                               "time_per_image_s_ci95": log_t_interval(rows[:, _T]),
                                "energy_per_image_j": None if energy is None else float(np.mean(energy)),
-                               "energy_per_image_j_ci95": None if energy is None else _log_t_interval(energy)}
+                               "energy_per_image_j_ci95": None if energy is None else log_t_interval(energy)}
         row["_order"] = order_key(rec, by) if by else None
         rem.append(row)
         series.append({"time_per_image_s": rows[:, _T], "energy_per_image_j": energy})
@@ -1283,7 +862,7 @@ def _optimum(objective: str, candidates: Sequence[_PointData], d: _PointData | N
              energy_basis: str, energy_available: bool, net_available: bool, cap_pct: float, confidence: float,
              n_resamples: int, simulated: bool, n_clock_points: int) -> Optimum:
     basis = "net" if objective == "net_energy" else ("gross" if objective == "energy" else energy_basis)
-    unit = _OBJECTIVE_UNITS[objective]
+    unit = OBJECTIVE_UNITS[objective]
     empty = Optimum(objective=objective, energy_basis=basis, label=None, settings=None, x_field=x_field, x_value=None,
                     value=None, unit=unit, n_resamples=n_resamples, simulated=simulated,
                     slowdown_cap_pct=cap_pct if objective == "energy_capped" else None,
@@ -1312,6 +891,7 @@ def _optimum(objective: str, candidates: Sequence[_PointData], d: _PointData | N
     reps_arr = np.column_stack(reps)  # (B, points)
     n_pts = len(candidates)
 
+    feasible = feasible_reps = None
     if objective == "energy_capped":
         assert d is not None
         t_point = np.asarray([p.est[_T] for p in candidates])
@@ -1319,27 +899,18 @@ def _optimum(objective: str, candidates: Sequence[_PointData], d: _PointData | N
         t_reps = np.column_stack([_replicates(p, n_resamples)[:, _T] for p in candidates])
         d_t = _replicates(d, n_resamples)[:, _T][:, None]
         feasible_reps = 100.0 * (t_reps / d_t - 1.0) <= cap_pct
-    else:
-        feasible = np.ones(n_pts, dtype=bool)
-        feasible_reps = np.ones_like(reps_arr, dtype=bool)
 
-    if not feasible.any():
+    pick = pick_optimum([p.label for p in candidates], values_arr, reps_arr, lower_is_better=True,
+                        confidence=confidence, feasible=feasible, feasible_replicates=feasible_reps)
+    if pick.index is None:
         empty.reason = f"no verified point is within {cap_pct:g} % of the default clock's time"
         return empty
-    winner = int(np.argmin(np.where(feasible, values_arr, np.inf)))
-    masked = np.where(feasible_reps, reps_arr, np.inf)
-    choice = np.argmin(masked, axis=1)
-    none_mask = ~np.isfinite(masked[np.arange(masked.shape[0]), choice])
-    labels = [p.label for p in candidates]
-    fractions: dict[str, float] = {}
-    for i in range(n_pts):
-        c = int(np.sum((choice == i) & ~none_mask))
-        if c:
-            fractions[labels[i]] = c / n_resamples
-    if none_mask.any():
-        fractions["none"] = float(none_mask.sum()) / n_resamples
+    winner = pick.index
+    fractions: dict[str, float] = dict(pick.choice_fractions)
+    if pick.none_fraction:
+        fractions["none"] = pick.none_fraction
     xs = np.asarray([p.settings[x_field] if p.settings[x_field] is not None else np.nan for p in candidates])
-    chosen_x = xs[choice[~none_mask]]
+    chosen_x = xs[pick.choices[pick.choices >= 0]]
     chosen_x = chosen_x[np.isfinite(chosen_x)]
     clock_ci = None
     clock_ci_points = None
@@ -1349,12 +920,11 @@ def _optimum(objective: str, candidates: Sequence[_PointData], d: _PointData | N
                     float(np.quantile(chosen_x, 1.0 - alpha, method="higher")))
         clock_ci_points = len({float(x) for x in xs[np.isfinite(xs)] if clock_ci[0] <= x <= clock_ci[1]})
     best = candidates[winner]
-    spread = best.boot is not None
+    # A single-round point's replicates repeat its estimate: it has no interval.
+    value = interval_estimate(values_arr[winner], pick.interval if best.boot is not None else None)
     opt = Optimum(objective=objective, energy_basis=basis, label=best.label, settings=best.settings, x_field=x_field,
-                  x_value=best.settings[x_field], value=_estimate(values_arr[winner], reps_arr[:, winner] if spread else None,
-                                                                  confidence),
-                  unit=unit, clock_ci=clock_ci, clock_ci_points=clock_ci_points,
-                  choice_fraction=fractions.get(best.label, 0.0),
+                  x_value=best.settings[x_field], value=value, unit=unit, clock_ci=clock_ci,
+                  clock_ci_points=clock_ci_points, choice_fraction=pick.choice_fraction,
                   choice_fractions=dict(sorted(fractions.items(), key=lambda kv: -kv[1])), n_resamples=n_resamples,
                   simulated=simulated, slowdown_cap_pct=cap_pct if objective == "energy_capped" else None,
                   n_candidates=n_pts, n_clock_points=n_clock_points,
@@ -1366,12 +936,13 @@ def _optimum(objective: str, candidates: Sequence[_PointData], d: _PointData | N
         rb, rd = _replicates(best, n_resamples), _replicates(d, n_resamples)
         ecol = _EN if basis == "net" else _E
         if best.available(ecol) and d.available(ecol):
-            opt.saving_pct = _ratio_estimate(best.est[ecol], rb[:, ecol], d.est[ecol], rd[:, ecol], confidence, _saving,
-                                             spread)
-        opt.time_change_pct = _ratio_estimate(best.est[_T], rb[:, _T], d.est[_T], rd[:, _T], confidence, _change, spread)
+            opt.saving_pct = ratio_estimate(best.est[ecol], rb[:, ecol], d.est[ecol], rd[:, ecol], confidence,
+                                            saving_from_ratio, spread)
+        opt.time_change_pct = ratio_estimate(best.est[_T], rb[:, _T], d.est[_T], rd[:, _T], confidence,
+                                             change_from_ratio, spread)
         d_value, d_reps = _objective_values(d, objective, basis_col, n_resamples)
-        opt.objective_change_pct = _ratio_estimate(values_arr[winner], reps_arr[:, winner], d_value, d_reps,
-                                                   confidence, _change, spread)
+        opt.objective_change_pct = ratio_estimate(values_arr[winner], reps_arr[:, winner], d_value, d_reps,
+                                                   confidence, change_from_ratio, spread)
         if objective == "energy_capped":
             high = opt.time_change_pct.ci_high if opt.time_change_pct.has_ci else opt.time_change_pct.value
             opt.cap_met_with_confidence = bool(high is not None and high <= cap_pct)
@@ -1424,75 +995,6 @@ def provenance_lines(prov: Mapping[str, Any]) -> list[str]:
 
 
 # --- tables ----------------------------------------------------------------------------------------
-def _num_text(x: float, signed: bool, side: int) -> str:
-    """``x`` to one decimal; when ``side`` is +1 (-1) and one decimal would print it at or below
-    (above) 0, more decimals (up to six) instead: a printed number never crosses the verdict's side."""
-    def wrong_side(t: str) -> bool:
-        return (side > 0 and float(t) <= 0.0) or (side < 0 and float(t) >= 0.0)
-
-    for decimals in range(1, 7):  # as few decimals as keep the number on its side of 0
-        text = f"{x:+.{decimals}f}" if signed else f"{x:.{decimals}f}"
-        if not wrong_side(text):
-            return text
-    return f"{x:+.2g}" if signed else f"{x:.2g}"
-
-
-def _interval_text(lo: float, hi: float, signed: bool, away_from_zero: bool) -> str:
-    """``[lo, hi]``; an interval that excludes 0 (``away_from_zero``) is printed on its side of 0."""
-    side = (1 if lo > 0 else -1) if away_from_zero else 0
-    return f"[{_num_text(lo, signed, side)}, {_num_text(hi, signed, side)}]"
-
-
-def _pct_text(e: Estimate) -> str:
-    if e.has_ci:
-        assert e.ci_low is not None and e.ci_high is not None
-        side = (1 if e.ci_low > 0 else -1) if e.excludes(0.0) else 0
-        return f"{_num_text(e.value, False, side)} % {_interval_text(e.ci_low, e.ci_high, False, side != 0)}"
-    return f"{e.value:.1f} %"
-
-
-def _signed_pct_text(e: Estimate) -> str:
-    if e.has_ci:
-        assert e.ci_low is not None and e.ci_high is not None
-        side = (1 if e.ci_low > 0 else -1) if e.excludes(0.0) else 0
-        return f"{_num_text(e.value, True, side)} % {_interval_text(e.ci_low, e.ci_high, True, side != 0)}"
-    return f"{e.value:+.1f} %"
-
-
-def saving_text(e: Estimate, kind: str = "energy") -> str:
-    """A saving with a verdict that its interval backs: "saves" only when the interval lies above 0,
-    "uses more" only below 0, else "not distinguishable from no saving"; no interval, no verdict."""
-    if not e.has_ci:
-        return f"{kind} saved vs the default clock {e.value:.1f} % (no interval)"
-    assert e.ci_low is not None and e.ci_high is not None
-    if e.ci_low > 0:
-        return f"saves {_pct_text(e)} {kind} vs the default clock"
-    if e.ci_high < 0:
-        more = Estimate(-e.value, -e.ci_high, -e.ci_low)
-        return f"uses {_pct_text(more)} more {kind} than the default clock"
-    return f"{kind} saved vs the default clock {_pct_text(e)}: not distinguishable from no saving"
-
-
-def time_change_text(e: Estimate) -> str:
-    """A time change with the verdict its interval backs (slower / faster / not distinguishable)."""
-    if not e.has_ci:
-        return f"time {e.value:+.1f} % (no interval)"
-    assert e.ci_low is not None and e.ci_high is not None
-    if e.ci_low > 0:
-        return f"time {_signed_pct_text(e)} (slower)"
-    if e.ci_high < 0:
-        return f"time {_signed_pct_text(e)} (faster)"
-    return f"time {_signed_pct_text(e)} (not distinguishable from the default clock's time)"
-
-
-def _rel_text(rel: float | None) -> str:
-    return "-" if rel is None else f"{100 * rel:+.2f} %"
-
-
-def _est_text(e: Estimate | None, fmt: str = ".4g") -> str:
-    return "-" if e is None else e.text(fmt)
-
-
 def points_table(a: SweepAnalysis) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the points table (default first), shared by markdown and HTML."""
     header = ["point", "verified", "rounds", "s/image", "J/image", "net J/image", "W", "EDP J*s", "ED2P J*s^2",
@@ -1504,11 +1006,11 @@ def points_table(a: SweepAnalysis) -> tuple[list[str], list[list[str]]]:
             verified += " (EXCLUDED)"
         if p.drift_affected:
             verified += " (AFTER DEFAULT-CLOCK DRIFT)"
-        rows.append([p.label, verified, str(p.n_rounds), _est_text(p.time_per_image_s), _est_text(p.energy_per_image_j),
-                     _est_text(p.net_energy_per_image_j), _est_text(p.power_w), _est_text(p.edp_js),
-                     _est_text(p.ed2p_js2),
-                     "baseline" if p.is_default else ("-" if p.energy_saving_pct is None else _pct_text(p.energy_saving_pct)),
-                     "baseline" if p.is_default else ("-" if p.time_change_pct is None else _signed_pct_text(p.time_change_pct))])
+        rows.append([p.label, verified, str(p.n_rounds), est_text(p.time_per_image_s), est_text(p.energy_per_image_j),
+                     est_text(p.net_energy_per_image_j), est_text(p.power_w), est_text(p.edp_js),
+                     est_text(p.ed2p_js2),
+                     "baseline" if p.is_default else ("-" if p.energy_saving_pct is None else pct_text(p.energy_saving_pct)),
+                     "baseline" if p.is_default else ("-" if p.time_change_pct is None else signed_pct_text(p.time_change_pct))])
     return header, rows
 
 
@@ -1527,7 +1029,7 @@ def optima_table(a: SweepAnalysis) -> tuple[list[str], list[list[str]]]:
               "energy saved % vs default", "time change % vs default", "based on"]
     rows = []
     for opt in a.optima.values():
-        name = _OBJECTIVE_NAMES[opt.objective]
+        name = OBJECTIVE_NAMES[opt.objective]
         if opt.objective == "energy_capped":
             name += f" (<= {opt.slowdown_cap_pct:g} % slower)"
         if opt.objective in ("edp", "ed2p", "energy_capped"):
@@ -1545,158 +1047,8 @@ def optima_table(a: SweepAnalysis) -> tuple[list[str], list[list[str]]]:
             continue
         ci = "-" if opt.clock_ci is None else f"{opt.clock_ci[0]:g} - {opt.clock_ci[1]:g}"
         rows.append([name, point, _claim_text(opt), ci,
-                     f"{100 * (opt.choice_fraction or 0):.0f} %", f"{_est_text(opt.value)} {opt.unit}",
-                     "-" if opt.saving_pct is None else _pct_text(opt.saving_pct),
-                     "-" if opt.time_change_pct is None else _signed_pct_text(opt.time_change_pct),
+                     f"{100 * (opt.choice_fraction or 0):.0f} %", f"{est_text(opt.value)} {opt.unit}",
+                     "-" if opt.saving_pct is None else pct_text(opt.saving_pct),
+                     "-" if opt.time_change_pct is None else signed_pct_text(opt.time_change_pct),
                      opt.basis_text()])
     return header, rows
-
-
-def markdown_table(table: tuple[list[str], list[list[str]]]) -> str:
-    header, rows = table
-    esc = [[c.replace("|", "\\|") for c in row] for row in rows]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in esc]
-    return "\n".join(lines)
-
-
-# --- synthetic records (SIMULATED; for demos and tests) ------------------------------------------------
-#: A true per-image curve: ``(sm_clock_mhz, mem_clock_mhz) -> (time_s, busy_power_w)``.
-TrueCurve = Callable[[float, float], tuple[float, float]]
-
-
-def simulated_true_curve(ref_time_s: float = 2.0, idle_power_w: float = 70.0) -> TrueCurve:
-    """The simulated GPU's noise-free model as a :data:`TrueCurve`: ``t = ref_time_s * s(f)`` and
-    ``P(f)`` from :class:`sdbench.gpu.simulated.SimulatedGpu` (what :func:`synthetic_sweep_records`
-    draws from by default, and what a known-answer test takes as the truth)."""
-    from sdbench.gpu.simulated import SimulatedGpu
-
-    gpu = SimulatedGpu(idle_power_w=idle_power_w)
-
-    def curve(sm_clock_mhz: float, mem_clock_mhz: float) -> tuple[float, float]:
-        return (ref_time_s * gpu.expected_time_scale(sm_clock_mhz, mem_clock_mhz),
-                gpu.expected_busy_power_w(sm_clock_mhz, mem_clock_mhz))
-
-    return curve
-
-
-def synthetic_sweep_records(
-    *,
-    sm_clocks_mhz: Sequence[int] = (1980, 1800, 1620, 1440, 1260, 1080, 900, 720),
-    mem_clocks_mhz: Sequence[int | None] = (None,),
-    rounds: int = 8,
-    repeats: int = 1,
-    default_repeats: int = 3,
-    noise_rel: float = 0.01,
-    ref_time_s: float = 2.0,
-    idle_power_w: float = 70.0,
-    default_drift_rel: float = 0.0,
-    drift_rel: float = 0.0,
-    true_curve: TrueCurve | None = None,
-    clock_verified: Mapping[int, str] | None = None,
-    activity: bool = True,
-    steps: int = 30,
-    seed: int = 0,
-    workload: Mapping[str, Any] | None = None,
-) -> list[dict[str, Any]]:
-    """Sweep records drawn from a known true curve (by default the simulated GPU's physical model).
-
-    Every record is flagged simulated (``energy_simulated``, ``env_gpu_simulated``). Per round:
-    ``t = t(f) * (1 + noise)``, ``P = P(f) * drift * (1 + noise)``, ``E = P * t``, with
-    ``(t(f), P(f)) = true_curve(f, mem)`` (default :func:`simulated_true_curve`) and ``1 + noise``
-    lognormal with mean 1 and CV ``noise_rel`` (the per-round noise; positive at any CV). The default clock runs at the model's
-    maximum clock, re-measured ``default_repeats`` times, spread over the sweep (first and last
-    included). Injected drift: ``default_drift_rel`` moves only the default re-measurements' energy
-    (0 at the first, the full amount at the last); ``drift_rel`` moves every record's power the same
-    way along the measurement order (the GPU or host changing under the whole sweep). Records carry
-    ``sweep_order_index``. ``clock_verified`` maps SM clocks to a status other than "ok" (e.g.
-    ``{1260: "drift"}``). Per-step and per-phase fields are included.
-    """
-    from sdbench.gpu.simulated import SimulatedGpu
-
-    gpu = SimulatedGpu(idle_power_w=idle_power_w)
-    curve = true_curve or simulated_true_curve(ref_time_s, idle_power_w)
-    f_max = gpu.info().max_sm_clock_mhz
-    mem_max = max(gpu.supported_memory_clocks_mhz())
-    m_fraction = 0.3  # SimulatedGpu's default memory-bound fraction (its activity split uses the same)
-    rng = np.random.default_rng(seed)
-    verified = dict(clock_verified or {})
-    base = {"record_type": "case", "model": "sd15", "scheduler": "euler", "steps": steps, "width": 512, "height": 512,
-            "pixels": 512 * 512, "batch_size": 1, "dtype": "fp16", "profile": "eager", "knobs": "", "attention": "sdpa",
-            "offload": "none", "guidance_scale": 7.5, "device": "simulated", "energy_simulated": True,
-            "env_gpu_simulated": True, "env_gpu_name": gpu.name, "energy_source": "counter",
-            "time_source": "perf_counter", "env_compute_device": "cpu"}
-    base.update(workload or {})
-    plan: list[tuple[int | None, int | None, int, str]] = []
-    for r in range(default_repeats):
-        plan.append((None, None, r, "default-clock"))
-    for mem in mem_clocks_mhz:
-        for f in sm_clocks_mhz:
-            for r in range(repeats):
-                plan.append((int(f), mem, r, "point"))
-    # Randomised point order (as a sweep runs), the default re-measurements spread over it, first and last.
-    order = [int(i) for i in rng.permutation(len(plan)) if i >= default_repeats]
-    slots = np.linspace(0, len(order), default_repeats).round().astype(int) if default_repeats else []
-    for slot, i in sorted(zip(slots, range(default_repeats)), reverse=True):
-        order.insert(int(slot), i)
-    # Lognormal factors of mean 1 and CV noise_rel: positive, like a time or a power, at any CV.
-    sigma = math.sqrt(math.log1p(noise_rel**2))
-
-    def noise(size: int) -> np.ndarray:
-        return np.exp(sigma * rng.standard_normal(size) - sigma**2 / 2.0)
-
-    records = []
-    for n, i in enumerate(order):
-        sm, mem, rep, role = plan[i]
-        f_eff = float(sm if sm is not None else f_max)
-        fm = float(mem if mem is not None else mem_max)
-        t_true, p_true = curve(f_eff, fm)
-        scale = gpu.expected_time_scale(f_eff, fm)
-        drift = 1.0 + drift_rel * n / max(1, len(order) - 1)
-        if role == "default-clock" and default_repeats > 1:
-            drift *= 1.0 + default_drift_rel * rep / (default_repeats - 1)
-        t = t_true * noise(rounds)
-        p = p_true * drift * noise(rounds)
-        e = p * t
-        net = e - idle_power_w * t
-        rec = dict(base)
-        rec.update({
-            "case_id": f"synthetic-sm{sm}" if sm else "synthetic-default",
-            "sm_clock_mhz": sm, "mem_clock_mhz": mem, "power_limit_w": None,
-            "sm_clock_mhz_setting": sm, "mem_clock_mhz_setting": mem, "power_limit_w_setting": None,
-            "is_default_clock": role == "default-clock", "point_role": role, "repeat": rep,
-            "clock_verified": "ok" if sm is None else verified.get(int(sm), "ok"),
-            "point_id": f"{role}-{sm}-{mem}-{rep}", "point_status": "ok", "sweep_order_index": n,
-            "started_utc": f"2026-01-01T00:{n // 60:02d}:{n % 60:02d}+00:00",
-            "rounds": rounds,
-            "time_per_image_s_samples": t.tolist(), "time_per_image_s_mean": float(t.mean()),
-            "time_per_image_s_median": float(np.median(t)),
-            "energy_per_image_j_samples": e.tolist(), "energy_per_image_j_mean": float(e.mean()),
-            "energy_per_image_j_median": float(np.median(e)),
-            "net_energy_per_image_j_samples": net.tolist(), "net_energy_per_image_j_median": float(np.median(net)),
-            "power_w_samples": p.tolist(), "power_w": float(np.median(p)), "idle_power_w": idle_power_w,
-            "telemetry_sm_clock_mhz_mean": f_eff, "telemetry_mem_clock_mhz_mean": fm,
-            "telemetry_power_limit_w": 700.0, "env_gpu_default_sm_clock_mhz": f_max,
-        })
-        # Per step and phase: the denoise loop takes 90 % of a call, text encode 2 %, VAE decode 8 %.
-        call_t = float(np.median(t))
-        call_p = float(np.median(p))
-        step_t = call_t * 0.90 / steps
-        rec["step_time_s"] = [step_t * (1.3 if k == 0 else 1.0) for k in range(steps)]
-        rec["step_energy_j"] = [s * call_p for s in rec["step_time_s"]]
-        for phase, share, rel_power in (("text_encode", 0.02, 0.6), ("denoise", 0.90, 1.0), ("vae_decode", 0.07, 0.85),
-                                        ("other", 0.01, 0.5)):
-            rec[f"phase_{phase}_s"] = call_t * share
-            rec[f"phase_{phase}_energy_j"] = call_t * share * call_p * rel_power
-        if activity:
-            compute_share = (1.0 - m_fraction) * f_max / f_eff / scale
-            memory_share = m_fraction * mem_max / fm / scale
-            # Counter sampling noise keeps fp and DRAM activity from being exactly collinear, as on hardware.
-            jitter = 1.0 + noise_rel * rng.standard_normal(3)
-            # Named as a sweep's records name them (sdbench.gpu.dcgm: activity_<counter>_mean over the windows).
-            rec.update({"activity_status": "simulated", "activity_sm_active_mean": 1.0,
-                        "activity_tensor_active_mean": 0.8 * compute_share * jitter[0],
-                        "activity_fp16_active_mean": 0.15 * compute_share * jitter[1],
-                        "activity_dram_active_mean": memory_share * jitter[2]})
-        records.append(rec)
-    return records

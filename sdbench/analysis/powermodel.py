@@ -564,7 +564,7 @@ class PowerModelResult:
         return out
 
     def markdown(self, heading_level: int = 2) -> str:
-        from sdbench.analysis.dvfs import markdown_table
+        from sdbench.analysis.text import markdown_table
 
         h = "#" * heading_level
         out = [f"{h} Power and runtime models", ""]

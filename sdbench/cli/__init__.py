@@ -15,24 +15,11 @@ import os
 import sys
 from collections.abc import Sequence
 
-from sdbench.cli import args as _args
 from sdbench.cli.args import Parser, add_case_arguments
 from sdbench.cli.commands import COMMANDS
 from sdbench.errors import EXIT_BROKEN_PIPE, EXIT_CODES, EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, SdbenchError
 
 __all__ = ["add_case_arguments", "build_parser", "main"]
-
-# The private names domain modules (sweep, batching, quality, report) still import from here.
-_float = _args.number
-_int = _args.integer
-_positive_int = _args.positive_int
-_int_at_least = _args.int_at_least
-_case_kwargs = _args.case_kwargs
-_default_model = _args.default_model
-_runner_config = _args.runner_config
-_progress_printer = _args.progress_printer
-_knobs = _args.knobs
-_Parser = Parser
 
 EPILOG_WIDTH = 78  # the epilog keeps its own line breaks (the exit-code table), so it is wrapped here
 
@@ -119,7 +106,8 @@ def _main(argv: Sequence[str] | None) -> int:
     except BrokenPipeError:
         raise
     except Exception as exc:
-        from sdbench.cli.failures import OOM_ADVICE, is_out_of_memory, memory_state
+        from sdbench.cli.failures import OOM_ADVICE, memory_state
+        from sdbench.errors import is_out_of_memory
 
         if not is_out_of_memory(exc):
             raise

@@ -3,24 +3,11 @@
 from __future__ import annotations
 
 import os
-import sys
 
 from sdbench.errors import OutOfMemory
 
 GIB = 2**30
 OOM_ADVICE = "try a smaller --batch-size, --offload model, or --vae-slicing"
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """Whether `exc` is an allocator running out (torch's OutOfMemoryError or an OOM RuntimeError).
-
-    torch is consulted only when it is already imported: an error raised before it was needed is no OOM.
-    """
-    if "torch" not in sys.modules:
-        return False
-    from sdbench.studies.batching import is_out_of_memory as _is_oom
-
-    return _is_oom(exc)
 
 
 def memory_state(device: str) -> str:

@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -361,54 +361,44 @@ def no_settings(_point: PlanPoint, _case: Case) -> Iterator[None]:
     yield
 
 
-# --- command line ---------------------------------------------------------------------------------
-def _matrix_cases(args: Any) -> list[Case]:
+# --- plans of a case matrix, and their shards merged ---------------------------------------------
+def matrix_cases(device: str, axes: Mapping[str, str | None], prompt: str | None = None) -> list[Case]:
+    """The cases of a matrix: `axes` holds each plan axis's comma-separated values by name (settings.PLAN_AXES;
+    None or absent: the default), `prompt` the one prompt (None: the default)."""
     from sdbench.case import resolve_device
-    from sdbench.pytest_plugin import build_cases
+    from sdbench.matrix import base_matrix, build_cases
 
     # A plan is often written on a login node without a GPU: "cuda"/"cuda:N" are taken at their word
     # (the worker that runs the plan checks its device); only "auto" looks at this machine.
-    device = "cuda:0" if args.device == "cuda" else args.device
-    if not re.fullmatch(r"cpu|simulated(:.*)?|cuda:\d+", device):
-        device = resolve_device(args.device)
-    matrix: dict[str, list[Any]] = {"models": ["tiny-sd" if not device.startswith("cuda") else "sdxl"],
-                                    "schedulers": ["default"], "resolutions": ["default"], "batch_sizes": [1],
-                                    "steps": ["default"], "dtypes": ["default"], "profiles": ["eager"],
-                                    "weights": ["auto"], "prompts": [None], "attention": ["sdpa"],
-                                    "sm_clocks_mhz": [None], "knobs": [""]}
+    resolved = "cuda:0" if device == "cuda" else device
+    if not re.fullmatch(r"cpu|simulated(:.*)?|cuda:\d+", resolved):
+        resolved = resolve_device(device)
+    matrix = {**base_matrix(), "models": ["tiny-sd" if not resolved.startswith("cuda") else "sdxl"]}
     for key in settings.PLAN_AXES:
         row = settings.get(key)
-        values = settings.check_axis(row.name, getattr(args, row.attr), field_name=row.name)
+        values = settings.check_axis(row.name, axes.get(row.name), field_name=row.name)
         if values:
             matrix[row.name] = values
-    if args.prompt:
-        matrix["prompts"] = [args.prompt]
-    return build_cases(matrix, device)
+    if prompt:
+        matrix["prompts"] = [prompt]
+    return build_cases(matrix, resolved)
 
 
-def cmd_plan_make(args: Any) -> int:
-    """`sdbench plan make`: the matrix's cases as a plan, checked whole (as `plan run` will check it) before it
-    is written: a value that would fail at run time is refused now."""
-    repeats = settings.check("plan.repeats", args.repeats)
-    cases = _matrix_cases(args)
-    runner: dict[str, Any] = {}
-    for key in settings.MEASUREMENT_KEYS:
-        row = settings.get(key)
-        value = getattr(args, row.attr, None)
-        if value is not None and not (row.name == "energy" and value == row.default):
-            runner[row.name] = value
-    plan = Plan.from_cases(cases, repeats=repeats, device=args.device, runner=runner,
+def matrix_plan(cases: Sequence[Case], *, repeats: int, device: str, runner: Mapping[str, Any]) -> Plan:
+    """The cases as a plan (`runner`: the RunnerConfig fields set), checked whole as `plan run` will check it:
+    a value that would fail at run time is refused now."""
+    plan = Plan.from_cases(list(cases), repeats=repeats, device=device, runner=dict(runner),
                            meta={"created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(), "kind": "matrix"})
     plan.validate()
-    path = plan.save(args.output)
-    print(f"plan: {len(plan.points)} points ({len(cases)} cases x {repeats} repeats) -> {path}")
-    return 0
+    return plan
 
 
-def cmd_plan_merge(args: Any) -> int:
-    paths = sorted(Path(args.results_dir).glob("results-shard*.jsonl"))
+def merge_shards(results_dir: str | os.PathLike[str], out_path: str | os.PathLike[str]) -> tuple[int, int, int]:
+    """Merge the shard results (results-shard*.jsonl) in `results_dir` into `out_path`, one record per point.
+
+    Returns (shard files, points, duplicates dropped); no shard file is an error."""
+    paths = sorted(Path(results_dir).glob("results-shard*.jsonl"))
     if not paths:
-        raise SdbenchError(f"no shard results (results-shard*.jsonl) in {args.results_dir}")
-    n, dropped = merge_results(paths, args.output)
-    print(f"merged {len(paths)} shard file(s): {n} point(s), {dropped} duplicate(s) dropped -> {args.output}")
-    return 0
+        raise SdbenchError(f"no shard results (results-shard*.jsonl) in {results_dir}")
+    n, dropped = merge_results(paths, out_path)
+    return len(paths), n, dropped

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import argparse
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -175,42 +175,47 @@ class _child_keeps_the_interrupt:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def cmd_bench(args: argparse.Namespace) -> int:
-    suites = args.suite or None
-    extra = list(args.pytest_args or [])
-    if extra and extra[0] == "--":
-        extra = extra[1:]
+def run_bench(suites: Sequence[str] | None, *, device: str, axes: Mapping[str, str | None], export: str | None = None,
+              results: str | None = None, output_dir: str | None = None, no_output_dir: bool = False,
+              history: bool = True, gpus: str | None = None, extra: Sequence[str] = ()) -> int:
+    """`sdbench bench`: check the suites and the matrix, then run pytest on them (its exit code is returned).
+
+    `axes` holds the comma-separated values per matrix axis (PLUGIN_OPTIONS' names; None: the suite's
+    default). The results go into `output_dir`, else a new sdbench-results/<time>-<suites>/, or none with
+    `no_output_dir`; `gpus` runs one pinned pytest per GPU (see `_bench_per_gpu`).
+    """
+    suites = list(suites) if suites else None
+    extra = list(extra)
     for s in suites or []:
         if s not in SUITES:
             raise ConfigError("suite", s, SUITES)
-    if getattr(args, "output_dir", None) and getattr(args, "no_output_dir", False):
-        raise ConfigError("output_dir", args.output_dir, "a folder, or --no-output-dir alone",
-                          reason="--no-output-dir was also given")
-    check_matrix(args.device, {axis: getattr(args, axis) for axis in PLUGIN_OPTIONS}, BENCH_FLAGS)
+    check_matrix(device, {axis: axes.get(axis) for axis in PLUGIN_OPTIONS}, BENCH_FLAGS)
     from sdbench.record.io import check_output_paths
 
-    check_output_paths(results=args.results, export_metrics=args.export_metrics)  # before pytest measures anything
-    folder = results_folder(args, suites)
-    if args.gpus:
-        return _bench_per_gpu(args, suites, extra, folder)
-    code = run_pytest(pytest_args(suites=suites, device=args.device, models=args.models, schedulers=args.schedulers,
-                                  resolutions=args.resolutions, batch_sizes=args.batch_sizes, steps=args.steps,
-                                  dtypes=args.dtypes, profiles=args.profiles, weights=args.weights,
-                                  export=args.export_metrics, results=args.results,
+    check_output_paths(results=results, export_metrics=export)  # before pytest measures anything
+    folder = results_folder(output_dir, no_output_dir, suites)
+    if gpus:
+        return _bench_per_gpu(gpus, suites, extra, folder, device=device, axes=axes, results=results, history=history)
+    code = run_pytest(pytest_args(suites=suites, device=device, **_axis_args(axes), export=export, results=results,
                                   results_dir=str(folder) if folder else None, no_results_dir=folder is None,
-                                  history=not getattr(args, "no_history", False), extra=extra))
+                                  history=history, extra=extra))
     return finish_run(folder, code)
 
 
-def results_folder(args: argparse.Namespace, suites: list[str] | None) -> Path | None:
-    """The run's results folder (not made yet): --output-dir, else sdbench-results/<time>-<suites> in the
-    current directory; None with --no-output-dir."""
-    from sdbench.pytest_plugin import default_results_dir
+def _axis_args(axes: Mapping[str, str | None]) -> dict[str, str | None]:
+    """`pytest_args`' matrix keywords: one per axis of PLUGIN_OPTIONS (None: the suite's default)."""
+    return {axis: axes.get(axis) for axis in PLUGIN_OPTIONS}
 
-    if getattr(args, "no_output_dir", False):
+
+def results_folder(output_dir: str | None, no_output_dir: bool, suites: Sequence[str] | None) -> Path | None:
+    """The run's results folder (not made yet): `output_dir`, else sdbench-results/<time>-<suites> in the
+    current directory; None with `no_output_dir`."""
+    from sdbench.record.folder import default_results_dir
+
+    if no_output_dir:
         return None
-    if getattr(args, "output_dir", None):
-        return Path(args.output_dir)
+    if output_dir:
+        return Path(output_dir)
     return default_results_dir(list(suites) if suites else list(SUITES))
 
 
@@ -247,36 +252,37 @@ def _file_order(path: Path) -> tuple[int, str]:
 
 
 def _shown(path: Path) -> str:
-    from sdbench.pytest_plugin import shown_path
+    from sdbench.record.folder import shown_path
 
     return shown_path(path)
 
 
-def _bench_per_gpu(args: argparse.Namespace, suites: list[str] | None, extra: list[str], folder: Path | None) -> int:
+def _bench_per_gpu(gpus: str, suites: list[str] | None, extra: list[str], folder: Path | None, *, device: str,
+                   axes: Mapping[str, str | None], results: str | None, history: bool) -> int:
     """`--gpus`: the suite's cases dealt round-robin to one pinned pytest per GPU, each started as `run_pytest`
     starts one (same command, the caller's cwd). Each worker writes its own results folder under the run's
-    (`shards/shardI-of-N/`); their records are merged into the run's records.jsonl (and --results)."""
+    (`shards/shardI-of-N/`); their records are merged into the run's records.jsonl (and `results`)."""
     from sdbench.distribute.workers import parse_gpus, run_command_per_gpu
     from sdbench.record.io import ResultsWriter, read_records
 
-    count = len(parse_gpus(args.gpus))
-    results = Path(args.results).resolve() if args.results else None
-    if results is None and folder is None:
-        results = Path("sdbench-bench-results.jsonl").resolve()
+    count = len(parse_gpus(gpus))
+    results_path = Path(results).resolve() if results else None
+    if results_path is None and folder is None:
+        results_path = Path("sdbench-bench-results.jsonl").resolve()
 
     def shard_results(i: int) -> Path | None:
-        return results.with_name(f"{results.stem}-shard{i}-of-{count}.jsonl") if results is not None else None
+        if results_path is None:
+            return None
+        return results_path.with_name(f"{results_path.stem}-shard{i}-of-{count}.jsonl")
 
     def shard_folder(i: int) -> Path | None:
         return folder / "shards" / f"shard{i}-of-{count}" if folder is not None else None
 
     def command(spec: Any) -> list[str]:
         mine, theirs = shard_results(spec.shard), shard_folder(spec.shard)
-        argv = pytest_args(suites=suites, device=spec.device, models=args.models, schedulers=args.schedulers,
-                           resolutions=args.resolutions, batch_sizes=args.batch_sizes, steps=args.steps,
-                           dtypes=args.dtypes, profiles=args.profiles, weights=args.weights,
+        argv = pytest_args(suites=suites, device=spec.device, **_axis_args(axes),
                            results=str(mine) if mine else None, results_dir=str(theirs) if theirs else None,
-                           no_results_dir=theirs is None, history=not getattr(args, "no_history", False),
+                           no_results_dir=theirs is None, history=history,
                            extra=[*extra, _option("matrix.shard"), f"{spec.shard}/{count}"])
         cmd, env = pytest_command(argv)
         if env is not None:
@@ -284,20 +290,20 @@ def _bench_per_gpu(args: argparse.Namespace, suites: list[str] | None, extra: li
         return cmd
 
     with _child_keeps_the_interrupt():
-        code = run_command_per_gpu(args.gpus, command)
+        code = run_command_per_gpu(gpus, command)
     merged: list[dict[str, Any]] = []
     for i in range(count):
         source = shard_folder(i)
         path = source / "records.jsonl" if source is not None else shard_results(i)
         if path is not None and path.is_file():
             merged += read_records(path)
-    if results is not None:
-        writer = ResultsWriter(results)
+    if results_path is not None:
+        writer = ResultsWriter(results_path)
         for rec in merged:
             writer.append(rec)
-        print(f"sdbench: {len(merged)} record(s) from {count} worker(s) -> {results}", file=sys.stderr)
+        print(f"sdbench: {len(merged)} record(s) from {count} worker(s) -> {results_path}", file=sys.stderr)
     if folder is not None and merged:
-        _write_merged_folder(folder, merged, count, extra, args.device)
+        _write_merged_folder(folder, merged, count, extra, device)
     return finish_run(folder, code)
 
 
@@ -364,19 +370,6 @@ def _target_rel_ci(extra: list[str], device: str) -> float:
     return float(RunnerConfig.for_device(resolve_device(device)).target_rel_ci)
 
 
-class _OptionsOnly:
-    """Just enough of a pytest config for the plugin's matrix: the session's device and the sd options."""
-
-    def __init__(self, device: str, options: dict[str, str | None]) -> None:
-        from sdbench.pytest_plugin import SdConfig
-
-        self._sdbench = SdConfig(device, {})
-        self._options = options
-
-    def getoption(self, name: str, default: Any = None) -> Any:
-        return self._options.get(name, default)
-
-
 def _flag_error(exc: ConfigError, flag: str) -> ConfigError:
     return ConfigError(flag, exc.value, exc.allowed, exc.reason)
 
@@ -390,7 +383,7 @@ def check_matrix(device: str, axes: dict[str, str | None], flags: dict[str, str]
     refused here once. Returns the resolved device.
     """
     from sdbench.case import resolve_device
-    from sdbench.pytest_plugin import _matrix, build_cases
+    from sdbench.matrix import build_cases, suite_matrix
 
     try:
         resolved = resolve_device(device)
@@ -398,7 +391,7 @@ def check_matrix(device: str, axes: dict[str, str | None], flags: dict[str, str]
         raise _flag_error(exc, flags["device"]) from None
     options = {PLUGIN_OPTIONS[axis]: value for axis, value in axes.items() if value}
     try:
-        build_cases(_matrix(_OptionsOnly(resolved, options), {}), resolved)  # type: ignore[arg-type]
+        build_cases(suite_matrix(resolved.startswith("cuda"), {}, options.get), resolved)
     except ConfigError as exc:
         axis = _FIELD_AXIS.get(exc.field)
         if axis is None or axis not in flags:
@@ -412,56 +405,49 @@ def check_matrix(device: str, axes: dict[str, str | None], flags: dict[str, str]
 GENERATE_SUITE_MAX_TIME_S = 15.0
 
 
-def measurement_flags(args: Any) -> list[str]:
-    """generate's measurement flags as the suite's pytest options (every seed flag has an effect there too): each
-    flag and its option are one row of the settings table."""
+def measurement_flags(values: Mapping[str, Any]) -> list[str]:
+    """generate's measurement settings as the suite's pytest options (every seed flag has an effect there too).
+
+    `values` maps rows of settings.MEASUREMENT_KEYS (e.g. "runner.max_time_s") to the value given (None or
+    absent: unset); each row names its option."""
     out: list[str] = []
     for key in settings.MEASUREMENT_KEYS:
         row = settings.get(key)
-        value = getattr(args, row.attr, None)
+        value = values.get(key)
         if value is None or value == row.flag_default:  # unset (or --energy auto): the suite's own default
             continue
         out += [str(row.pytest), f"{value:g}" if isinstance(value, float) else str(value)]
-    if getattr(args, settings.get("runner.max_time_s").attr, None) is None:
+    if values.get("runner.max_time_s") is None:
         out += [_option("runner.max_time_s"), f"{GENERATE_SUITE_MAX_TIME_S:g}"]
     return out
 
 
-def run_suite_from_generate(args: argparse.Namespace, *, model: str, scheduler: str | None,
-                            notes: tuple[str, ...] = ()) -> int:
+def run_suite_from_generate(benchmark_type: str | None, *, model: str, device: str, axes: Mapping[str, str | None],
+                            num_images: int = 1, output_dir: str | None = None, export: str | None = None,
+                            measurement: Mapping[str, Any] | None = None, notes: Sequence[str] = ()) -> int:
     """`sdbench generate --benchmark [--benchmark-type X]`: one suite for `model`, the generate flags as its matrix.
 
-    Without --benchmark-type the bounded DEFAULT_SUITE runs (and says so); `sdbench bench` runs every
-    suite. `scheduler` None keeps each suite's own scheduler axis. --num-images is the quality suite's
-    number of images (seeds) per case. `notes` are printed once the flags are found valid.
+    `axes` is the suite's matrix (PLUGIN_OPTIONS' names; None: the suite's default), `measurement` the
+    measurement settings (see `measurement_flags`). Without `benchmark_type` the bounded DEFAULT_SUITE runs
+    (and says so); `sdbench bench` runs every suite. `num_images` is the quality suite's number of images
+    (seeds) per case. `notes` are printed once the matrix is found valid.
     """
-    suite = args.benchmark_type or DEFAULT_SUITE
-    res = None
-    if args.height or args.width:
-        if args.height != args.width:
-            raise ConfigError("height", args.height, f"equal to --width ({args.width}) with --benchmark",
-                              reason="the suite's resolution axis is square")
-        res = str(args.height)
-    axes = {"models": model, "schedulers": scheduler, "resolutions": res,
-            "batch_sizes": str(args.batch_size) if args.batch_size != 1 else None,
-            "steps": str(args.steps) if args.steps else None, "dtypes": args.dtype,
-            "profiles": args.profile if args.profile != "eager" else None,
-            "weights": args.weights if args.weights != "auto" else None}
-    check_matrix(args.device, axes, GENERATE_FLAGS)
+    suite = benchmark_type or DEFAULT_SUITE
+    check_matrix(device, dict(axes), GENERATE_FLAGS)
     for note in notes:
         print(note, file=sys.stderr, flush=True)
-    if not args.benchmark_type:
+    if not benchmark_type:
         others = ", ".join(s for s in SUITES if s != suite)
         print(f"sdbench: --benchmark without --benchmark-type runs the {suite} suite for {model}; the other suites "
               f"are {others} (choose one with --benchmark-type NAME, or run them all with `sdbench bench`)",
               file=sys.stderr, flush=True)
-    if args.num_images != 1 and suite != "quality_test":
+    if num_images != 1 and suite != "quality_test":
         print(f"sdbench: --num-images sets the images per case of the quality_test suite; the {suite} suite ignores it",
               file=sys.stderr, flush=True)
-    from sdbench.pytest_plugin import default_results_dir
+    from sdbench.record.folder import default_results_dir
 
-    folder = Path(args.output_dir) if getattr(args, "output_dir", None) else default_results_dir([suite])
-    code = run_pytest(pytest_args(suites=[suite], device=args.device, export=args.export_metrics,
-                                  num_images=args.num_images if suite == "quality_test" and args.num_images != 1 else None,
-                                  results_dir=str(folder), extra=measurement_flags(args), **axes))
+    folder = Path(output_dir) if output_dir else default_results_dir([suite])
+    code = run_pytest(pytest_args(suites=[suite], device=device, export=export,
+                                  num_images=num_images if suite == "quality_test" and num_images != 1 else None,
+                                  results_dir=str(folder), extra=measurement_flags(measurement or {}), **axes))
     return finish_run(folder, code)

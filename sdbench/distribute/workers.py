@@ -248,7 +248,7 @@ class WorkersReport:
 
 def _visible_gpu_uuids() -> list[str]:
     """UUIDs of the GPUs this process may use, in CUDA index order (CUDA_VISIBLE_DEVICES honoured)."""
-    from sdbench.gpu import nvml_unavailable_reason, parse_cuda_visible_devices
+    from sdbench.gpu import nvml_device_count, nvml_unavailable_reason, parse_cuda_visible_devices
 
     reason = nvml_unavailable_reason()
     if reason is not None:
@@ -257,13 +257,7 @@ def _visible_gpu_uuids() -> list[str]:
     if visible is not None:
         count = len(parse_cuda_visible_devices(visible))
     else:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            count = int(pynvml.nvmlDeviceGetCount())
-        finally:
-            pynvml.nvmlShutdown()
+        count = nvml_device_count()
     if count == 0:
         raise SdbenchError(f"--gpus all: CUDA_VISIBLE_DEVICES={visible!r} leaves no GPU visible")
     return [_nvml_uuid(i) for i in range(count)]
@@ -307,19 +301,13 @@ def visible_gpu_count() -> int:
     """How many CUDA GPUs this process may use (CUDA_VISIBLE_DEVICES honoured): NVML's count, else torch's.
 
     Touches no GPU setting; with neither NVML nor a CUDA build of torch, 0."""
-    from sdbench.gpu import nvml_unavailable_reason, parse_cuda_visible_devices
+    from sdbench.gpu import nvml_device_count, nvml_unavailable_reason, parse_cuda_visible_devices
 
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
         return len(parse_cuda_visible_devices(visible))
     if nvml_unavailable_reason() is None:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            return int(pynvml.nvmlDeviceGetCount())
-        finally:
-            pynvml.nvmlShutdown()
+        return nvml_device_count()
     import torch
 
     return int(torch.cuda.device_count()) if torch.cuda.is_available() else 0
@@ -587,62 +575,3 @@ def format_report(report: WorkersReport) -> list[str]:
     merged = f" -> {report.merged_path}" if report.merged_path else ""
     lines.append(f"{report.points_done}/{report.points_total} point(s) done, {verdict}{merged}")
     return lines
-
-
-# --- command line ------------------------------------------------------------------------------------
-def cmd_workers_run(args: Any) -> int:
-    report = run_on_gpus(args.plan, args.gpus, args.output_dir, resume=not args.no_resume,
-                         shard_base=args.shard_base, shard_count=args.shard_count, merge=not args.no_merge)
-    return 0 if report.complete else 1
-
-
-def add_shard_command(sub: Any, name: str, help_text: str) -> None:
-    """`sdbench workers shard` and `sdbench plan run`: one shard of a plan, as a pinned worker runs it."""
-    p = sub.add_parser(name, help=help_text)
-    p.add_argument("plan")
-    p.add_argument("--shard", default="0/1", help="I/N (0-based): this worker's shard (default 0/1, the whole plan)")
-    p.add_argument("--output-dir", required=True)
-    p.add_argument("--device", default=None, help="override the plan's device (e.g. cuda:0 inside a pinned worker)")
-    p.add_argument("--no-resume", action="store_true", help="re-measure points already in the results file")
-    p.set_defaults(func=cmd_workers_shard)
-
-
-def cmd_workers_shard(args: Any) -> int:
-    from sdbench.distribute.plan import parse_shard
-
-    index, count = parse_shard(args.shard)
-    return run_shard(args.plan, index, count, args.output_dir, device=args.device, resume=not args.no_resume,
-                     echo=lambda line: print(line, flush=True))
-
-
-def cmd_workers_verify(args: Any) -> int:
-    import json
-
-    from sdbench.case import resolve_device
-
-    check = verify_pinning(resolve_device(args.device))
-    print(json.dumps({"device": check.device, "pinning_verified": check.verified, "gpu_uuid": check.gpu_uuid,
-                      "nvml_uuid": check.nvml_uuid, "torch_uuid": check.torch_uuid, "reason": check.reason}))
-    return EXIT_PINNING_MISMATCH if check.mismatch else 0
-
-
-def build_parser(sub: Any) -> None:
-    """`sdbench workers run|shard|verify` (registered once, whichever module gets there first)."""
-    if "workers" in getattr(sub, "choices", {}):
-        return
-    p = sub.add_parser("workers", help="run a plan on every GPU of this node: one pinned worker process per GPU")
-    wsub = p.add_subparsers(dest="workers_command", metavar="ACTION", required=True)
-    run = wsub.add_parser("run", help="shard a plan over GPUs, one worker each; merge and report at the end")
-    run.add_argument("plan")
-    run.add_argument("--output-dir", required=True, help="shard results, and the merged results.jsonl")
-    run.add_argument("--gpus", required=True,
-                     help="0,1,... | all | GPU-<uuid>,... | cpu,cpu (CPU stand-ins) | simulated,... (one worker each)")
-    run.add_argument("--no-resume", action="store_true", help="re-measure points already in the results files")
-    run.add_argument("--shard-base", type=int, default=0, help="first shard index (SLURM tasks owning several GPUs)")
-    run.add_argument("--shard-count", type=int, default=None, help="total shards (default: one per GPU)")
-    run.add_argument("--no-merge", action="store_true", help="leave the shard files unmerged (another process merges)")
-    run.set_defaults(func=cmd_workers_run)
-    add_shard_command(wsub, "shard", "one pinned worker: verify pinning, then measure shard I/N")
-    verify = wsub.add_parser("verify", help="check that NVML and torch see the same GPU (by UUID); exit 3 if not")
-    verify.add_argument("--device", default="auto")
-    verify.set_defaults(func=cmd_workers_verify)

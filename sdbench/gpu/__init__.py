@@ -17,7 +17,13 @@ from sdbench.gpu.base import (
     decode_clock_event_reasons,
     is_throttled,
 )
-from sdbench.gpu.nvml import NvmlDevice, nvml_available, nvml_unavailable_reason, parse_cuda_visible_devices
+from sdbench.gpu.nvml import (
+    NvmlDevice,
+    nvml_available,
+    nvml_device_count,
+    nvml_unavailable_reason,
+    parse_cuda_visible_devices,
+)
 from sdbench.gpu.simulated import CARDS, SimulatedGpu, SimulatedGpuState, parse_simulated_device
 
 __all__ = [
@@ -37,6 +43,7 @@ __all__ = [
     "decode_clock_event_reasons",
     "is_throttled",
     "nvml_available",
+    "nvml_device_count",
     "nvml_unavailable_reason",
     "open_device",
     "parse_cuda_visible_devices",

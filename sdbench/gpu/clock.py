@@ -21,9 +21,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sdbench.errors import ConfigError
+from sdbench.errors import ConfigError, SdbenchError
 
-__all__ = ["WALL_CLOCK", "Clock", "Timer", "VirtualClock", "WallClock"]
+__all__ = ["WALL_CLOCK", "Clock", "PeriodicThread", "Timer", "VirtualClock", "WallClock"]
 
 
 class Timer:
@@ -195,3 +195,38 @@ class VirtualClock(Clock):
 def _check_period(period_s: float) -> None:
     if not period_s > 0:
         raise ConfigError("period_s", period_s, reason="must be positive")
+
+
+class PeriodicThread:
+    """Calls ``sample()`` about ``rate_hz`` times a second on ``clock`` (the measured device's clock).
+
+    On the wall clock a daemon thread does it; on a virtual clock the calls happen at their exact tick
+    times as the clock advances (see :mod:`sdbench.gpu.clock`). ``sample`` returns ``False`` to end the
+    loop early. An exception raised by ``sample`` ends the loop and is re-raised by :meth:`stop` in the
+    caller's thread (nothing is swallowed).
+    """
+
+    def __init__(self, sample: Callable[[], bool | None], rate_hz: float, name: str,
+                 clock: Clock = WALL_CLOCK) -> None:
+        if not rate_hz > 0:
+            raise ConfigError("rate_hz", rate_hz, reason="must be positive")
+        self._sample = sample
+        self.period_s = 1.0 / rate_hz
+        self._name = name
+        self._clock = clock
+        self._timer: Timer | None = None
+
+    def start(self) -> None:
+        """Start sampling (the first call to ``sample`` happens one period from now)."""
+        if self._timer is not None:
+            raise SdbenchError(f"{self._name} is already running")
+        self._timer = self._clock.every(self.period_s, self._sample, self._name)
+
+    def stop(self) -> None:
+        """Stop sampling; re-raise an exception the sampling function raised."""
+        timer, self._timer = self._timer, None
+        if timer is None:
+            return
+        error = timer.cancel()
+        if error is not None:
+            raise error

@@ -34,8 +34,7 @@ from typing import Any
 
 from sdbench.errors import ConfigError
 from sdbench.gpu.base import GpuDevice, GpuError, GpuNotSupported
-from sdbench.gpu.clock import WALL_CLOCK, Clock
-from sdbench.measure.telemetry import PeriodicThread
+from sdbench.gpu.clock import WALL_CLOCK, Clock, PeriodicThread
 
 __all__ = [
     "ACTIVITY_BACKENDS",

@@ -71,6 +71,17 @@ def nvml_unavailable_reason() -> str | None:
     return None
 
 
+def nvml_device_count() -> int:
+    """How many GPUs NVML sees on this machine (all of them: ``CUDA_VISIBLE_DEVICES`` does not filter NVML)."""
+    nvml = _import_pynvml()
+    nvml.nvmlInit()
+    try:
+        return int(nvml.nvmlDeviceGetCount())
+    finally:
+        with contextlib.suppress(nvml.NVMLError):
+            nvml.nvmlShutdown()
+
+
 def nvml_available() -> bool:
     """True when NVML is importable, initialises, and sees at least one GPU. Never raises."""
     return nvml_unavailable_reason() is None

@@ -14,6 +14,8 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from sdbench.files import atomic_write_text
+
 log = logging.getLogger(__name__)
 
 #: Dense (no sparsity) fp16/bf16 tensor rates in TFLOP/s from the vendors' datasheets, matched against
@@ -60,7 +62,7 @@ def datasheet_tflops(gpu_name: str, dtype: str) -> tuple[float, str] | None:
 
 
 def _cache_path() -> Any:
-    from sdbench.pipelines.tokenizer import cache_root
+    from sdbench.files import cache_root
 
     return cache_root() / "matmul-ceiling.json"
 
@@ -75,8 +77,6 @@ def _read_cache() -> dict[str, Any]:
 
 
 def _write_cache(doc: dict[str, Any]) -> None:
-    from sdbench.record.io import atomic_write_text
-
     try:
         atomic_write_text(_cache_path(), json.dumps(doc, indent=1, sort_keys=True) + "\n")
     except OSError as exc:  # a read-only home: the ceiling is measured again next time, nothing is lost
@@ -106,8 +106,6 @@ def matmul_ceiling(device: str, gpu: Any, dtype: str) -> Ceiling:
         if isinstance(cached, dict) and isinstance(cached.get("tflops"), (int, float)):
             return Ceiling(float(cached["tflops"]), "measured (cached)")
         try:
-            from sdbench.pipelines.flops import measure_matmul_ceiling_tflops
-
             tflops = measure_matmul_ceiling_tflops(device, getattr(torch, _TORCH_DTYPES.get(dtype, "float16")))
         except Exception as exc:  # noqa: BLE001 - fall back to the datasheet, and say why
             log.warning("matmul ceiling not measured on %s: %s", device, exc)
@@ -120,3 +118,32 @@ def matmul_ceiling(device: str, gpu: Any, dtype: str) -> Ceiling:
         return Ceiling(sheet[0], f"datasheet: {sheet[1]}")
     return Ceiling(None, None, f"the ceiling was not measured and {name or 'this GPU'} has no datasheet entry "
                                f"for {dtype}")
+
+
+def measure_matmul_ceiling_tflops(device: str, dtype: Any = None, n: int = 8192, repeats: int = 20) -> float:
+    """Dense matmul rate on `device` (random inputs, CUDA events, median of `repeats`): the MFU denominator."""
+    import torch
+
+    dtype = torch.float16 if dtype is None else dtype
+    if not device.startswith("cuda"):
+        raise ValueError("the matmul ceiling is measured on a CUDA device")
+    dev = torch.device(device)
+    g = torch.Generator(device=dev).manual_seed(0)
+    # Two input pairs, alternated, so repeats do not run out of a warm cache; random, never zeros.
+    pairs = [(torch.randn(n, n, device=dev, dtype=dtype, generator=g), torch.randn(n, n, device=dev, dtype=dtype, generator=g))
+             for _ in range(2)]
+    for a, b in pairs:
+        torch.matmul(a, b)
+    torch.cuda.synchronize(dev)
+    times = []
+    for i in range(repeats):
+        a, b = pairs[i % 2]
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        torch.matmul(a, b)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    times.sort()
+    median_s = times[len(times) // 2]
+    return 2.0 * n**3 / median_s / 1e12

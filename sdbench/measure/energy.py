@@ -26,8 +26,8 @@ from typing import Any
 
 from sdbench.errors import ConfigError, SdbenchError
 from sdbench.gpu.base import GpuDevice, GpuNoPermission, GpuNotSupported
-from sdbench.gpu.clock import WALL_CLOCK, Clock
-from sdbench.measure.telemetry import NO_DEVICE_REASON, PeriodicThread
+from sdbench.gpu.clock import WALL_CLOCK, Clock, PeriodicThread
+from sdbench.measure.telemetry import NO_DEVICE_REASON
 
 __all__ = [
     "ENERGY_PREFERENCES",

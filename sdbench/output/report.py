@@ -21,12 +21,10 @@ Simulated data carry a SIMULATED banner in every document and plot title.
 
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import math
 import os
-import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +33,6 @@ from typing import Any
 import numpy as np
 
 from sdbench.analysis.dvfs import (
-    OBJECTIVES,
-    SETTING_NAMES,
-    SETTING_UNITS,
-    Estimate,
     PointStats,
     SweepAnalysis,
     analyze_records,
@@ -46,7 +40,9 @@ from sdbench.analysis.dvfs import (
     points_table,
     provenance_lines,
 )
-from sdbench.errors import ConfigError, SdbenchError
+from sdbench.analysis.estimates import Estimate
+from sdbench.analysis.text import SETTING_NAMES, SETTING_UNITS
+from sdbench.errors import SdbenchError
 from sdbench.record.io import Results, json_safe, read_results
 
 PHASES: tuple[str, ...] = ("text_encode", "denoise", "vae_decode", "other")
@@ -736,64 +732,8 @@ def render_html(result: ReportResult, sources: Sequence[Path]) -> str:
             f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
-# --- the command line ----------------------------------------------------------------------------
-def build_parser(sub: Any) -> None:
-    """Register `sdbench report` on the CLI's subparsers."""
-    from sdbench.cli import _float, _positive_int
-
-    p = sub.add_parser(
-        "report", help="plots, HTML and markdown report of a sweep (optimal clocks with confidence)",
-        description="Analyse a sweep directory (results.jsonl + sweep.json) or a results JSONL file: time, energy, "
-                    "power, EDP and ED2P per clock with bootstrap confidence intervals; energy, EDP, ED2P and "
-                    "slowdown-capped optima with the confidence of the chosen clock; savings against the default "
-                    "clock; power-model features (CSV, Parquet) and fits validated on held-out clocks.")
-    p.add_argument("input", metavar="DIR", help="sweep output directory, or a results .jsonl file")
-    p.add_argument("--output-dir", default=None, help="where the report goes (default: DIR/report, or FILE's stem + -report)")
-    p.add_argument("--slowdown-cap", type=_float("slowdown_cap", 0.0), default=5.0, metavar="PCT",
-                   help="the capped optimum may be at most this many percent slower than the default clock (default 5)")
-    p.add_argument("--energy-basis", choices=["gross", "net"], default="gross",
-                   help="energy for the EDP, ED2P and capped optima: gross board energy or net of idle power")
-    p.add_argument("--statistic", choices=["mean", "median"], default="mean", help="per-point statistic over rounds")
-    p.add_argument("--confidence", type=_float("confidence", 0.0), default=0.95, help="interval level (default 0.95)")
-    p.add_argument("--resamples", type=_positive_int("resamples"), default=2000, help="bootstrap resamples (default 2000)")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
-    p.add_argument("--folds", type=_positive_int("folds"), default=5, help="leave-clocks-out folds (default 5)")
-    p.add_argument("--no-power-model", action="store_true", help="skip the power-model export and fits")
-    p.add_argument("--quiet", action="store_true", help="print only the report's path")
-    p.set_defaults(func=cmd_report)
-
-
+# --- where a report goes ------------------------------------------------------------------------
 def default_output_dir(input_path: str | os.PathLike[str]) -> Path:
+    """Where the report of `input_path` goes by default: DIR/report, or FILE's stem + -report beside it."""
     p = Path(input_path)
     return p / "report" if p.is_dir() else p.with_name(f"{p.stem}-report")
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    """Run `sdbench report`: write the report, print the optima and where it went."""
-    if not 0.0 < args.confidence < 1.0:
-        raise ConfigError("confidence", args.confidence, reason="a probability strictly between 0 and 1")
-    if args.folds < 2:
-        raise ConfigError("folds", args.folds, reason="a whole number >= 2")
-    out = Path(args.output_dir) if args.output_dir else default_output_dir(args.input)
-    result = generate_report(args.input, out, slowdown_cap_pct=args.slowdown_cap, energy_basis=args.energy_basis,
-                             statistic=args.statistic, confidence=args.confidence, n_resamples=args.resamples,
-                             seed=args.seed, power_model=not args.no_power_model, n_folds=args.folds)
-    for line in result.warnings:
-        print(f"sdbench: warning: {line}", file=sys.stderr)
-    if not args.quiet:
-        if result.simulated:
-            print("SIMULATED data: energy and clocks come from the simulated GPU model")
-        for line in result.headline:
-            print(line)
-        for a in result.analyses:
-            print(f"{a.workload_label}:")
-            for obj in OBJECTIVES:
-                print(f"  {a.optima[obj].statement()}")
-        pm = result.powermodel
-        if pm is not None:
-            for v in pm.validation:
-                print(f"  power model {v.model} {v.target}: {v.text()}")
-        for note in result.notes:
-            print(f"note: {note}")
-    print(f"report: {result.html}")
-    return 0

@@ -116,29 +116,3 @@ def count_work(model: str, height: int, width: int, batch_size: int, cfg: bool) 
                      vae_decode_bytes=float(vae_bytes), text_encode_bytes=float(sum(x[1] for x in text)),
                      unet_kernels_per_eval=unet_kernels, vae_decode_kernels=vae_kernels,
                      text_encode_kernels=sum(x[2] for x in text))
-
-
-def measure_matmul_ceiling_tflops(device: str, dtype: torch.dtype = torch.float16, n: int = 8192, repeats: int = 20) -> float:
-    """Dense matmul rate on `device` (random inputs, CUDA events, median of `repeats`): the MFU denominator."""
-    if not device.startswith("cuda"):
-        raise ValueError("the matmul ceiling is measured on a CUDA device")
-    dev = torch.device(device)
-    g = torch.Generator(device=dev).manual_seed(0)
-    # Two input pairs, alternated, so repeats do not run out of a warm cache; random, never zeros.
-    pairs = [(torch.randn(n, n, device=dev, dtype=dtype, generator=g), torch.randn(n, n, device=dev, dtype=dtype, generator=g))
-             for _ in range(2)]
-    for a, b in pairs:
-        torch.matmul(a, b)
-    torch.cuda.synchronize(dev)
-    times = []
-    for i in range(repeats):
-        a, b = pairs[i % 2]
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        torch.matmul(a, b)
-        end.record()
-        end.synchronize()
-        times.append(start.elapsed_time(end) / 1e3)
-    times.sort()
-    median_s = times[len(times) // 2]
-    return 2.0 * n**3 / median_s / 1e12

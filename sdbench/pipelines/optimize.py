@@ -16,18 +16,10 @@ from typing import Any
 import torch
 
 from sdbench.errors import ConfigError, SdbenchError
-from sdbench.pipelines.build import quiet_call_context
-from sdbench.pipelines.capability import (
-    BF16_MIN_CAPABILITY,
-    CPU,
-    FLASH_MIN_CAPABILITY,
-    FP8_MIN_CAPABILITY,
-    DeviceCapability,
-)
+from sdbench.pipelines.capability import FP8_MIN_CAPABILITY, _cc
+from sdbench.pipelines.quiet import quiet_call_context
 from sdbench.spec.profiles import (
     _CUDA_GRAPH_MODES,
-    PROFILES,
-    parse_knobs,
     resolve_knobs,
 )
 
@@ -43,83 +35,6 @@ def compute_capability(device: str) -> tuple[int, int] | None:
     if not device.startswith("cuda"):
         return None
     return torch.cuda.get_device_capability(torch.device(device))
-
-
-_DTYPE_NAMES = ("fp32", "fp16", "bf16")
-_ATTENTION_NAMES = ("sdpa", "flash", "efficient", "math", "cudnn", "sliced", "xformers")  # sdbench.case.ATTENTION_BACKENDS
-
-
-def _cc(capability: tuple[int, int]) -> str:
-    return f"{capability[0]}.{capability[1]}"
-
-
-def _dtype_problem(dtype: str, cap: DeviceCapability) -> str | None:
-    cc = cap.compute_capability
-    if dtype == "bf16" and cc is not None and cc < BF16_MIN_CAPABILITY:
-        return (f"{cap.name} has compute capability {_cc(cc)}; bf16 needs {_cc(BF16_MIN_CAPABILITY)}+ "
-                "(no bf16 tensor cores before Ampere)")
-    if dtype == "fp16" and cap.kernels == "cpu":
-        return "fp16 is a GPU dtype; on the CPU (and on a simulated card, whose kernels run on it) use fp32"
-    return None
-
-
-def _attention_problem(attention: str, cap: DeviceCapability) -> str | None:
-    cc = cap.compute_capability
-    if attention in ("flash", "cudnn"):
-        if not cap.is_gpu:
-            return f"needs an Ampere-or-newer CUDA GPU (compute capability {_cc(FLASH_MIN_CAPABILITY)}+); this run is on the CPU"
-        if cc is not None and cc < FLASH_MIN_CAPABILITY:
-            return f"{cap.name} has compute capability {_cc(cc)}; {attention} attention needs {_cc(FLASH_MIN_CAPABILITY)}+"
-        if attention == "cudnn" and cap.kernels == "cpu":
-            return f"{cap.name} runs its kernels on the CPU, which has no cuDNN attention"
-    if attention == "efficient" and cap.kernels != "cuda":
-        where = f"{cap.name} runs its kernels on the CPU" if cap.simulated else "this run is on the CPU"
-        return f"memory-efficient SDPA needs a CUDA GPU; {where}"
-    if attention == "xformers" and cap.kernels != "cuda":
-        return "xformers needs a CUDA GPU"
-    return None
-
-
-def _allowed(names: tuple[str, ...], problem: Callable[[str, DeviceCapability], str | None], cap: DeviceCapability) -> str:
-    return ", ".join(n for n in names if problem(n, cap) is None)
-
-
-def check_supported(dtype: str, attention: str, offload: str, capability: DeviceCapability | None = None,
-                    profile: str = "eager", knobs: str = "") -> None:
-    """Refuse, with one clear error and before anything is built, what the device cannot run.
-
-    A pure function of the case's settings and ``capability`` (the device the run uses, real or simulated:
-    :func:`sdbench.pipelines.capability.device_capability`; None: the CPU). Refused: bf16 below compute capability
-    8.0, fp8 (profile ``fp8``, knobs ``fp8_unet``/``fp8_rowwise``) below 8.9, flash or cuDNN attention below
-    8.0 or without a GPU, memory-efficient SDPA, xformers and CPU offload without CUDA kernels, and CPU
-    offload with a CUDA-graph profile. Each :class:`ConfigError` names the field, the value, the card and
-    what is allowed there. Memory is :func:`sdbench.pipelines.capability.check_memory`'s.
-    """
-    cap = capability if capability is not None else CPU
-    k = resolve_knobs(profile, knobs)
-    graphs = [name for name in ("compile_unet", "compile_vae", "compile_text") if getattr(k, name) in _CUDA_GRAPH_MODES]
-    if offload != "none" and graphs:
-        raise ConfigError("offload", offload, "none", reason=f"{', '.join(graphs)} use CUDA graphs (profile {profile!r}), "
-                          "which need the weights at fixed GPU addresses; offload moves them. Use a profile "
-                          "without CUDA graphs (eager, channels-last, compile) or --offload none")
-    cc = cap.compute_capability
-    if (k.fp8_unet or k.fp8_rowwise) and cc is not None and cc < FP8_MIN_CAPABILITY:
-        # Name what the user set: the profile when it brought fp8, else the knob.
-        overrides = parse_knobs(knobs) if knobs else {}
-        knob = "fp8_unet" if k.fp8_unet else "fp8_rowwise"
-        field, value = (knob, "on") if knob in overrides else ("profile", profile)
-        allowed = "off" if field != "profile" else ", ".join(p for p in PROFILES if not PROFILES[p].fp8_unet)
-        raise ConfigError(field, value, allowed, reason=f"fp8 matmuls need compute capability {_cc(FP8_MIN_CAPABILITY)}+ "
-                          f"(e4m3 tensor cores: Ada, Hopper); {cap.name} has {_cc(cc)}")
-    why = _dtype_problem(dtype, cap)
-    if why and dtype == "bf16":  # fp16 on the CPU is the Case's own rule, with its own message
-        raise ConfigError("dtype", dtype, _allowed(_DTYPE_NAMES, _dtype_problem, cap), reason=why)
-    why = _attention_problem(attention, cap)
-    if why:
-        raise ConfigError("attention", attention, _allowed(_ATTENTION_NAMES, _attention_problem, cap), reason=why)
-    if offload != "none" and cap.kernels != "cuda":
-        where = f"{cap.name} runs its kernels on the CPU" if cap.simulated else "this run is on the CPU"
-        raise ConfigError("offload", offload, "none", reason=f"CPU offload moves weights between a GPU and the CPU; {where}")
 
 
 def _check_fp8(device: str) -> None:
@@ -188,7 +103,7 @@ def compile_cache_dir() -> Path:
     cache between tools; torch's own default (a per-user folder under /tmp) does not.
     """
     from sdbench import USER_INDUCTOR_CACHE_DIR
-    from sdbench.pipelines.tokenizer import cache_root
+    from sdbench.files import cache_root
 
     return Path(USER_INDUCTOR_CACHE_DIR or cache_root() / "inductor")
 

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sdbench.errors import ConfigError, SdbenchError
+from sdbench.files import cache_root
 
 if TYPE_CHECKING:
     from transformers import CLIPTokenizer
@@ -39,7 +40,6 @@ logger = logging.getLogger(__name__)
 
 BPE_FILE_NAME = "bpe_simple_vocab_16e6.txt.gz"
 ENV_BPE_PATH = "SDBENCH_CLIP_BPE"
-ENV_CACHE_DIR = "SDBENCH_CACHE_DIR"
 
 # Packages whose wheels carry the identical BPE file, in the order we look at them.
 # clip-anytorch installs its module as ``clip``; ``clip_anytorch`` is listed in case a build differs.
@@ -145,14 +145,6 @@ def load_clip_bpe(path: Path) -> tuple[dict[str, int], list[tuple[str, str]]]:
     if len(vocab) != CLIP_VOCAB_SIZE:
         raise SdbenchError(f"CLIP BPE file {path} gives {len(vocab)} distinct tokens, expected {CLIP_VOCAB_SIZE}")
     return vocab, merges
-
-
-def cache_root() -> Path:
-    """Root of sdbench's on-disk cache: env ``SDBENCH_CACHE_DIR``, else ``~/.cache/sdbench``."""
-    env = os.environ.get(ENV_CACHE_DIR)
-    if env:
-        return Path(env).expanduser()
-    return Path.home() / ".cache" / "sdbench"
 
 
 def _file_digest(path: Path) -> str:
@@ -271,7 +263,7 @@ def prompt_token_fields(pipe: Any, prompt: str) -> dict[str, Any]:
     compute and changes no image. SDXL's two tokenizers share one vocabulary and context; the refiner
     has only the second. Without a tokenizer the fields are None with `prompt_tokens_reason`.
     """
-    from sdbench.pipelines.build import TOKEN_LENGTH_LOGGER, TOKEN_LENGTH_MESSAGE, drop_log_messages
+    from sdbench.pipelines.quiet import TOKEN_LENGTH_LOGGER, TOKEN_LENGTH_MESSAGE, drop_log_messages
 
     tokenizer = getattr(pipe, "tokenizer", None) or getattr(pipe, "tokenizer_2", None)
     if tokenizer is None:

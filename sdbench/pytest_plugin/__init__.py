@@ -20,7 +20,6 @@ from __future__ import annotations
 import collections
 import datetime as _dt
 import functools
-import itertools
 import os
 import platform
 import re
@@ -35,19 +34,19 @@ import pytest
 
 from sdbench import settings
 from sdbench.errors import ConfigError, SdbenchError
+from sdbench.matrix import build_cases, suite_matrix, unique_cases
+from sdbench.record.folder import (
+    BENCHMARK_JSON_NAME,
+    RECORDS_NAME,
+    SUMMARY_NAME,
+    default_results_dir,
+    shown_path,
+)
 
 DEFAULT_STORAGE = "file://./.benchmarks"
-RESULTS_ROOT = "sdbench-results"
-RECORDS_NAME = "records.jsonl"
-BENCHMARK_JSON_NAME = "benchmark.json"
-SUMMARY_NAME = "summary.md"
 # pytest-benchmark's columns when a run with sdbench cases names none: sdbench's own table (printed after it)
 # has images/s, the intervals, energy and the stop reason.
 COMPACT_COLUMNS = ["median", "iqr", "rounds"]
-CPU_MATRIX = {"models": ["tiny-sd", "tiny-sd2", "tiny-sdxl"], "batch_sizes": [1, 2]}
-GPU_MATRIX = {"models": ["sd-v1.5", "sdxl"], "batch_sizes": [1, 4]}
-MATRIX_AXES = ("models", "schedulers", "resolutions", "batch_sizes", "steps", "dtypes", "profiles", "weights",
-               "prompts", "attention", "sm_clocks_mhz", "knobs")
 
 
 # --- options (generated from the settings table: sdbench.settings) ----------------------------------------
@@ -272,102 +271,10 @@ def gpu_identity(device: str) -> dict[str, Any]:
     return ident
 
 
-def _csv(value: str | None) -> list[str] | None:
-    if value is None:
-        return None
-    items = [v.strip() for v in value.split(",") if v.strip()]
-    return items or None
-
-
 def _matrix(config: pytest.Config, marker_kwargs: dict[str, Any]) -> dict[str, list[Any]]:
-    """Command line beats the benchmark's own sd_matrix marker, which beats the device's default."""
+    """The case matrix of one benchmark: :func:`sdbench.matrix.suite_matrix` with this session's options."""
     sd: SdConfig = config._sdbench  # type: ignore[attr-defined]
-    unknown = set(marker_kwargs) - set(MATRIX_AXES)
-    if unknown:
-        raise ConfigError("sd_matrix axis", sorted(unknown)[0], MATRIX_AXES)
-    matrix: dict[str, list[Any]] = {"models": [], "schedulers": ["default"], "resolutions": ["default"],
-                                    "batch_sizes": [1], "steps": ["default"], "dtypes": ["default"],
-                                    "profiles": ["eager"], "weights": ["auto"], "prompts": [None], "attention": ["sdpa"],
-                                    "sm_clocks_mhz": [None], "knobs": [""]}
-    matrix.update(GPU_MATRIX if sd.on_gpu else CPU_MATRIX)
-    for axis, value in marker_kwargs.items():
-        matrix[axis] = list(value) if isinstance(value, (list, tuple)) else [value]
-    cli = {"models": "--sd-models", "schedulers": "--sd-schedulers", "resolutions": "--sd-resolutions",
-           "batch_sizes": "--sd-batch-sizes", "steps": "--sd-steps", "dtypes": "--sd-dtypes",
-           "profiles": "--sd-profiles", "weights": "--sd-weights", "attention": "--sd-attention"}
-    for axis, opt in cli.items():
-        values = _csv(config.getoption(opt))
-        if values is not None:
-            matrix[axis] = values
-    knobs = config.getoption("--sd-knobs")
-    if knobs:
-        matrix["knobs"] = [knobs.replace(";", ",")]
-    return matrix
-
-
-def _int_or_default(axis: str, value: Any) -> int | None:
-    if value in (None, "default"):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ConfigError(axis, value, "whole numbers or 'default'") from None
-
-
-def _resolution(value: Any, model: str) -> int | None:
-    """A side in px, 'default', or 'xF' (F times the model's default side, rounded to a multiple of 8)."""
-    from sdbench.spec.models import get_model
-
-    if isinstance(value, str) and value.startswith("x"):
-        try:
-            factor = float(value[1:])
-        except ValueError:
-            raise ConfigError("resolutions", value, "px, 'default' or xF (e.g. x1.5)") from None
-        side = int(round(get_model(model).default_resolution * factor / 8.0)) * 8
-        return max(side, 64)
-    return _int_or_default("resolutions", value)
-
-
-def build_cases(matrix: dict[str, list[Any]], device: str) -> list[Any]:
-    """Every valid combination of the matrix as Cases (model defaults fill 'default' entries)."""
-    from sdbench.case import Case
-    from sdbench.spec.schedulers import SCHEDULERS
-
-    cases = []
-    for model in matrix["models"]:
-        schedulers = list(SCHEDULERS) if matrix["schedulers"] == ["all"] else matrix["schedulers"]
-        for sched in schedulers:
-            for res in matrix["resolutions"]:
-                for batch in matrix["batch_sizes"]:
-                    for steps in matrix["steps"]:
-                        for dtype in matrix["dtypes"]:
-                            for profile in matrix["profiles"]:
-                                for weights in matrix["weights"]:
-                                    for prompt in matrix["prompts"]:
-                                        for attention in matrix["attention"]:
-                                            for clock, knobs in itertools.product(matrix["sm_clocks_mhz"], matrix["knobs"]):
-                                                dt = None if dtype == "default" else dtype
-                                                cases.append(Case.create(
-                                                    model, scheduler=None if sched == "default" else sched,
-                                                    resolution=_resolution(res, model),
-                                                    batch_size=_int_or_default("batch_sizes", batch),
-                                                    steps=_int_or_default("steps", steps),
-                                                    dtype=dt or ("fp16" if device.startswith("cuda") else "fp32"),
-                                                    profile=profile, weights=weights, prompt=prompt,
-                                                    attention=attention, device=device, knobs=knobs,
-                                                    sm_clock_mhz=_int_or_default("sm_clocks_mhz", clock)))
-    return cases
-
-
-def _unique(cases: list[Any]) -> list[Any]:
-    """Drop repeats (e.g. x0.5 of a 64 px model rounds back up to 64), keeping the first."""
-    seen: set[str] = set()
-    out = []
-    for c in cases:
-        if c.case_hash not in seen:
-            seen.add(c.case_hash)
-            out.append(c)
-    return out
+    return suite_matrix(sd.on_gpu, marker_kwargs, config.getoption)
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -377,7 +284,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     kwargs = dict(marker.kwargs) if marker else {}
     sd: SdConfig = metafunc.config._sdbench  # type: ignore[attr-defined]
     try:
-        cases = _unique(build_cases(_matrix(metafunc.config, kwargs), sd.device))
+        cases = unique_cases(build_cases(_matrix(metafunc.config, kwargs), sd.device))
     except SdbenchError as exc:
         # Raised here, a UsageError would be reported as a collection error (exit 2): keep it and
         # raise it once collection is over, where pytest turns it into a usage error (exit 4).
@@ -550,37 +457,6 @@ class SessionState:
         if self._bench is not None:
             self._bench.close()
             self._bench = None
-
-
-def results_label(suites: list[str] | None) -> str:
-    """The suites part of a results folder's name: 'speed', 'speed+dvfs', 'all', '4-suites' ('sdbench' for none)."""
-    if not suites:
-        return "sdbench"
-    if set(suites) >= set(SUITE_MARKERS):
-        return "all"
-    if len(suites) <= 3:
-        return "+".join(suites)
-    return f"{len(suites)}-suites"
-
-
-def default_results_dir(suites: list[str] | None, when: _dt.datetime | None = None) -> Path:
-    """sdbench-results/<YYYYmmdd-HHMMSS>-<suites>, relative to the current directory, not taken yet."""
-    stamp = (when or _dt.datetime.now()).strftime("%Y%m%d-%H%M%S")
-    base = Path(RESULTS_ROOT) / f"{stamp}-{results_label(suites)}"
-    path, n = base, 1
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{base.name}-{n}")
-    return path
-
-
-def shown_path(path: str | os.PathLike[str]) -> str:
-    """`path` relative to the current directory when it lies under it (as a user would type it)."""
-    p = Path(path)
-    try:
-        return str(p.resolve().relative_to(Path.cwd().resolve())) if p.is_absolute() else str(p)
-    except ValueError:
-        return str(p)
 
 
 class ResultsFolder:

@@ -32,7 +32,15 @@ from typing import Any
 
 import numpy as np
 
-from sdbench.errors import EXIT_ENVIRONMENT, ConfigError, SdbenchError
+from sdbench.errors import EXIT_ENVIRONMENT, SdbenchError
+from sdbench.files import (  # re-exported: the results layer's writer and path checks
+    atomic_write_bytes,
+    atomic_write_text,
+    check_output_paths,
+    ensure_writable,
+    ensure_writable_dir,
+    write_all,
+)
 from sdbench.record.schema import (
     CASE_RECORD,
     EXPORT_DOCUMENT,
@@ -544,47 +552,6 @@ def read_records(path: str | os.PathLike[str]) -> list[Row]:
 
 
 # --- writing --------------------------------------------------------------------------------------------------
-def _fsync_dir(folder: Path) -> None:
-    """Make a rename in ``folder`` durable (where the file system supports it)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass  # some file systems cannot sync a folder; the rename itself is still atomic
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` all or nothing: a temporary file beside it, fsynced, then renamed over it.
-
-    On a failure (a full disk) the old file is intact and the temporary one removed; the OSError propagates."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    _fsync_dir(path.parent)
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
-    """:func:`atomic_write_bytes` of UTF-8 text."""
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
 def write_json(path: str | os.PathLike[str], doc: Mapping[str, Any] | Sequence[Any], indent: int | None = 1) -> Path:
     """Write a JSON document atomically (NaN as null); a failure is a :class:`ResultsWriteError`."""
     p = Path(path)
@@ -631,16 +598,6 @@ def write_csv(records: list[Mapping[str, Any]], path: str | os.PathLike[str]) ->
     for rec in records:
         writer.writerow({k: json_safe(rec.get(k)) for k in cols})
     return atomic_write_text(path, buf.getvalue())
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    """``os.write`` until every byte is written; a write that makes no progress is a full disk."""
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        if n <= 0:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        view = view[n:]
 
 
 def _whole_lines(path: Path) -> int:
@@ -692,7 +649,7 @@ class ResultsWriter:
                 lines = self.path.read_bytes().split(b"\n")
                 raise TornResultsFile(self.path, len(lines), len(lines[-1]))
             try:
-                _write_all(fd, data)
+                write_all(fd, data)
                 os.fsync(fd)
             except OSError as exc:
                 # Cut back to the last whole line: a crash later must not find half a record.
@@ -710,48 +667,3 @@ class ResultsWriter:
             self.append(record)
 
 
-def ensure_writable(path: str | os.PathLike[str], field: str = "output") -> Path:
-    """Check before measuring that file ``path`` can be written, so a bad output path is one clear error up front
-    instead of lost results at the end. Nothing is created: missing folders are made when the file is written.
-    Raises ConfigError naming ``field``."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(field, str(path), reason="is a folder; give a file name")
-    _probe(path.parent, field, str(path))
-    return path
-
-
-def ensure_writable_dir(folder: str | os.PathLike[str], field: str = "output_dir") -> Path:
-    """Check before measuring that files can be written in ``folder`` (or in the folders that will be made for
-    it). Nothing is created. Raises ConfigError naming ``field``."""
-    folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(field, str(folder), reason="is a file, not a folder")
-    _probe(folder, field, str(folder))
-    return folder
-
-
-def _probe(folder: Path, field: str, shown: str) -> None:
-    """Write and remove a probe file in ``folder``, or in the nearest folder above it that exists (the rest of the
-    path will be made there): a path under a file, or in a folder that cannot be written, fails here."""
-    existing = folder if str(folder) else Path(".")
-    while not existing.exists():
-        if existing.parent == existing:
-            break
-        existing = existing.parent
-    if not existing.is_dir():
-        raise ConfigError(field, shown, reason=f"cannot be written: {existing} is a file, not a folder")
-    probe = existing / f".sdbench-probe-{os.getpid()}"
-    try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        os.close(fd)
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(field, shown, reason=f"cannot be written: {exc.strerror or exc}") from None
-
-
-def check_output_paths(**paths: str | os.PathLike[str] | None) -> None:
-    """:func:`ensure_writable` for each output file given (``field=path``; None is skipped), before measuring."""
-    for name, path in paths.items():
-        if path is not None and str(path) != "":
-            ensure_writable(path, name)

@@ -19,9 +19,7 @@ except-and-recover path as a real one.
 
 from __future__ import annotations
 
-import argparse
 import gc
-import math
 import time
 import traceback
 import weakref
@@ -35,8 +33,10 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
+from sdbench.analysis.estimates import bootstrap_replicates, percentile_interval
+from sdbench.analysis.optimum import pick_optimum
 from sdbench.case import MAX_BATCH, Case
-from sdbench.errors import ConfigError, SdbenchError
+from sdbench.errors import ConfigError, SdbenchError, is_out_of_memory
 from sdbench.record.schema import metric_stats
 
 if TYPE_CHECKING:
@@ -47,7 +47,6 @@ T = TypeVar("T")
 #: Default `limit` of the fits search where there is no VRAM to run out of (the CPU, the simulated GPU).
 CPU_DEFAULT_LIMIT = 8
 # Messages of RuntimeErrors that mean "out of memory": CUDA's caching allocator and the CPU allocator.
-OOM_MESSAGE_MARKERS = ("out of memory", "can't allocate memory")
 GIB = 2**30
 
 Outcome = Literal["fits", "oom", "error"]
@@ -65,16 +64,6 @@ class SimulatedOutOfMemoryError(torch.OutOfMemoryError):
         super().__init__(message)
         self.peak_bytes = peak_bytes
         self.budget_bytes = budget_bytes
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for torch's OOM error and for RuntimeErrors whose message says the allocator ran out."""
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    if isinstance(exc, RuntimeError):
-        text = str(exc).lower()
-        return any(marker in text for marker in OOM_MESSAGE_MARKERS)
-    return False
 
 
 def _cuda(device: str) -> bool:
@@ -537,7 +526,8 @@ class Optimum:
 
     `choice_fraction` is the fraction of bootstrap resamples (of every batch size's per-round
     samples) in which this batch wins; `ci95_low`/`ci95_high` bound its metric. `batch_size` is None
-    when the objective cannot be evaluated, and `reason` says why.
+    when the objective cannot be evaluated, and `reason` says why. The choice is made by
+    `sdbench.analysis.optimum.pick_optimum` (the picker the DVFS analysis uses for clocks).
     """
 
     objective: str  # "max images_per_s" | "min energy_per_image_j"
@@ -603,25 +593,15 @@ def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
 
 
-def _bootstrap_medians(samples: np.ndarray, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
-    """Median of each of `n_resamples` resamples (with replacement) of `samples`."""
-    idx = rng.integers(0, samples.size, size=(n_resamples, samples.size))
-    return np.median(samples[idx], axis=1)
-
-
 def _pick(objective: str, unit: str, batches: list[int], estimates: np.ndarray, resampled: np.ndarray,
-          n_resamples: int, confidence: float) -> Optimum:
+          confidence: float) -> Optimum:
     """The winner by the point estimates, and how often each batch wins across the resamples."""
-    maximise = objective.startswith("max")
-    # argmax/argmin take the first of equals: a tie goes to the smaller batch (less memory, less latency).
-    winner_idx = int(np.argmax(estimates) if maximise else np.argmin(estimates))
-    choices = np.argmax(resampled, axis=1) if maximise else np.argmin(resampled, axis=1)
-    counts = np.bincount(choices, minlength=len(batches))
-    fractions = {batches[i]: float(c / n_resamples) for i, c in enumerate(counts) if c}
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(resampled[:, winner_idx], [alpha, 1.0 - alpha])
-    return Optimum(objective, unit, batches[winner_idx], float(estimates[winner_idx]), float(low), float(high),
-                   fractions.get(batches[winner_idx], 0.0), fractions, n_resamples, confidence)
+    # The picker takes the first of equals: a tie goes to the smaller batch (less memory, less latency).
+    pick = pick_optimum(batches, estimates, resampled, lower_is_better=not objective.startswith("max"),
+                        confidence=confidence)
+    low, high = pick.interval if pick.interval is not None else (None, None)
+    return Optimum(objective, unit, pick.label, pick.value, low, high, pick.choice_fraction, pick.choice_fractions,
+                   pick.n_resamples, confidence)
 
 
 def summarize_sweep(points: Sequence[SweepPoint], *, n_resamples: int = 2000, seed: int = 0,
@@ -639,20 +619,19 @@ def summarize_sweep(points: Sequence[SweepPoint], *, n_resamples: int = 2000, se
     if isinstance(n_resamples, bool) or not isinstance(n_resamples, int) or n_resamples < 1:
         raise ConfigError("n_resamples", n_resamples, "a whole number >= 1")
     rng = np.random.default_rng(seed)
-    alpha = (1.0 - confidence) / 2.0
     ran = [p for p in points if p.status == "ok" and p.record is not None and p.time_per_image_s_samples]
     batches = [p.batch_size for p in ran]
     tp_est, tp_boot = [], []
     for p in ran:
         t = np.asarray(p.time_per_image_s_samples, dtype=float)
-        boot = 1.0 / _bootstrap_medians(t, n_resamples, rng)
+        boot = 1.0 / bootstrap_replicates(t, n_resamples, rng, np.median)
         p.images_per_s = float(1.0 / np.median(t))
-        p.images_per_s_ci95 = (float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha)))
+        p.images_per_s_ci95 = percentile_interval(boot, confidence)
         tp_est.append(p.images_per_s)
         tp_boot.append(boot)
     if ran:
         throughput = _pick("max images_per_s", "images/s", batches, np.asarray(tp_est),
-                           np.column_stack(tp_boot), n_resamples, confidence)
+                           np.column_stack(tp_boot), confidence)
     else:
         throughput = Optimum("max images_per_s", "images/s", None, reason="no batch size ran", confidence=confidence)
 
@@ -669,14 +648,14 @@ def summarize_sweep(points: Sequence[SweepPoint], *, n_resamples: int = 2000, se
         if samples is None:
             continue
         e = np.asarray(samples, dtype=float)
-        boot = _bootstrap_medians(e, n_resamples, rng)
+        boot = bootstrap_replicates(e, n_resamples, rng, np.median)
         p.energy_per_image_j = float(np.median(e))
-        p.energy_per_image_j_ci95 = (float(np.quantile(boot, alpha)), float(np.quantile(boot, 1 - alpha)))
+        p.energy_per_image_j_ci95 = percentile_interval(boot, confidence)
         e_est.append(p.energy_per_image_j)
         e_boot.append(boot)
     if energy_reason is None:
         energy = _pick("min energy_per_image_j", "J/image", batches, np.asarray(e_est), np.column_stack(e_boot),
-                       n_resamples, confidence)
+                       confidence)
     else:
         energy = Optimum("min energy_per_image_j", "J/image", None, reason=energy_reason, confidence=confidence)
     simulated = any(bool((p.record or {}).get("energy_simulated")) for p in ran)
@@ -856,90 +835,3 @@ def prompt_token_fields(bench: Bench, case: Case) -> dict[str, Any]:
     max_tokens = int(tokenizer.model_max_length)
     return {"prompt_tokens": n_tokens, "prompt_max_tokens": max_tokens, "prompt_truncated": n_tokens > max_tokens,
             "prompt_tokens_dropped": max(0, n_tokens - max_tokens)}
-
-
-# --- the command line ------------------------------------------------------------------------------
-def build_parser(sub: Any) -> None:
-    """`sdbench batch`: the batch-size sweep (`--batch-sizes`) or the largest batch that fits (`--max-batch`)."""
-    from sdbench.cli import _float, _positive_int, add_case_arguments
-
-    p = sub.add_parser(
-        "batch", help="batch-size sweep (throughput- and energy-optimal batch) or the largest batch that fits",
-        description="With --batch-sizes, measure the case at each batch size and pick the batch with the most "
-                    "images/s and the one with the fewest J/image, each with a bootstrap confidence statement. "
-                    "With --max-batch, find the largest batch that fits in memory (doubling, then bisection; "
-                    "out-of-memory errors are caught and recovered from).")
-    add_case_arguments(p)
-    g = p.add_argument_group("batching")
-    mode = g.add_mutually_exclusive_group(required=True)
-    mode.add_argument("--batch-sizes", default=None, metavar="LIST",
-                      help="comma-separated batch sizes to sweep, e.g. 1,2,4,8 (overrides --batch-size)")
-    mode.add_argument("--max-batch", action="store_true",
-                      help="find the largest batch that fits, starting from --batch-size (default 1)")
-    g.add_argument("--limit", type=_positive_int("limit"), default=None,
-                   help=f"largest batch --max-batch tries (default: {CPU_DEFAULT_LIMIT} on the CPU, {MAX_BATCH} on a GPU)")
-    g.add_argument("--probe-steps", type=_positive_int("probe_steps"), default=None,
-                   help="denoising steps of each --max-batch probe call (default: the case's; peak memory does not "
-                        "grow with steps)")
-    g.add_argument("--memory-budget-gib", type=_float("memory_budget_gib", 0.0), default=None,
-                   help="simulate a device with this much memory: a peak above it counts as out of memory")
-    o = p.add_argument_group("output")
-    o.add_argument("--output-dir", default=None,
-                   help="where the JSON and PNG go (default sdbench-output/<time>-batch-<model>)")
-    o.add_argument("--quiet", action="store_true", help="no progress lines")
-    p.set_defaults(func=cmd_batch)
-
-
-def cmd_batch(args: argparse.Namespace) -> int:
-    """Run `sdbench batch`; prints the table and the optima (or where the fits search stopped)."""
-    import datetime as dt
-    import sys
-
-    from sdbench.case import resolve_device
-    from sdbench.cli import _case_kwargs, _default_model, _progress_printer, _runner_config
-    from sdbench.record.io import export_metrics
-    from sdbench.session import Bench
-
-    if args.limit is not None and not args.max_batch:
-        raise ConfigError("limit", args.limit, "only together with --max-batch")
-    if args.probe_steps is not None and not args.max_batch:
-        raise ConfigError("probe_steps", args.probe_steps, "only together with --max-batch")
-    sizes = parse_batch_sizes(args.batch_sizes) if args.batch_sizes is not None else None
-    budget: int | None = None
-    if args.memory_budget_gib is not None:
-        if args.memory_budget_gib <= 0:
-            raise ConfigError("memory_budget_gib", args.memory_budget_gib, "a positive number of GiB")
-        budget = max(1, math.floor(args.memory_budget_gib * GIB))
-    device = resolve_device(args.device)
-    model = args.model or _default_model(device)
-    bench = Bench(device=device, runner_config=_runner_config(args, device), gpu="open")
-    say = _progress_printer(args.quiet)
-    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    out_dir = Path(args.output_dir or Path("sdbench-output") / f"{stamp}-batch-{model}")
-    try:
-        case = bench.case(model, **_case_kwargs(args))
-        meta = {"command": "batch", "argv": sys.argv[1:], "created": dt.datetime.now(dt.timezone.utc).isoformat(),
-                "environment": bench.environment}
-        if args.max_batch:
-            result = find_max_batch(bench, case, start=case.batch_size, limit=args.limit, memory_budget_bytes=budget,
-                                    probe_steps=args.probe_steps, progress=say)
-            print(max_batch_table(result))
-            print(result.summary_line())
-            if result.note:
-                print(f"note: {result.note}")
-            path = export_metrics([], out_dir / "max-batch.json", {**meta, "max_batch": result.to_dict()})
-            print(f"results: {path}")
-            return 0
-        assert sizes is not None
-        sweep = batch_sweep(bench, case, sizes, memory_budget_bytes=budget, progress=say)
-        print(sweep_table(sweep))
-        print(sweep.throughput.statement())
-        print(sweep.energy.statement())
-        if sweep.energy_simulated:
-            print("note: energy from the simulated GPU (a physical model), not a measurement")
-        path = export_metrics(sweep.records, out_dir / "batch-sweep.json", {**meta, "summary": sweep.to_dict()})
-        png = plot_batch_sweep(sweep, out_dir / "batch-sweep.png")
-        print(f"results: {path}\nplot: {png}")
-    finally:
-        bench.close()
-    return 0

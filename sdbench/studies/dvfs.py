@@ -14,7 +14,7 @@ writes clean records for the analysis (``sdbench.analysis.dvfs``) and reports (`
 3. Execution (:func:`sdbench.distribute.plan.execute`) appends one record per finished point to
    ``results.jsonl``; ``--resume`` skips points already there. Before each point: an idle gap and a
    cooldown until the GPU is within ``cooldown_c`` of its starting idle temperature. Each point's
-   settings are locked by a :class:`~sdbench.gpu.clocks.ClockController`, the point is measured by
+   settings are locked by a :class:`~sdbench.measure.clocks.ClockController`, the point is measured by
    the one Runner, and the window telemetry verifies the lock. A drifted or throttled point is
    measured once more and, if still wrong, flagged (``clock_verified``), never silently kept.
 4. The original GPU settings are restored at the end, on an exception, and on SIGINT/SIGTERM.
@@ -30,7 +30,6 @@ measure only the default-clock points, with telemetry (``clock_verified: read-on
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import datetime as _dt
@@ -42,7 +41,6 @@ import os
 import random
 import re
 import secrets
-import shlex
 import statistics
 import sys
 from collections.abc import Callable, Iterator, Sequence
@@ -56,14 +54,14 @@ from sdbench.distribute.plan import Plan, PlanPoint, execute
 from sdbench.errors import ConfigError, SdbenchError
 from sdbench.gpu.base import GpuDevice, GpuNoPermission, GpuNotSupported
 from sdbench.gpu.clock import WALL_CLOCK
-from sdbench.gpu.clocks import (
+from sdbench.gpu.dcgm import ActivityMonitor
+from sdbench.measure.clocks import (
     ClockController,
     ClockVerification,
     ReadOnlyClockError,
     current_settings,
     validate_clock_mhz,
 )
-from sdbench.gpu.dcgm import ActivityMonitor
 from sdbench.record.io import (
     ResultsWriteError,
     ensure_writable,
@@ -84,7 +82,6 @@ __all__ = [
     "SweepOptions",
     "SweepResult",
     "SweepSetting",
-    "build_parser",
     "cooldown",
     "default_clock_checks",
     "order_settings",
@@ -706,14 +703,14 @@ def default_clock_checks(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
 
     ``time_drift_rel`` / ``energy_drift_rel``: ``max / min - 1`` of the re-measurements' medians.
     ``drift_significant``, ``drift_verdict``, ``drift_test`` and ``comparisons`` come from
-    :func:`sdbench.analysis.dvfs.default_drift_check` on the per-round samples (the same test the report
+    :func:`sdbench.analysis.drift.default_drift_check` on the per-round samples (the same test the report
     uses). When it drifted, ``drift_after_order_index`` is the ``sweep_order_index`` of the last
     re-measurement that agreed with the first, and ``drift_flagged_point_ids`` the sweep points
     (role ``point``) measured after it.
     """
     import numpy as np
 
-    from sdbench.analysis.dvfs import default_drift_check
+    from sdbench.analysis.drift import default_drift_check
 
     ok = [r for r in records if r.get("point_status") == "ok"]
     defaults = sorted((r for r in ok if r.get("point_role") == ROLE_DEFAULT), key=lambda r: r.get("sweep_order_index", 0))
@@ -985,7 +982,7 @@ def write_state_file(path: str | os.PathLike[str], gpu: GpuDevice, controller: C
     write_json(Path(path), doc)
 
 
-# ---- command line --------------------------------------------------------------------------------
+# ---- what `sdbench sweep` prints ---------------------------------------------------------------------
 def _summary_table(records: Sequence[dict[str, Any]], checks: dict[str, Any] | None = None) -> str:
     """One row per point in sweep order; a point measured after the default clock drifted says so."""
     from tabulate import tabulate
@@ -1030,146 +1027,3 @@ def summary_lines(meta: dict[str, Any]) -> list[str]:
                  f"{meta.get('points_drift_flagged', 0)} after default-clock drift); order {meta['order']} "
                  f"(seed {meta['order_seed']}); settings restored: {meta['settings_restored']}")
     return lines
-
-
-def cmd_sweep(args: argparse.Namespace) -> int:
-    """Run `sdbench sweep`."""
-    from sdbench.case import resolve_device
-    from sdbench.cli import _case_kwargs, _default_model, _runner_config
-    from sdbench.session import Bench
-
-    if args.gpus:
-        return _sweep_per_gpu(args)
-    device = resolve_device(args.device)
-    if device == "cpu":
-        raise ConfigError("device", args.device, allowed="cuda:N or simulated",
-                          reason="a clock sweep needs a GPU; without one, use --device simulated")
-    repeats = args.repeats
-    if args.num_runs is not None:
-        if repeats is not None and repeats != args.num_runs:
-            raise ConfigError("num_runs", args.num_runs, reason=f"conflicts with --repeats {repeats} (they are the same thing)")
-        repeats = args.num_runs
-    clock_command = None
-    if args.clock_command:
-        # Split like a shell would, but run without one: the helper gets a plain argv.
-        clock_command = shlex.split(args.clock_command)
-        if not clock_command:
-            raise ConfigError("clock_command", args.clock_command, allowed="a program and its arguments")
-    options = SweepOptions(
-        clocks=args.clocks, mem_clocks=args.mem_clocks, power_limits=args.power_limits,
-        profiling_mode=args.profiling_mode or ("custom" if args.clocks else "dvfs"), gpu_type=args.gpu_type,
-        repeats=repeats or 1, order=args.order, order_seed=args.order_seed, default_every=args.default_every,
-        cooldown_c=None if args.cooldown_c is None or args.cooldown_c < 0 else args.cooldown_c,
-        cooldown_timeout_s=args.cooldown_timeout_s, idle_gap_s=args.idle_gap_s, read_only=args.read_only,
-        clock_command=clock_command, activity=args.activity, retries=args.retries)
-    runner_config = _runner_config(args, device)
-    if args.window_periods is not None:
-        runner_config.min_window_periods = args.window_periods
-    bench = Bench(device=device, runner_config=runner_config, gpu="open")
-    try:
-        base = bench.case(args.model or _default_model(device), **_case_kwargs(args))
-        result = run_sweep(bench, base, args.output_dir, options, resume=args.resume, progress=not args.quiet,
-                           state_file=args.state_file, plan_only=args.plan_only, argv=sys.argv[1:])
-    finally:
-        bench.close()
-    meta = result.meta
-    if meta.get("gpu_type_note"):
-        print(f"note: {meta['gpu_type_note']}", file=sys.stderr)
-    if args.plan_only:
-        print(f"plan: {meta['points_planned']} point(s) ({len(meta['grid']['sm_clocks_mhz'])} SM clock(s)) -> "
-              f"{result.output_dir / PLAN_FILE}")
-        return 0
-    if result.records:
-        print(_summary_table(result.records, meta.get("default_clock_checks")))
-    for line in summary_lines(meta):
-        print(line)
-    print(f"-> {result.output_dir}")
-    failed = [r for r in result.records if r.get("point_status") != "ok"]
-    return 1 if failed else 0
-
-
-def _sweep_per_gpu(args: argparse.Namespace) -> int:
-    """`--gpus`: the same sweep on each GPU at once, one pinned process per GPU, into DIR/gpuK-<gpu>.
-
-    Each GPU gets the whole grid (sharding clock points across GPUs would confound clock with card);
-    each process locks, verifies and restores its own GPU's clocks.
-    """
-    from sdbench.distribute.workers import run_command_per_gpu, strip_options
-
-    base = strip_options(args.argv, ["--gpus", "--output-dir", "--device", "--state-file"])
-
-    def command(spec: Any) -> list[str]:
-        out = Path(args.output_dir) / f"gpu{spec.slot}-{spec.gpu}"
-        argv = [sys.executable, "-m", "sdbench", *base, "--output-dir", str(out), "--device", spec.device]
-        if args.state_file:
-            argv += ["--state-file", f"{args.state_file}.gpu{spec.slot}"]
-        return argv
-
-    return run_command_per_gpu(args.gpus, command)
-
-
-def _non_negative_int(field: str) -> Callable[[str], int]:
-    from sdbench.cli import _int_at_least
-
-    return _int_at_least(field, 0)
-
-
-def build_parser(sub: Any) -> None:
-    """`sdbench sweep`: measure a case over a grid of SM clocks, memory clocks and power limits."""
-    from sdbench.cli import _float, _int, _positive_int, add_case_arguments
-
-    p = sub.add_parser(
-        "sweep", help="DVFS / power-limit sweep: measure a case at each supported clock (verified, restored)",
-        description="Measure one case over a grid of GPU settings taken from the device (SM clocks, memory clocks, "
-                    "power limits), in randomised order with cooldowns, re-measuring the default clock to catch drift. "
-                    "Each point's clock is locked (never application clocks), verified from telemetry, retried once "
-                    "and flagged if wrong; the original settings are restored on exit, errors, SIGINT and SIGTERM. "
-                    "Without clock rights use --read-only (default clock only) or --device simulated.")
-    add_case_arguments(p)
-    g = p.add_argument_group("grid (always taken from the device)")
-    g.add_argument("--clocks", default=None, metavar="SPEC", help=f"SM clocks: {CLOCK_SPEC_HELP}")
-    g.add_argument("--mem-clocks", default=None, metavar="SPEC", help="memory clocks to lock (same forms); default: none locked")
-    g.add_argument("--power-limits", default=None, metavar="SPEC", help=f"power limits: {POWER_SPEC_HELP}")
-    g.add_argument("--profiling-mode", choices=list(PROFILING_MODES), default=None,
-                   help="baseline: default clock only; dvfs: the --gpu-type preset or every 4th clock (default); "
-                        "custom: exactly --clocks/--mem-clocks/--power-limits")
-    g.add_argument("--gpu-type", choices=sorted(GPU_TYPE_PRESETS), default=None,
-                   help="the seed's grid preset (range and ~60 MHz spacing); the clocks still come from the device")
-    g.add_argument("--repeats", type=_positive_int("repeats"), default=None, help="passes over the grid (default 1)")
-    g.add_argument("--num-runs", type=_positive_int("num_runs"), default=None, help="the seed's name for --repeats")
-    h = p.add_argument_group("hygiene")
-    h.add_argument("--order", choices=list(ORDERS), default="random",
-                   help="random (seeded; default), interleaved (high/low alternating) or descending (the predecessor's, "
-                        "confounded with temperature)")
-    h.add_argument("--order-seed", type=_int("order_seed"), default=None, help="seed of the random order (default: drawn, recorded)")
-    h.add_argument("--default-every", type=_non_negative_int("default_every"), default=5,
-                   help="re-measure the default clock after every N points (0: first and last only; default 5)")
-    h.add_argument("--cooldown-c", type=_float("cooldown_c"), default=5.0,
-                   help="before each point wait until the GPU is within this many degC of its starting idle "
-                        "temperature (default 5; negative: no cooldown)")
-    h.add_argument("--cooldown-timeout-s", type=_float("cooldown_timeout_s", 0.0), default=120.0,
-                   help="longest cooldown wait, s (then the point runs and records the time-out)")
-    h.add_argument("--idle-gap-s", type=_float("idle_gap_s", 0.0), default=2.0, help="idle pause between points, s (default 2)")
-    h.add_argument("--retries", type=_non_negative_int("retries"), default=1,
-                   help="re-measurements of a point whose clock drifted or throttled before it is flagged (default 1)")
-    h.add_argument("--window-periods", type=_positive_int("window_periods"), default=None,
-                   help="energy-counter updates per measured window (default 20; fewer = shorter points, coarser energy)")
-    c = p.add_argument_group("clock control")
-    c.add_argument("--read-only", action="store_true",
-                   help="change nothing: query the grid, write the plan, measure the default clock with telemetry")
-    c.add_argument("--clock-command", default=None, metavar="CMD",
-                   help="privileged helper that applies settings (run without a shell; see sdbench.gpu.clocks), "
-                        "e.g. 'sudo -n /usr/local/sbin/gpu-clocks'")
-    c.add_argument("--activity", choices=["auto", "simulated", "pydcgm", "dcgmi", "none"], default="auto",
-                   help="activity counters (SM/tensor/DRAM/FP) from DCGM; auto: whatever is present")
-    o = p.add_argument_group("output")
-    o.add_argument("--output-dir", required=True, help="folder for plan.json, results.jsonl and sweep.json")
-    o.add_argument("--resume", action="store_true", help="continue the sweep in --output-dir, skipping finished points")
-    o.add_argument("--plan-only", action="store_true", help="write plan.json and sweep.json and stop")
-    o.add_argument("--state-file", default=None, metavar="FILE",
-                   help="after restoring the GPU (also on SIGTERM), write its settings here as JSON")
-    o.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--gpus", default=None, metavar="LIST",
-                   help="run this sweep on several GPUs at once, one pinned process each (0,1,... | all | GPU-uuid,... "
-                        "| simulated,simulated): each GPU sweeps the whole grid into OUTPUT_DIR/gpuK-<gpu>")
-    p.set_defaults(func=cmd_sweep)

@@ -27,10 +27,8 @@ optional CLIP score), ``benchmarks/test_quality.py`` and ``sdbench quality``.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
-import json
 import math
 import weakref
 from collections import OrderedDict
@@ -409,44 +407,3 @@ def quality_record(bench: Bench, case: Case, clip_model_dir: str | Path | None =
     fields.update(clip_fields(candidate.images, [case.prompt] * case.batch_size, clip_model_dir,
                               fields["weights_source"], clip_device))
     return fields
-
-
-# --- sdbench quality -------------------------------------------------------------------------------------
-def build_parser(sub: Any) -> None:
-    """`sdbench quality`: fidelity of one case against its fp32 eager reference (and a CLIP score)."""
-    from sdbench.cli import add_case_arguments
-
-    p = sub.add_parser("quality", help="output fidelity of one case against its fp32 eager reference",
-                       description="Run the case and its fp32/eager reference once with the same seed and print "
-                                   "PSNR, SSIM, latent error and whether the change exceeds rounding.")
-    add_case_arguments(p)
-    o = p.add_argument_group("quality")
-    o.add_argument("--clip-model", default=None, metavar="DIR",
-                   help="local folder of a CLIPModel with tokenizer and image processor: adds a CLIP score")
-    o.add_argument("--json", action="store_true", help="print the fields as one JSON object")
-    o.add_argument("--fail-on-flag", action="store_true", help="exit 1 when the output changed beyond rounding")
-    p.set_defaults(func=cmd_quality)
-
-
-def cmd_quality(args: argparse.Namespace) -> int:
-    from tabulate import tabulate
-
-    from sdbench.case import resolve_device
-    from sdbench.cli import _case_kwargs, _default_model, _runner_config
-    from sdbench.record.io import to_json
-    from sdbench.session import Bench
-
-    device = resolve_device(args.device)
-    # Fidelity needs no energy meter, so no NVML device is opened.
-    bench = Bench(device=device, runner_config=_runner_config(args, device), gpu=None)
-    try:
-        case = bench.case(args.model or _default_model(device), **_case_kwargs(args))
-        fields = {"case_id": case.case_id, **quality_record(bench, case, args.clip_model)}
-    finally:
-        bench.close()
-    if args.json:
-        print(to_json(fields))
-    else:
-        print(tabulate([[k, json.dumps(v) if isinstance(v, list) else v] for k, v in fields.items()],
-                       headers=["field", "value"], disable_numparse=True))
-    return 1 if args.fail_on_flag and fields["fidelity_flag"] else 0

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sdbench.cli.args import add_case_arguments, number, positive_int
+from sdbench.cli.args import (
+    add_case_arguments,
+    case_kwargs,
+    default_model,
+    number,
+    positive_int,
+    progress_printer,
+    runner_config,
+)
 from sdbench.settings import MAX_BATCH
 
 # A copy of sdbench.studies.batching.CPU_DEFAULT_LIMIT for the help text (sdbench.studies.batching imports torch;
@@ -43,7 +51,66 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Run the sweep or the search; print the table and the optima."""
-    from sdbench.studies.batching import cmd_batch
+    """Run the sweep or the search; print the table and the optima (or where the fits search stopped)."""
+    import datetime as dt
+    import math
+    import sys
+    from pathlib import Path
 
-    return int(cmd_batch(args))
+    from sdbench.case import resolve_device
+    from sdbench.errors import ConfigError
+    from sdbench.record.io import export_metrics
+    from sdbench.session import Bench
+    from sdbench.studies.batching import (
+        GIB,
+        batch_sweep,
+        find_max_batch,
+        max_batch_table,
+        parse_batch_sizes,
+        plot_batch_sweep,
+        sweep_table,
+    )
+
+    if args.limit is not None and not args.max_batch:
+        raise ConfigError("limit", args.limit, "only together with --max-batch")
+    if args.probe_steps is not None and not args.max_batch:
+        raise ConfigError("probe_steps", args.probe_steps, "only together with --max-batch")
+    sizes = parse_batch_sizes(args.batch_sizes) if args.batch_sizes is not None else None
+    budget: int | None = None
+    if args.memory_budget_gib is not None:
+        if args.memory_budget_gib <= 0:
+            raise ConfigError("memory_budget_gib", args.memory_budget_gib, "a positive number of GiB")
+        budget = max(1, math.floor(args.memory_budget_gib * GIB))
+    device = resolve_device(args.device)
+    model = args.model or default_model(device)
+    bench = Bench(device=device, runner_config=runner_config(args, device), gpu="open")
+    say = progress_printer(args.quiet)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_dir = Path(args.output_dir or Path("sdbench-output") / f"{stamp}-batch-{model}")
+    try:
+        case = bench.case(model, **case_kwargs(args))
+        meta = {"command": "batch", "argv": sys.argv[1:], "created": dt.datetime.now(dt.timezone.utc).isoformat(),
+                "environment": bench.environment}
+        if args.max_batch:
+            result = find_max_batch(bench, case, start=case.batch_size, limit=args.limit, memory_budget_bytes=budget,
+                                    probe_steps=args.probe_steps, progress=say)
+            print(max_batch_table(result))
+            print(result.summary_line())
+            if result.note:
+                print(f"note: {result.note}")
+            path = export_metrics([], out_dir / "max-batch.json", {**meta, "max_batch": result.to_dict()})
+            print(f"results: {path}")
+            return 0
+        assert sizes is not None
+        sweep = batch_sweep(bench, case, sizes, memory_budget_bytes=budget, progress=say)
+        print(sweep_table(sweep))
+        print(sweep.throughput.statement())
+        print(sweep.energy.statement())
+        if sweep.energy_simulated:
+            print("note: energy from the simulated GPU (a physical model), not a measurement")
+        path = export_metrics(sweep.records, out_dir / "batch-sweep.json", {**meta, "summary": sweep.to_dict()})
+        png = plot_batch_sweep(sweep, out_dir / "batch-sweep.png")
+        print(f"results: {path}\nplot: {png}")
+    finally:
+        bench.close()
+    return 0

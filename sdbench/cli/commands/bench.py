@@ -36,6 +36,15 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the matrix flags, then run pytest on the suites (its exit code is returned)."""
-    from sdbench.distribute.suite import cmd_bench
+    from sdbench.distribute.suite import PLUGIN_OPTIONS, run_bench
+    from sdbench.errors import ConfigError
 
-    return cmd_bench(args)
+    extra = list(args.pytest_args or [])
+    if extra and extra[0] == "--":
+        extra = extra[1:]
+    if args.output_dir and args.no_output_dir:
+        raise ConfigError("output_dir", args.output_dir, "a folder, or --no-output-dir alone",
+                          reason="--no-output-dir was also given")
+    return run_bench(args.suite or None, device=args.device, axes={axis: getattr(args, axis) for axis in PLUGIN_OPTIONS},
+                     export=args.export_metrics, results=args.results, output_dir=args.output_dir,
+                     no_output_dir=args.no_output_dir, history=not args.no_history, gpus=args.gpus, extra=extra)

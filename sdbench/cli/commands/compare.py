@@ -44,6 +44,15 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Compare the files; 1 on a significant regression beyond --fail-on."""
-    from sdbench.output.compare import cmd_compare
+    from sdbench.output.compare import compare_files, write_csv, write_json, write_markdown
 
-    return int(cmd_compare(args))
+    result = compare_files([args.baseline, *args.candidates], fail_on=args.fail_on, allow_cross_gpu=args.allow_cross_gpu,
+                           metrics=args.metric, confidence=args.confidence)
+    print(result.render())
+    if args.json:
+        print(f"json: {write_json(result, args.json)}")
+    if args.csv:
+        print(f"csv: {write_csv(result, args.csv)}")
+    if args.markdown:
+        print(f"markdown: {write_markdown(result, args.markdown)}")
+    return int(result.exit_code)

@@ -209,6 +209,28 @@ def _save_partial(records: list[dict[str, Any]], planned: int, meta: dict[str, A
               file=sys.stderr, flush=True)
 
 
+def _run_suite(args: argparse.Namespace, *, model: str, scheduler: str | None, notes: tuple[str, ...] = ()) -> int:
+    """`--benchmark [--benchmark-type X]`: one suite for `model`, the generate flags as its matrix (see
+    `sdbench.distribute.suite.run_suite_from_generate`); `scheduler` None keeps each suite's own scheduler axis."""
+    from sdbench.distribute.suite import run_suite_from_generate
+
+    res = None
+    if args.height or args.width:
+        if args.height != args.width:
+            raise ConfigError("height", args.height, f"equal to --width ({args.width}) with --benchmark",
+                              reason="the suite's resolution axis is square")
+        res = str(args.height)
+    axes = {"models": model, "schedulers": scheduler, "resolutions": res,
+            "batch_sizes": str(args.batch_size) if args.batch_size != 1 else None,
+            "steps": str(args.steps) if args.steps else None, "dtypes": args.dtype,
+            "profiles": args.profile if args.profile != "eager" else None,
+            "weights": args.weights if args.weights != "auto" else None}
+    measurement = {key: getattr(args, settings.get(key).attr, None) for key in settings.MEASUREMENT_KEYS}
+    return run_suite_from_generate(args.benchmark_type, model=model, device=args.device, axes=axes,
+                                   num_images=args.num_images, output_dir=args.output_dir,
+                                   export=args.export_metrics, measurement=measurement, notes=notes)
+
+
 def run(args: argparse.Namespace) -> int:
     """Measure the case (or the study's cases), save images and metrics, print the summary table."""
     if args.list_models:
@@ -229,12 +251,11 @@ def run(args: argparse.Namespace) -> int:
     model = args.model or default_model(device)
     notes = (substitution_note(args.device),) if args.model is None and not device.startswith("cuda") else ()
     if args.benchmark:
-        from sdbench.distribute.suite import run_suite_from_generate
-
         # The seed's default scheduler goes with the default model, except where schedulers are the axis.
         scheduler = default_scheduler(args) if args.benchmark_type != "scheduler_comparison" else args.scheduler
-        return run_suite_from_generate(args, model=model, scheduler=scheduler, notes=notes)
-    from sdbench.cli.failures import is_out_of_memory, out_of_memory
+        return _run_suite(args, model=model, scheduler=scheduler, notes=notes)
+    from sdbench.cli.failures import out_of_memory
+    from sdbench.errors import is_out_of_memory
     from sdbench.record.io import ensure_writable, export_metrics
     from sdbench.session import Bench
 

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from sdbench import settings
-from sdbench.cli.commands.workers import add_shard_command
+from sdbench.cli.commands.workers import add_shard_command, shard
 
 
 def register(sub: Any) -> None:
@@ -31,10 +31,34 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen action (`plan run` is the same shard run as `workers shard`)."""
-    if args.plan_command == "run":
-        from sdbench.distribute.workers import cmd_workers_shard
+    action = {"make": make, "run": shard, "merge": merge}[args.plan_command]
+    return int(action(args))
 
-        return int(cmd_workers_shard(args))
+
+def make(args: argparse.Namespace) -> int:
+    """`sdbench plan make`: the matrix's cases as a plan, checked whole (as `plan run` will check it) before it
+    is written: a value that would fail at run time is refused now."""
     from sdbench.distribute import plan
 
-    return int({"make": plan.cmd_plan_make, "merge": plan.cmd_plan_merge}[args.plan_command](args))
+    repeats = settings.check("plan.repeats", args.repeats)
+    cases = plan.matrix_cases(args.device, {settings.get(key).name: getattr(args, settings.get(key).attr)
+                                            for key in settings.PLAN_AXES}, prompt=args.prompt)
+    runner: dict[str, Any] = {}
+    for key in settings.MEASUREMENT_KEYS:
+        row = settings.get(key)
+        value = getattr(args, row.attr, None)
+        if value is not None and not (row.name == "energy" and value == row.default):
+            runner[row.name] = value
+    made = plan.matrix_plan(cases, repeats=repeats, device=args.device, runner=runner)
+    path = made.save(args.output)
+    print(f"plan: {len(made.points)} points ({len(cases)} cases x {repeats} repeats) -> {path}")
+    return 0
+
+
+def merge(args: argparse.Namespace) -> int:
+    """`sdbench plan merge`: the shard results of a folder, one record per point, into one file."""
+    from sdbench.distribute import plan
+
+    files, n, dropped = plan.merge_shards(args.results_dir, args.output)
+    print(f"merged {files} shard file(s): {n} point(s), {dropped} duplicate(s) dropped -> {args.output}")
+    return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from sdbench.cli.args import add_case_arguments
+from sdbench.cli.args import add_case_arguments, case_kwargs, default_model, runner_config
 
 
 def register(sub: Any) -> None:
@@ -24,6 +24,26 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the fidelity fields; 1 with --fail-on-flag when the output changed beyond rounding."""
-    from sdbench.studies.quality import cmd_quality
+    import json
 
-    return int(cmd_quality(args))
+    from tabulate import tabulate
+
+    from sdbench.case import resolve_device
+    from sdbench.record.io import to_json
+    from sdbench.session import Bench
+    from sdbench.studies.quality import quality_record
+
+    device = resolve_device(args.device)
+    # Fidelity needs no energy meter, so no NVML device is opened.
+    bench = Bench(device=device, runner_config=runner_config(args, device), gpu=None)
+    try:
+        case = bench.case(args.model or default_model(device), **case_kwargs(args))
+        fields = {"case_id": case.case_id, **quality_record(bench, case, args.clip_model)}
+    finally:
+        bench.close()
+    if args.json:
+        print(to_json(fields))
+    else:
+        print(tabulate([[k, json.dumps(v) if isinstance(v, list) else v] for k, v in fields.items()],
+                       headers=["field", "value"], disable_numparse=True))
+    return 1 if args.fail_on_flag and fields["fidelity_flag"] else 0

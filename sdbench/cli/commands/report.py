@@ -57,9 +57,45 @@ def run(args: argparse.Namespace) -> int:
         return across_gpus(args)
     if args.input is None:
         raise ConfigError("input", None, "a sweep directory or results .jsonl file, or --across-gpus RESULTS...")
-    from sdbench.output.report import cmd_report
+    return sweep_report(args)
 
-    return int(cmd_report(args))
+
+def sweep_report(args: argparse.Namespace) -> int:
+    """`sdbench report DIR`: write the report, print the optima and where it went."""
+    import sys
+    from pathlib import Path
+
+    from sdbench.analysis.optimum import OBJECTIVES
+    from sdbench.errors import ConfigError
+    from sdbench.output.report import default_output_dir, generate_report
+
+    if not 0.0 < args.confidence < 1.0:
+        raise ConfigError("confidence", args.confidence, reason="a probability strictly between 0 and 1")
+    if args.folds < 2:
+        raise ConfigError("folds", args.folds, reason="a whole number >= 2")
+    out = Path(args.output_dir) if args.output_dir else default_output_dir(args.input)
+    result = generate_report(args.input, out, slowdown_cap_pct=args.slowdown_cap, energy_basis=args.energy_basis,
+                             statistic=args.statistic, confidence=args.confidence, n_resamples=args.resamples,
+                             seed=args.seed, power_model=not args.no_power_model, n_folds=args.folds)
+    for line in result.warnings:
+        print(f"sdbench: warning: {line}", file=sys.stderr)
+    if not args.quiet:
+        if result.simulated:
+            print("SIMULATED data: energy and clocks come from the simulated GPU model")
+        for line in result.headline:
+            print(line)
+        for a in result.analyses:
+            print(f"{a.workload_label}:")
+            for obj in OBJECTIVES:
+                print(f"  {a.optima[obj].statement()}")
+        pm = result.powermodel
+        if pm is not None:
+            for v in pm.validation:
+                print(f"  power model {v.model} {v.target}: {v.text()}")
+        for note in result.notes:
+            print(f"note: {note}")
+    print(f"report: {result.html}")
+    return 0
 
 
 def across_gpus(args: argparse.Namespace) -> int:

@@ -52,8 +52,65 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen action: 1 when `collect` finds the study incomplete."""
+    action = {"render": render, "submit": submit, "status": status, "collect": collect}[args.slurm_command]
+    return int(action(args))
+
+
+def render(args: argparse.Namespace) -> int:
+    """`sdbench slurm render`: the plan as an sbatch job-array script; says what it holds and how to submit it."""
     from sdbench.distribute import slurm
 
-    action = {"render": slurm.cmd_slurm_render, "submit": slurm.cmd_slurm_submit, "status": slurm.cmd_slurm_status,
-              "collect": slurm.cmd_slurm_collect}[args.slurm_command]
-    return int(action(args))
+    opts = slurm.SlurmOptions(partition=args.partition, account=args.account, qos=args.qos, time=args.time,
+                              gres=args.gres, gpus_per_node=args.gpus_per_node, cpus_per_task=args.cpus_per_task,
+                              mem=args.mem, job_name=args.job_name, array_size=args.array_size,
+                              max_parallel=args.max_parallel, venv=args.venv, conda=args.conda,
+                              modules=tuple(args.module), python=args.python, results_dir=args.results_dir,
+                              preset=args.preset)
+    path = slurm.write_script(args.plan, args.output, opts)
+    info = slurm.read_script_info(path)
+    print(f"wrote {path}: {info['array_size']} array task(s) x {info['gpus_per_task']} GPU(s), {info['shards']} shard(s) "
+          f"of {info['points']} point(s); results in {info['results_dir']}")
+    print(f"submit with: sdbench slurm submit {path}")
+    return 0
+
+
+def submit(args: argparse.Namespace) -> int:
+    """`sdbench slurm submit`: sbatch the script; prints the job id (alone with --parsable)."""
+    from sdbench.distribute import slurm
+
+    sub = slurm.submit(args.script, array=args.array)
+    if args.parsable:
+        print(sub.job_id)
+    else:
+        print(f"submitted job {sub.job_id} (array {sub.array}); state in {slurm.state_path(sub.results_dir)}")
+        print(f"watch with: sdbench slurm status {sub.results_dir}")
+    return 0
+
+
+def status(args: argparse.Namespace) -> int:
+    """`sdbench slurm status`: the shards' and points' states (as JSON with --json)."""
+    import json
+
+    from sdbench.distribute import slurm
+
+    study = slurm.study_status(args.results_dir)
+    if args.json:
+        print(json.dumps(study.to_json(), indent=1))
+    else:
+        print("\n".join(slurm.format_status(study)))
+    return 0
+
+
+def collect(args: argparse.Namespace) -> int:
+    """`sdbench slurm collect`: merge the shard results (and --resubmit what failed); 1 while incomplete."""
+    from sdbench.distribute import slurm
+
+    report = slurm.collect(args.results_dir, resubmit=args.resubmit)
+    print("\n".join(slurm.format_status(report.status)))
+    if report.merged_path is not None:
+        print(f"merged {report.points_merged} point(s) ({report.duplicates_dropped} duplicate(s) dropped) -> {report.merged_path}")
+    if report.resubmitted is not None:
+        print(f"resubmitted array task(s) {report.resubmitted.array} as job {report.resubmitted.job_id}")
+    elif not report.status.complete and not args.resubmit:
+        print(f"incomplete: `sdbench slurm collect {args.results_dir} --resubmit` reruns the failed or missing shards")
+    return 0 if report.status.complete else 1

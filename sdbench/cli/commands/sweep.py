@@ -7,7 +7,16 @@ from collections.abc import Callable
 from typing import Any
 
 from sdbench import settings
-from sdbench.cli.args import add_case_arguments, int_at_least, integer, number, positive_int
+from sdbench.cli.args import (
+    add_case_arguments,
+    case_kwargs,
+    default_model,
+    int_at_least,
+    integer,
+    number,
+    positive_int,
+    runner_config,
+)
 
 # sdbench.studies.dvfs imports torch, and the help must not: the choices are the settings table's rows (which
 # SweepOptions checks against), the spec help texts copies of sdbench.studies.dvfs's. tests/test_cli_help.py checks
@@ -69,7 +78,7 @@ def register(sub: Any) -> None:
     c.add_argument("--read-only", action="store_true",
                    help="change nothing: query the grid, write the plan, measure the default clock with telemetry")
     c.add_argument("--clock-command", default=None, metavar="CMD",
-                   help="privileged helper that applies settings (run without a shell; see sdbench.gpu.clocks), "
+                   help="privileged helper that applies settings (run without a shell; see sdbench.measure.clocks), "
                         "e.g. 'sudo -n /usr/local/sbin/gpu-clocks'")
     c.add_argument("--activity", choices=["auto", "simulated", "pydcgm", "dcgmi", "none"], default="auto",
                    help="activity counters (SM/tensor/DRAM/FP) from DCGM; auto: whatever is present")
@@ -88,6 +97,82 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the sweep; 1 when a point failed."""
-    from sdbench.studies.dvfs import cmd_sweep
+    import shlex
+    import sys
 
-    return int(cmd_sweep(args))
+    from sdbench.case import resolve_device
+    from sdbench.errors import ConfigError
+    from sdbench.session import Bench
+    from sdbench.studies.dvfs import PLAN_FILE, SweepOptions, _summary_table, run_sweep, summary_lines
+
+    if args.gpus:
+        return _sweep_per_gpu(args)
+    device = resolve_device(args.device)
+    if device == "cpu":
+        raise ConfigError("device", args.device, allowed="cuda:N or simulated",
+                          reason="a clock sweep needs a GPU; without one, use --device simulated")
+    repeats = args.repeats
+    if args.num_runs is not None:
+        if repeats is not None and repeats != args.num_runs:
+            raise ConfigError("num_runs", args.num_runs, reason=f"conflicts with --repeats {repeats} (they are the same thing)")
+        repeats = args.num_runs
+    clock_command = None
+    if args.clock_command:
+        # Split like a shell would, but run without one: the helper gets a plain argv.
+        clock_command = shlex.split(args.clock_command)
+        if not clock_command:
+            raise ConfigError("clock_command", args.clock_command, allowed="a program and its arguments")
+    options = SweepOptions(
+        clocks=args.clocks, mem_clocks=args.mem_clocks, power_limits=args.power_limits,
+        profiling_mode=args.profiling_mode or ("custom" if args.clocks else "dvfs"), gpu_type=args.gpu_type,
+        repeats=repeats or 1, order=args.order, order_seed=args.order_seed, default_every=args.default_every,
+        cooldown_c=None if args.cooldown_c is None or args.cooldown_c < 0 else args.cooldown_c,
+        cooldown_timeout_s=args.cooldown_timeout_s, idle_gap_s=args.idle_gap_s, read_only=args.read_only,
+        clock_command=clock_command, activity=args.activity, retries=args.retries)
+    config = runner_config(args, device)
+    if args.window_periods is not None:
+        config.min_window_periods = args.window_periods
+    bench = Bench(device=device, runner_config=config, gpu="open")
+    try:
+        base = bench.case(args.model or default_model(device), **case_kwargs(args))
+        result = run_sweep(bench, base, args.output_dir, options, resume=args.resume, progress=not args.quiet,
+                           state_file=args.state_file, plan_only=args.plan_only, argv=sys.argv[1:])
+    finally:
+        bench.close()
+    meta = result.meta
+    if meta.get("gpu_type_note"):
+        print(f"note: {meta['gpu_type_note']}", file=sys.stderr)
+    if args.plan_only:
+        print(f"plan: {meta['points_planned']} point(s) ({len(meta['grid']['sm_clocks_mhz'])} SM clock(s)) -> "
+              f"{result.output_dir / PLAN_FILE}")
+        return 0
+    if result.records:
+        print(_summary_table(result.records, meta.get("default_clock_checks")))
+    for line in summary_lines(meta):
+        print(line)
+    print(f"-> {result.output_dir}")
+    failed = [r for r in result.records if r.get("point_status") != "ok"]
+    return 1 if failed else 0
+
+
+def _sweep_per_gpu(args: argparse.Namespace) -> int:
+    """`--gpus`: the same sweep on each GPU at once, one pinned process per GPU, into DIR/gpuK-<gpu>.
+
+    Each GPU gets the whole grid (sharding clock points across GPUs would confound clock with card);
+    each process locks, verifies and restores its own GPU's clocks.
+    """
+    import sys
+    from pathlib import Path
+
+    from sdbench.distribute.workers import run_command_per_gpu, strip_options
+
+    base = strip_options(args.argv, ["--gpus", "--output-dir", "--device", "--state-file"])
+
+    def command(spec: Any) -> list[str]:
+        out = Path(args.output_dir) / f"gpu{spec.slot}-{spec.gpu}"
+        argv = [sys.executable, "-m", "sdbench", *base, "--output-dir", str(out), "--device", spec.device]
+        if args.state_file:
+            argv += ["--state-file", f"{args.state_file}.gpu{spec.slot}"]
+        return argv
+
+    return run_command_per_gpu(args.gpus, command)

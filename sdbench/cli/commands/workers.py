@@ -37,8 +37,37 @@ def register(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run the chosen action: 1 when a run is incomplete, 3 when pinning does not match."""
+    action = {"run": run_on_gpus, "shard": shard, "verify": verify}[args.workers_command]
+    return int(action(args))
+
+
+def run_on_gpus(args: argparse.Namespace) -> int:
+    """`sdbench workers run`: one pinned worker per GPU over the plan's shards; 1 when the run is incomplete."""
     from sdbench.distribute import workers
 
-    action = {"run": workers.cmd_workers_run, "shard": workers.cmd_workers_shard,
-              "verify": workers.cmd_workers_verify}[args.workers_command]
-    return int(action(args))
+    report = workers.run_on_gpus(args.plan, args.gpus, args.output_dir, resume=not args.no_resume,
+                                 shard_base=args.shard_base, shard_count=args.shard_count, merge=not args.no_merge)
+    return 0 if report.complete else 1
+
+
+def shard(args: argparse.Namespace) -> int:
+    """`sdbench workers shard` and `sdbench plan run`: measure shard I/N of the plan, echoing its lines."""
+    from sdbench.distribute import workers
+    from sdbench.distribute.plan import parse_shard
+
+    index, count = parse_shard(args.shard)
+    return workers.run_shard(args.plan, index, count, args.output_dir, device=args.device, resume=not args.no_resume,
+                             echo=lambda line: print(line, flush=True))
+
+
+def verify(args: argparse.Namespace) -> int:
+    """`sdbench workers verify`: print the pinning check as JSON; 3 when NVML and torch see different GPUs."""
+    import json
+
+    from sdbench.case import resolve_device
+    from sdbench.distribute import workers
+
+    check = workers.verify_pinning(resolve_device(args.device))
+    print(json.dumps({"device": check.device, "pinning_verified": check.verified, "gpu_uuid": check.gpu_uuid,
+                      "nvml_uuid": check.nvml_uuid, "torch_uuid": check.torch_uuid, "reason": check.reason}))
+    return workers.EXIT_PINNING_MISMATCH if check.mismatch else 0
