@@ -26,7 +26,7 @@ if [ "$(cat "$stamp" 2>/dev/null || true)" != "$want" ]; then
   fi
   # The real CLIP BPE vocabulary comes with sdbench's own dependency openai-clip (package clip/).
   quiet_pip -e "$root[test]"
-  # Test-only: tests/test_tokenizer.py checks the no-import package lookup on open_clip (which holds the
+  # Test-only: tests/unit/pipelines/test_tokenizer.py checks the no-import package lookup on open_clip (which holds the
   # same file), so the checkout keeps it; --no-deps keeps torchvision (and through it a CUDA torch) out.
   quiet_pip --no-deps "open_clip_torch==3.3.0"
   echo "$want" > "$stamp"

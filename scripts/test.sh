@@ -2,7 +2,7 @@
 # The test command: sets up .venv if needed, brings up the test SLURM cluster, then runs the whole
 # test suite (CPU; GPU tests skip) and stops the cluster again.
 #
-# The real-SLURM tests (tests/test_slurm.py, marker `slurm`) need a running single-node cluster:
+# The real-SLURM tests (tests/integration/test_slurm.py, marker `slurm`) need a running single-node cluster:
 # scripts/slurm-test-cluster.sh installs Debian's packages (as root, ~7 s) and starts munged,
 # slurmctld and slurmd by hand (no systemd). Where that is impossible (not root, no apt-get, ports
 # taken) the suite still runs and those tests are skipped, with a banner saying so.

@@ -1233,7 +1233,7 @@ def coverage_table(cells: Sequence[CoverageCell], value: str = "coverage") -> st
     return "\n".join(lines)
 
 
-#: The grid of the coverage study in docs/statistics.md (and tests/test_coverage.py).
+#: The grid of the coverage study in docs/statistics.md (and tests/unit/test_coverage.py).
 COVERAGE_CVS: tuple[float, ...] = (0.01, 0.05, 0.10, 0.20)
 COVERAGE_NS: tuple[int, ...] = (3, 4, 5, 6, 8, 10, 15, 20, 30)
 COVERAGE_TRIALS = 10_000

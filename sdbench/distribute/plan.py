@@ -120,7 +120,7 @@ class Plan:
 
 
 #: The keys of a plan file, of each of its points and of a point's case (the Case fields: the settings table's
-#: ``case`` rows; tests/test_settings.py checks they are the Case's fields).
+#: ``case`` rows; tests/unit/test_settings.py checks they are the Case's fields).
 PLAN_KEYS: tuple[str, ...] = ("version", "device", "runner", "meta", "points")
 POINT_KEYS: tuple[str, ...] = ("point_id", "case", "repeat", "role")
 CASE_KEYS: tuple[str, ...] = tuple(s.name for s in settings.in_scope("case"))

@@ -12,7 +12,7 @@ In transformers 5, ``CLIPTokenizer`` *is* the fast, ``tokenizers``-backed tokeni
 Known, deliberate difference from CLIP's ``SimpleTokenizer``: CLIP runs ``ftfy.fix_text`` and
 ``html.unescape`` before tokenising; the Hugging Face tokenizer does only NFC normalisation,
 whitespace collapsing and lower-casing. For ordinary prompts (no mojibake, HTML entities or control
-characters) the ids are identical, which ``tests/test_tokenizer.py`` checks against a
+characters) the ids are identical, which ``tests/unit/pipelines/test_tokenizer.py`` checks against a
 re-implementation of CLIP's algorithm.
 """
 

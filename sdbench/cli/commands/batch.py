@@ -17,7 +17,7 @@ from sdbench.cli.args import (
 from sdbench.settings import MAX_BATCH
 
 # A copy of sdbench.studies.batching.CPU_DEFAULT_LIMIT for the help text (sdbench.studies.batching imports torch;
-# tests/test_cli_help.py checks they match); the largest batch is the settings table's.
+# tests/integration/test_cli_help.py checks they match); the largest batch is the settings table's.
 CPU_DEFAULT_LIMIT = 8
 
 

@@ -27,7 +27,7 @@ from sdbench.errors import ConfigError
 from sdbench.output.tables import CaseClock, duration
 from sdbench.settings import SUITES
 
-DEFAULT_SUITE = "speed"  # sdbench.distribute.suite.DEFAULT_SUITE (tests/test_settings.py checks they match)
+DEFAULT_SUITE = "speed"  # sdbench.distribute.suite.DEFAULT_SUITE (tests/unit/test_settings.py checks they match)
 
 
 def register(sub: Any) -> None:

@@ -19,7 +19,7 @@ from sdbench.cli.args import (
 )
 
 # sdbench.studies.dvfs imports torch, and the help must not: the choices are the settings table's rows (which
-# SweepOptions checks against), the spec help texts copies of sdbench.studies.dvfs's. tests/test_cli_help.py checks
+# SweepOptions checks against), the spec help texts copies of sdbench.studies.dvfs's. tests/integration/test_cli_help.py checks
 # they match sdbench.studies.dvfs's ORDERS, PROFILING_MODES, GPU_TYPE_PRESETS, CLOCK_SPEC_HELP and POWER_SPEC_HELP.
 ORDERS: tuple[str, ...] = tuple(settings.get("sweep.order").choice_list())
 PROFILING_MODES: tuple[str, ...] = tuple(settings.get("sweep.profiling_mode").choice_list())

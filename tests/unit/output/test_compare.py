@@ -35,7 +35,7 @@ from sdbench.output.compare import (
 from sdbench.record.io import read_results
 from sdbench.stats import CHANGE_METHODS
 
-DATA = Path(__file__).parent / "data" / "compare"
+DATA = Path(__file__).resolve().parents[2] / "data" / "compare"
 BASE = str(DATA / "baseline.json")
 CASE_A = "sd15-euler-512x512-b1-25st-fp16-eager"
 CASE_B = "sdxl-dpmpp_2m-1024x1024-b2-30st-fp16-channels-last"

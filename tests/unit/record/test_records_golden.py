@@ -23,7 +23,7 @@ import pytest
 from sdbench.record.io import read_results, upgrade_row
 from sdbench.record.schema import HEADER_KEYS, SCHEMA_VERSION, Record, part_of
 
-DATA = Path(__file__).parent / "data" / "records"
+DATA = Path(__file__).resolve().parents[2] / "data" / "records"
 CASES = ("case-simulated", "case-cpu-no-telemetry", "sweep-point")
 
 

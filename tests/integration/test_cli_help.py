@@ -15,7 +15,7 @@ from testsupport import invoke
 from sdbench.cli import build_parser
 from sdbench.cli.commands import COMMANDS
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 HEAVY = ("torch", "diffusers", "transformers", "scipy", "matplotlib", "numpy")
 EXPECTED_COMMANDS = {"generate", "models", "schedulers", "bench", "compare", "quality", "plan", "workers", "batch",
                      "sweep", "report", "slurm"}

@@ -20,7 +20,7 @@ from sdbench.errors import (
     EXIT_USAGE,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAST = ["--device", "cpu", "--max-rounds", "1", "--min-rounds", "1", "--idle-seconds", "0", "--warmup", "1", "--quiet"]
 
 

@@ -28,7 +28,7 @@ from sdbench.spec.schedulers import SCHEDULERS
 pytestmark = pytest.mark.filterwarnings("ignore:__array_wrap__ must accept context:DeprecationWarning")
 
 FAST = ["--device", "cpu", "--max-rounds", "2", "--min-rounds", "1", "--idle-seconds", "0", "--warmup", "1", "--quiet"]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def generate(tmp: Path, *flags: str, model: str = "tiny-sd", steps: str = "2", name: str = "out") -> tuple[Result, list[dict[str, Any]], Path]:

@@ -50,7 +50,7 @@ GRID = SimulatedGpu().supported_sm_clocks_mhz(2619)  # 1980 ... 345 in 15 MHz st
 # Short measurements: 2 rounds of windows spanning >= 2 counter updates (0.2 s) each.
 RUNNER = dict(min_rounds=2, max_rounds=2, idle_s=0.05, min_window_periods=2, warmup_calls=1)
 QUICK = dict(idle_gap_s=0.0, cooldown_c=None, default_every=0)
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -348,7 +348,7 @@ def test_end_to_end_sweep_recovers_the_simulated_optimum(bench: Bench, case: Cas
     assert gpu.state() == gpu.default_state
 
     # Each point measures the model's true energy per image at its clock (the known-answer study of the
-    # optimum itself is tests/test_known_answer.py).
+    # optimum itself is tests/integration/test_known_answer.py).
     for r in records:
         assert r["energy_per_image_j_median"] == pytest.approx(r["simulated_true_energy_per_image_j"], rel=0.02)
     true_best = min(points, key=lambda r: r["simulated_true_energy_per_image_j"])["sm_clock_mhz_setting"]

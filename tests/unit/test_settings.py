@@ -22,7 +22,7 @@ from sdbench.cli import build_parser
 from sdbench.errors import ConfigError
 from sdbench.runner import RunnerConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _subparser(*path: str) -> argparse.ArgumentParser:

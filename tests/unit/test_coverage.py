@@ -34,7 +34,7 @@ from sdbench.stats import (
     true_median,
 )
 
-DOC = Path(__file__).parent.parent / "docs" / "statistics.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "statistics.md"
 
 
 @pytest.fixture(scope="module")
