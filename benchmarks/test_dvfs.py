@@ -23,7 +23,7 @@ import pytest
 from sdbench.case import resolve_device
 from sdbench.gpu.dcgm import ActivityMonitor
 from sdbench.measure.clocks import VERIFY_STATUSES, ClockController
-from sdbench.studies.dvfs import ClockedBench, resolve_clock_spec
+from sdbench.studies.dvfs import ClockLockHook, resolve_clock_spec
 
 ALLOW_ENV = "SDBENCH_ALLOW_CLOCK_CHANGES"
 CLOCKS_ENV = "SDBENCH_DVFS_CLOCKS"
@@ -77,14 +77,15 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 @pytest.fixture(scope="module")
 def sd_bench(sd_bench: Any, sd_device: str) -> Iterator[Any]:
-    """The session Bench, measuring each case at its clock: locked, verified, restored after the module."""
+    """The session Bench, measuring each case at its clock (a ClockLockHook for the module): locked, verified,
+    restored after the module."""
     gpu = sd_bench.gpu
     if gpu is None:
         yield sd_bench
         return
     controller = ClockController(gpu, read_only=not clock_changes_allowed(sd_device))
-    with controller:
-        yield ClockedBench(sd_bench, controller, activity=ActivityMonitor(gpu))
+    with controller, sd_bench.hooked(ClockLockHook(controller, activity=ActivityMonitor(gpu))):
+        yield sd_bench
 
 
 @pytest.fixture(scope="module")

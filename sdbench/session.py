@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from sdbench.case import Case, resolve_device
 from sdbench.errors import ConfigError
@@ -17,10 +18,39 @@ from sdbench.record.build import build_record
 from sdbench.record.environment import environment
 from sdbench.runner import Measurement, Runner, RunnerConfig
 
+if TYPE_CHECKING:
+    from sdbench.gpu.base import GpuDevice
+
 log = logging.getLogger(__name__)
 
+#: A progress callback: one short line about what the measurement is doing now.
+Progress = Callable[[str], None]
+#: One measurement of a case: its flat record and the Runner's Measurement (per-window bounds and telemetry).
+Measured = tuple[dict[str, Any], Measurement]
+#: What a hook calls to measure: the hooks inside it, then the Bench's one measurement path.
+MeasureFn = Callable[[Case, Progress | None], Measured]
 
-def open_gpu_for(device: str) -> Any:
+
+class PointHook(Protocol):
+    """Something that runs around each measured case (a point) of a :class:`Bench`.
+
+    ``measure(case, measure, progress)`` gets the case and ``measure``: the hooks inside this one and then the
+    Bench's one measurement path. It may set things up before calling it (lock clocks), call it more than once
+    (a retry), pass another progress callback, read the record and the Measurement's windows (verify), and
+    add fields to the record; it returns the record and the Measurement it keeps. A hook that does not call
+    ``measure`` measures nothing.
+    """
+
+    def measure(self, case: Case, measure: MeasureFn, progress: Progress | None) -> Measured: ...
+
+
+def _through(hook: PointHook, inner: MeasureFn) -> MeasureFn:
+    def run(case: Case, progress: Progress | None) -> Measured:
+        return hook.measure(case, inner, progress)
+    return run
+
+
+def open_gpu_for(device: str) -> GpuDevice | None:
     """The NVML device that measures `device`'s energy: real for CUDA, simulated for `simulated`, else None."""
     from sdbench.gpu import open_device
 
@@ -52,22 +82,32 @@ def set_cpu_threads() -> int:
 
 
 class Bench:
-    """Measures cases through one Runner, keeping pipelines warm between them."""
+    """Measures cases through one Runner, keeping pipelines warm between them.
+
+    ``gpu``: the device that measures energy and telemetry. ``"open"`` (the default) opens the one for
+    ``device`` (:func:`open_gpu_for`: NVML for CUDA, the simulated GPU for ``simulated``, none on the CPU);
+    a :class:`~sdbench.gpu.base.GpuDevice` is used as given (the Bench closes it); ``None`` measures without one.
+
+    ``hooks`` (:class:`PointHook`) run around every measured case, the first the outermost; none by default.
+    :meth:`hooked` installs more for a while (a sweep's clock lock).
+    """
 
     def __init__(self, device: str = "auto", runner_config: RunnerConfig | None = None,
-                 max_pipelines: int = 2, gpu: Any = "open") -> None:
-        self.device = resolve_device(device)
-        self.gpu = open_gpu_for(self.device) if gpu == "open" else gpu
+                 max_pipelines: int = 2, gpu: GpuDevice | None | Literal["open"] = "open",
+                 hooks: list[PointHook] | None = None) -> None:
+        self.device: str = resolve_device(device)
+        self.gpu: GpuDevice | None = open_gpu_for(self.device) if gpu == "open" else gpu
         if runner_config is None:
             runner_config = RunnerConfig.for_device(self.device)
-        self.runner = Runner(runner_config, self.gpu)
+        self.runner: Runner = Runner(runner_config, self.gpu)
+        self.hooks: list[PointHook] = list(hooks or [])
         budget = None
         if self.device.startswith("cuda"):
             import torch
 
             # Weights of warm pipelines may fill 60 % of the card; the rest is for activations.
             budget = int(0.6 * torch.cuda.get_device_properties(torch.device(self.device)).total_memory)
-        self.cache = PipelineCache(max_pipelines=max_pipelines, vram_budget_bytes=budget)
+        self.cache: PipelineCache = PipelineCache(max_pipelines=max_pipelines, vram_budget_bytes=budget)
         self._saved_threads: int | None = None
         if not self.device.startswith("cuda"):
             self._saved_threads = set_cpu_threads()
@@ -115,12 +155,31 @@ class Bench:
         built = self.cache.get(key, build)
         return built, self._applied[key]
 
-    def measure(self, case: Case, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-        """Measure one case; returns its flat record (the environment included)."""
+    @contextlib.contextmanager
+    def hooked(self, *hooks: PointHook) -> Iterator[Bench]:
+        """Run every case measured inside the block through ``hooks`` too (the first the outermost; inside the
+        hooks already installed); they are taken off again when the block ends, however it ends."""
+        self.hooks.extend(hooks)
+        try:
+            yield self
+        finally:
+            for hook in hooks:
+                self.hooks.remove(hook)
+
+    def measure(self, case: Case, progress: Progress | None = None) -> dict[str, Any]:
+        """Measure one case through the hooks; returns its flat record (the environment included)."""
         return self.measure_with_windows(case, progress)[0]
 
-    def measure_with_windows(self, case: Case, progress: Callable[[str], None] | None = None) -> tuple[dict[str, Any], Measurement]:
-        """Measure one case; returns its record and the Runner's Measurement (per-window data, for sweeps)."""
+    def measure_with_windows(self, case: Case, progress: Progress | None = None) -> Measured:
+        """Measure one case through the hooks; returns its record and the Runner's Measurement that the hooks
+        kept (per-window data, for sweeps)."""
+        run: MeasureFn = self._measure_once
+        for hook in reversed(self.hooks):
+            run = _through(hook, run)
+        return run(case, progress)
+
+    def _measure_once(self, case: Case, progress: Progress | None = None) -> Measured:
+        """The one measurement path: the warm pipeline, one Runner run, and the record built from it."""
         built, applied = self.pipeline(case)
         m = self.runner.run(case, built, applied, progress=progress)
         ceiling = self.ceiling(case.dtype)

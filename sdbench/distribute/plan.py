@@ -17,13 +17,16 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdbench import settings
 from sdbench.case import Case
 from sdbench.errors import ConfigError, SdbenchError
 from sdbench.record.io import ResultsWriter, read_jsonl, repair_torn_lines, write_json, write_lines
 from sdbench.record.schema import CASE_RECORD, energy_method
+
+if TYPE_CHECKING:
+    from sdbench.session import Bench
 
 PLAN_VERSION = 1
 
@@ -256,16 +259,19 @@ def _check_same_energy_method(record: dict[str, Any], methods: dict[str, int], r
                              "setting, or write to a new output folder")
 
 
-PointHook = Callable[[PlanPoint, Case], contextlib.AbstractContextManager[Any]]
+#: What `execute` runs each point inside: ``point_context(point, case)`` yields the extra record fields.
+PointContext = Callable[[PlanPoint, Case], contextlib.AbstractContextManager[Any]]
 
 
 def execute(plan: Plan, points: list[PlanPoint], results_path: str | os.PathLike[str], *, resume: bool = True,
-            bench: Any = None, point_context: PointHook | None = None,
+            bench: Bench | None = None, point_context: PointContext | None = None,
             progress: Callable[[int, int, PlanPoint], None] | None = None,
             notify: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Measure `points` in order, appending each record to `results_path` as soon as it is finished.
 
-    `point_context(point, case)` wraps each measurement (the sweep uses it to lock and verify clocks);
+    `bench` measures each point (its hooks run around it: the sweep's lock and verify clocks); without one, a
+    Bench for the plan's device is opened and closed at the end. `point_context(point, case)` wraps each
+    measurement and yields extra record fields (the sweep uses it to let the GPU settle first);
     a failing point is recorded with point_status "error" and its message, and the rest go on.
     With `resume`, points finished in `results_path` are skipped, and a torn line there (a crash mid-write) is
     first moved aside (`<file>.torn-<n>`, told to `notify`) so its point is measured again; without it, a file

@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -42,6 +42,9 @@ from sdbench.record.folder import (
     default_results_dir,
     shown_path,
 )
+
+if TYPE_CHECKING:
+    from sdbench.session import Bench
 
 DEFAULT_STORAGE = "file://./.benchmarks"
 # pytest-benchmark's columns when a run with sdbench cases names none: sdbench's own table (printed after it)
@@ -411,7 +414,7 @@ class SessionState:
 
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
-        self._bench: Any = None
+        self._bench: Bench | None = None
         self.records: list[dict[str, Any]] = []
         self.results_path = config.getoption("--sd-results")
         self.writer: Any = None  # the --sd-results file, opened at the first record
@@ -424,7 +427,7 @@ class SessionState:
         self.summary_lines: list[str] = []
 
     @property
-    def bench(self) -> Any:
+    def bench(self) -> Bench:
         if self._bench is None:
             from sdbench.session import Bench
 
@@ -662,8 +665,10 @@ def _state(config: pytest.Config) -> SessionState:
 
 
 @pytest.fixture(scope="session")
-def sd_bench(request: pytest.FixtureRequest) -> Iterator[Any]:
-    """The session's Bench: a warm pipeline cache (a scheduler change is a swap), the Runner and the GPU."""
+def sd_bench(request: pytest.FixtureRequest) -> Iterator[Bench]:
+    """The session's Bench: a warm pipeline cache (a scheduler change is a swap), the Runner and the GPU. A suite
+    that measures its cases another way installs hooks on it for a while (``sd_bench.hooked(...)``, as the DVFS
+    suite's clock lock does)."""
     yield _state(request.config).bench
 
 

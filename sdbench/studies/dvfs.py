@@ -46,7 +46,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sdbench import settings
 from sdbench.case import Case
@@ -72,12 +72,15 @@ from sdbench.record.io import (
 )
 from sdbench.record.schema import metric_stats
 
+if TYPE_CHECKING:
+    from sdbench.session import Bench, Measured, MeasureFn, Progress
+
 __all__ = [
     "CLOCK_SPEC_HELP",
     "GPU_TYPE_PRESETS",
     "ORDERS",
     "PROFILING_MODES",
-    "ClockedBench",
+    "ClockLockHook",
     "GpuTypePreset",
     "SweepOptions",
     "SweepResult",
@@ -407,10 +410,10 @@ class SweepOptions:
                               "--mem-clocks and --power-limits or use --profiling-mode custom")
 
 
-def _gpu_of(bench: Any) -> GpuDevice:
-    gpu = getattr(bench, "gpu", None)
+def _gpu_of(bench: Bench) -> GpuDevice:
+    gpu = bench.gpu
     if gpu is None:
-        raise ConfigError("device", getattr(bench, "device", None), allowed="cuda:N (a GPU with NVML) or simulated",
+        raise ConfigError("device", bench.device, allowed="cuda:N (a GPU with NVML) or simulated",
                           reason="a clock sweep needs a GPU; on a machine without one use --device simulated")
     return gpu
 
@@ -429,7 +432,7 @@ def _request_hash(base_case: Case, points: Sequence[PlanPoint], options: SweepOp
     return hashlib.sha256(blob).hexdigest()[:12]
 
 
-def plan_sweep(bench: Any, base_case: Case, options: SweepOptions, controller: ClockController | None = None) -> Plan:
+def plan_sweep(bench: Bench, base_case: Case, options: SweepOptions, controller: ClockController | None = None) -> Plan:
     """Query the device's grid, resolve the specs on it, and build the sweep's :class:`Plan`.
 
     Only queries: nothing on the GPU changes. The plan's ``meta`` records the grid, the order and
@@ -537,48 +540,31 @@ def cooldown(device: GpuDevice, max_temperature_c: float, timeout_s: float, poll
 
 
 # ---- measuring one point at its settings ---------------------------------------------------------
-class ClockedBench:
-    """A Bench whose ``measure(case)`` runs the case at the case's clock and power settings.
+class ClockLockHook:
+    """A :class:`~sdbench.session.PointHook` that runs each case at the case's clock and power settings.
 
-    For each attempt: lock the settings (``controller.apply``), measure through the wrapped Bench
-    (the one Runner), verify the lock with the telemetry in the record
-    (``telemetry_sm_clock_mhz_mean``, ``telemetry_throttle_reasons``) and with each measured
-    window's own telemetry (``clock_window_verified``). A ``drift`` or ``throttled`` result is
-    measured again up to ``retries`` times (``before_retry`` runs first: a cooldown); the final
-    record carries the last verification (``clock_verified`` ...) and the first one's status, so a
-    point that never verified is flagged rather than silently kept. With an ``activity`` monitor,
-    the ``activity_*`` means cover the measured windows only.
+    For each attempt: lock the settings (``controller.apply``), measure (the Bench's one measurement path),
+    verify the lock with the telemetry in the record (``telemetry_sm_clock_mhz_mean``,
+    ``telemetry_throttle_reasons``) and with each measured window's own telemetry
+    (``clock_window_verified``). A ``drift`` or ``throttled`` result is measured again up to ``retries``
+    times (``before_retry`` runs first: a cooldown); the final record carries the last verification
+    (``clock_verified`` ...) and the first one's status, so a point that never verified is flagged rather
+    than silently kept. With an ``activity`` monitor, the ``activity_*`` means cover the measured windows only.
 
-    Anything else (``gpu``, ``device``, ``pipeline``, ``runner``) is the wrapped Bench's, so this
-    can stand in for the Bench of :func:`sdbench.distribute.plan.execute` and of the pytest fixtures.
+    Install it on the Bench that measures (``with bench.hooked(ClockLockHook(controller)): ...``); the sweep
+    and the DVFS suite's fixture both do.
     """
 
-    def __init__(self, bench: Any, controller: ClockController, *, retries: int = 1,
-                 activity: ActivityMonitor | None = None, before_retry: Callable[[], None] | None = None) -> None:
-        self.bench = bench
+    def __init__(self, controller: ClockController, *, retries: int = 1,
+                 activity: ActivityMonitor | None = None, before_retry: Callable[[], Any] | None = None) -> None:
         self.controller = controller
         self.retries = retries
         self.activity = activity
         self.before_retry = before_retry
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.bench, name)
-
     def _expected_reasons(self, case: Case) -> set[str]:
         # A power-limit point asks for the power cap; hitting it is the point, not a fault.
         return {"sw_power_cap"} if case.power_limit_w is not None else set()
-
-    def _measure(self, case: Case, progress: Callable[[str], None] | None) -> tuple[dict[str, Any], list[Any]]:
-        """``bench.measure(case)`` (the one measurement path), plus the Runner's measured windows.
-
-        The record holds only whole-measurement telemetry; the windows (bounds and per-window
-        telemetry) come with it from ``Bench.measure_with_windows``.
-        """
-        measure_with_windows = getattr(self.bench, "measure_with_windows", None)
-        if measure_with_windows is None:  # a stand-in bench (tests) without per-window data
-            return self.bench.measure(case, progress=progress), []
-        record, measurement = measure_with_windows(case, progress=progress)
-        return record, list(measurement.windows)
 
     def _verify(self, case: Case, record: dict[str, Any], windows: Sequence[Any]) -> tuple[ClockVerification, list[str]]:
         """The point's verdict: the whole measurement's telemetry (the record) and each window's.
@@ -597,10 +583,11 @@ class ClockedBench:
                 return worst[0], [v.status for v in per_window]
         return overall, [v.status for v in per_window]
 
-    def measure(self, case: Case, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    def measure(self, case: Case, measure: MeasureFn, progress: Progress | None) -> Measured:
         """Lock, measure, verify (retrying a wrong point); the record gets the clock fields."""
         attempts: list[ClockVerification] = []
         record: dict[str, Any] = {}
+        measurement: Any = None
         window_statuses: list[str] = []
         activity_fields: dict[str, Any] = {}
         for attempt in range(1 + self.retries):
@@ -613,7 +600,8 @@ class ClockedBench:
                 hook = _chain(self.activity.progress_hook, progress)
             windows: list[Any] = []
             try:
-                record, windows = self._measure(case, hook)
+                record, measurement = measure(case, hook)
+                windows = list(measurement.windows)
             finally:
                 if self.activity is not None:
                     bounds = [(w.t0_s, w.t1_s) for w in windows]
@@ -638,7 +626,7 @@ class ClockedBench:
         )
         if self.activity is not None:
             record.update(activity_fields)
-        return record
+        return record, measurement
 
 
 def _chain(first: Callable[[str], None], second: Callable[[str], None] | None) -> Callable[[str], None]:
@@ -661,21 +649,14 @@ class _SweepAborted(Exception):  # noqa: N818 - internal control flow, never sho
         self.cause = cause
 
 
-class _AbortingBench:
-    """What `execute` measures through: a ClockedBench whose permission refusals stop the sweep."""
+class _AbortOnRefusal:
+    """The sweep's outermost hook: a permission refusal (from the clock lock inside it) stops the whole sweep."""
 
-    def __init__(self, clocked: ClockedBench) -> None:
-        self.clocked = clocked
-        self.device = clocked.bench.device
-
-    def measure(self, case: Case) -> dict[str, Any]:
+    def measure(self, case: Case, measure: MeasureFn, progress: Progress | None) -> Measured:
         try:
-            return self.clocked.measure(case)
+            return measure(case, progress)
         except (GpuNoPermission, ReadOnlyClockError) as exc:
             raise _SweepAborted(exc) from exc
-
-    def close(self) -> None:
-        """The caller owns the real Bench."""
 
 
 # ---- running -------------------------------------------------------------------------------------
@@ -795,7 +776,7 @@ def _load_for_resume(out_dir: Path, fresh: Plan, notify: Callable[[str], None] =
     return saved, repaired
 
 
-def run_sweep(bench: Any, base_case: Case, output_dir: str | os.PathLike[str], options: SweepOptions | None = None, *,
+def run_sweep(bench: Bench, base_case: Case, output_dir: str | os.PathLike[str], options: SweepOptions | None = None, *,
               resume: bool = False, progress: bool = True, state_file: str | os.PathLike[str] | None = None,
               plan_only: bool = False, argv: Sequence[str] | None = None,
               on_point: Callable[[int, int, PlanPoint], None] | None = None) -> SweepResult:
@@ -890,7 +871,7 @@ def run_sweep(bench: Any, base_case: Case, output_dir: str | os.PathLike[str], o
             fields.update(cooldown(gpu, start_temperature_c + options.cooldown_c, options.cooldown_timeout_s))
         return fields
 
-    clocked = ClockedBench(bench, controller, retries=options.retries, activity=activity, before_retry=settle)
+    clock_lock = ClockLockHook(controller, retries=options.retries, activity=activity, before_retry=settle)
 
     @contextlib.contextmanager
     def point_context(point: PlanPoint, case: Case) -> Iterator[dict[str, Any]]:
@@ -911,8 +892,8 @@ def run_sweep(bench: Any, base_case: Case, output_dir: str | os.PathLike[str], o
     status = "interrupted"
     failing = True  # until the sweep completes: then a failure to write sweep.json is the error to raise
     try:
-        with controller:
-            records = execute(plan, to_run, results_path, resume=True, bench=_AbortingBench(clocked),
+        with controller, bench.hooked(_AbortOnRefusal(), clock_lock):
+            records = execute(plan, to_run, results_path, resume=True, bench=bench,
                               point_context=point_context, progress=on_progress, notify=_warn)
         status = "complete"
         failing = False

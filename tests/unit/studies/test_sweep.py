@@ -30,7 +30,7 @@ from sdbench.record.io import read_records
 from sdbench.runner import Runner, RunnerConfig
 from sdbench.session import Bench
 from sdbench.studies.dvfs import (
-    ClockedBench,
+    ClockLockHook,
     SweepOptions,
     SweepSetting,
     _summary_table,
@@ -203,8 +203,8 @@ class DriftsOnce(SimulatedGpu):
 
 def test_drift_is_retried_once_then_flagged(bench: Bench, case: Case) -> None:
     gpu = SimulatedGpu(clock_drift_mhz=45)
-    with on_gpu(bench, gpu), ClockController(gpu) as controller:
-        rec = ClockedBench(bench, controller).measure(case.with_(sm_clock_mhz=1410))
+    with on_gpu(bench, gpu), ClockController(gpu) as controller, bench.hooked(ClockLockHook(controller)):
+        rec = bench.measure(case.with_(sm_clock_mhz=1410))
     assert rec["clock_verified"] == "drift" and rec["clock_attempts"] == 2
     assert rec["clock_error_mhz"] == pytest.approx(45, abs=2)
     assert rec["clock_first_attempt_verified"] == "drift"
@@ -214,8 +214,8 @@ def test_drift_is_retried_once_then_flagged(bench: Bench, case: Case) -> None:
 
 def test_drift_that_clears_on_the_retry_is_kept_with_its_history(bench: Bench, case: Case) -> None:
     gpu = DriftsOnce()
-    with on_gpu(bench, gpu), ClockController(gpu) as controller:
-        rec = ClockedBench(bench, controller).measure(case.with_(sm_clock_mhz=1410))
+    with on_gpu(bench, gpu), ClockController(gpu) as controller, bench.hooked(ClockLockHook(controller)):
+        rec = bench.measure(case.with_(sm_clock_mhz=1410))
     assert rec["clock_verified"] == "ok" and rec["clock_attempts"] == 2
     assert rec["clock_first_attempt_verified"] == "drift"
     assert rec["clock_first_attempt_error_mhz"] == pytest.approx(45, abs=2)
@@ -223,8 +223,8 @@ def test_drift_that_clears_on_the_retry_is_kept_with_its_history(bench: Bench, c
 
 def test_thermal_throttling_is_flagged(bench: Bench, case: Case) -> None:
     gpu = SimulatedGpu(thermal_throttle_above_c=36.0, thermal_time_constant_s=0.05)
-    with on_gpu(bench, gpu), ClockController(gpu) as controller:
-        rec = ClockedBench(bench, controller, retries=0).measure(case.with_(sm_clock_mhz=1410))
+    with on_gpu(bench, gpu), ClockController(gpu) as controller, bench.hooked(ClockLockHook(controller, retries=0)):
+        rec = bench.measure(case.with_(sm_clock_mhz=1410))
     assert rec["clock_verified"] == "throttled"
     assert "sw_thermal_slowdown" in rec["clock_throttle_reasons"]
     assert rec["clock_attempts"] == 1
