@@ -17,6 +17,7 @@ from sdbench.pipelines.optimize import Applied, apply
 from sdbench.record.build import build_record
 from sdbench.record.environment import environment
 from sdbench.runner import Measurement, Runner, RunnerConfig
+from sdbench.spec.devices import is_simulated_device
 
 if TYPE_CHECKING:
     from sdbench.gpu.base import GpuDevice
@@ -54,7 +55,7 @@ def open_gpu_for(device: str) -> GpuDevice | None:
     """The NVML device that measures `device`'s energy: real for CUDA, simulated for `simulated`, else None."""
     from sdbench.gpu import open_device
 
-    if device == "simulated" or device.startswith("simulated:"):
+    if is_simulated_device(device):
         return open_device(device)
     if device.startswith("cuda"):
         index = int(device.split(":", 1)[1]) if ":" in device else 0

@@ -33,22 +33,22 @@ def interval_text(lo: float, hi: float, signed: bool, away_from_zero: bool) -> s
     return f"[{_num_text(lo, signed, side)}, {_num_text(hi, signed, side)}]"
 
 
+def _pct(e: Estimate, signed: bool) -> str:
+    if not e.has_ci:
+        return f"{e.value:+.1f} %" if signed else f"{e.value:.1f} %"
+    assert e.ci_low is not None and e.ci_high is not None
+    side = (1 if e.ci_low > 0 else -1) if e.excludes(0.0) else 0
+    return f"{_num_text(e.value, signed, side)} % {interval_text(e.ci_low, e.ci_high, signed, side != 0)}"
+
+
 def pct_text(e: Estimate) -> str:
     """``12.3 % [8.1, 16.0]`` (no interval: ``12.3 %``)."""
-    if e.has_ci:
-        assert e.ci_low is not None and e.ci_high is not None
-        side = (1 if e.ci_low > 0 else -1) if e.excludes(0.0) else 0
-        return f"{_num_text(e.value, False, side)} % {interval_text(e.ci_low, e.ci_high, False, side != 0)}"
-    return f"{e.value:.1f} %"
+    return _pct(e, signed=False)
 
 
 def signed_pct_text(e: Estimate) -> str:
     """``+4.2 % [+1.0, +7.5]`` (no interval: ``+4.2 %``)."""
-    if e.has_ci:
-        assert e.ci_low is not None and e.ci_high is not None
-        side = (1 if e.ci_low > 0 else -1) if e.excludes(0.0) else 0
-        return f"{_num_text(e.value, True, side)} % {interval_text(e.ci_low, e.ci_high, True, side != 0)}"
-    return f"{e.value:+.1f} %"
+    return _pct(e, signed=True)
 
 
 def saving_text(e: Estimate, kind: str = "energy") -> str:

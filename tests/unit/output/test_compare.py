@@ -456,6 +456,7 @@ FIXTURES = ["baseline.json", "candidate_slower.json", "candidate_noisy.json", "c
 def test_every_fixture_row_agrees_with_its_interval(name: str) -> None:
     for pair in ([BASE, fixture(name)], [fixture(name), BASE]):
         result = compare_files(pair, fail_on="time:5%,energy:5%,power:5%")
+        assert result.rows, f"{name}: no comparison rows"
         for row in result.rows:
             check_row(row)
 
