@@ -100,6 +100,12 @@ def _profile_names() -> list[str]:
     return sorted(PROFILES)
 
 
+def _preset_names() -> list[str]:
+    from sdbench.spec.presets import PRESET_NAMES
+
+    return list(PRESET_NAMES)
+
+
 Choices = Sequence[str] | Callable[[], Sequence[str]]
 
 
@@ -359,7 +365,11 @@ SETTINGS_ROWS: tuple[Setting, ...] = (
             allowed="a positive integer, or unset for the card as found", unit="W"),
     Setting(_C, "tags", "list", "free labels carried into the record", default=()),
 
-    # Command-line conveniences that feed a Case field (knobs, offload).
+    # Command-line conveniences that feed a Case field (knobs, offload, a published workload's settings).
+    Setting(_X, "preset", "str", "a published workload's settings for every case field not set by a flag: "
+            "mlperf-sdxl (MLPerf Inference text-to-image: sdxl 1024x1024, 20 steps euler, guidance 8, its negative "
+            "prompt); speed and energy only, no accuracy claim", choices=_preset_names, cli=("--preset",),
+            metavar="NAME"),
     Setting(_X, "knob", "append", f"override one knob of the profile (repeatable): {KNOB_NAMES_HELP}",
             cli=("--knob",), metavar="NAME=VALUE", flag_default=[]),
     Setting(_X, "compile_mode", "str", "torch.compile the UNet in this mode (default, reduce-overhead, max-autotune, "

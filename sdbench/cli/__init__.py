@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from sdbench.cli.args import Parser, add_case_arguments
+from sdbench.cli.args import Parser, add_case_arguments, apply_preset
 from sdbench.cli.commands import COMMANDS
 from sdbench.errors import EXIT_BROKEN_PIPE, EXIT_CODES, EXIT_INTERRUPTED, EXIT_OUT_OF_MEMORY, SdbenchError
 
@@ -96,6 +96,9 @@ def _main(argv: Sequence[str] | None) -> int:
     args.argv = list(argv)  # the words as given: commands that fan out to one process per GPU reuse them
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
+        note = apply_preset(args)
+        if note and not getattr(args, "quiet", False):
+            print(f"sdbench: {note}", file=sys.stderr)
         return int(args.func(args) or 0)
     except SdbenchError as exc:
         print(f"sdbench: error: {exc}", file=sys.stderr)

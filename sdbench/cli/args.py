@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sdbench import settings
+from sdbench.errors import ConfigError
 
 # The one definition of these is the settings table (sdbench.settings, which imports nothing heavy).
 from sdbench.settings import (  # noqa: E402
@@ -25,12 +26,12 @@ from sdbench.settings import (  # noqa: E402
 
 __all__ = ["ATTENTION_BACKENDS", "CASE_FLAGS", "DEFAULT_CPU_MODEL", "DEFAULT_GPU_MODEL", "DEFAULT_SCHEDULER",
            "MEASUREMENT_FLAGS", "OFFLOAD_MODES", "Parser", "add_case_arguments", "add_measurement_arguments",
-           "case_kwargs", "default_model", "default_scheduler", "int_at_least", "integer", "knobs", "number",
+           "apply_preset", "case_kwargs", "default_model", "default_scheduler", "int_at_least", "integer", "knobs", "number",
            "positive_int", "progress_printer", "runner_config"]
 
 #: The rows of the settings table behind the flags that describe what runs, in --help order.
 CASE_FLAGS: tuple[str, ...] = (
-    "case.model", "case.scheduler", "case.steps", "case.prompt", "case.negative_prompt", "case.guidance_scale",
+    "cli.preset", "case.model", "case.scheduler", "case.steps", "case.prompt", "case.negative_prompt", "case.guidance_scale",
     "case.seed", "case.batch_size", "case.height", "case.width", "case.dtype", "case.profile", "cli.knob",
     "cli.compile_mode", "cli.channels_last", "cli.vae_slicing", "cli.vae_tiling", "case.attention", "case.offload",
     "cli.enable_cpu_offload", "case.weights", "case.strength")
@@ -133,6 +134,32 @@ def default_scheduler(args: argparse.Namespace) -> str | None:
     return DEFAULT_SCHEDULER if getattr(args, "model", None) is None else None
 
 
+#: The flags a preset may fill: argparse attribute -> the preset's field (both the Case's names).
+_PRESET_FILLS = ("model", "scheduler", "steps", "guidance_scale", "height", "width", "negative_prompt", "prompt")
+
+
+def apply_preset(args: argparse.Namespace) -> str | None:
+    """Fill the case flags left unset from ``--preset`` (explicit flags win); returns the note to print, or None.
+
+    Called once after parsing, before any command reads its case flags; a preset's tag is carried in
+    ``args.preset_tags`` for :func:`case_kwargs`."""
+    name = getattr(args, "preset", None)
+    args.preset_tags = ()
+    if not name:
+        return None
+    from sdbench.spec.presets import get_preset, preset_note
+
+    preset = get_preset(name)
+    if getattr(args, "benchmark", False):
+        raise ConfigError("preset", name, "generate without --benchmark, batch, sweep, quality",
+                          reason="a pytest suite runs its own matrix of prompts and guidance, which a preset would not reach")
+    for attr in _PRESET_FILLS:
+        if attr in preset.fields and getattr(args, attr, None) is None:
+            setattr(args, attr, preset.fields[attr])
+    args.preset_tags = (preset.tag(),)
+    return preset_note(preset)
+
+
 def case_kwargs(args: argparse.Namespace) -> dict[str, Any]:
     """The Case keyword arguments of the case flags (None keeps the model's default).
 
@@ -144,8 +171,13 @@ def case_kwargs(args: argparse.Namespace) -> dict[str, Any]:
         scheduler=default_scheduler(args), steps=args.steps, prompt=args.prompt, negative_prompt=args.negative_prompt,
         guidance_scale=args.guidance_scale, seed=args.seed, batch_size=args.batch_size, height=args.height,
         width=args.width, dtype=args.dtype, profile=args.profile, knobs=knobs(args), attention=args.attention, offload=offload,
-        weights=args.weights, strength=args.strength,
+        weights=args.weights, strength=args.strength, **_preset_tags(args),
     )
+
+
+def _preset_tags(args: argparse.Namespace) -> dict[str, Any]:
+    tags = tuple(getattr(args, "preset_tags", ()) or ())
+    return {"tags": tags} if tags else {}
 
 
 def knobs(args: argparse.Namespace) -> str:

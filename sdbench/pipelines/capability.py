@@ -43,7 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sdbench.errors import ConfigError, OutOfMemory
-from sdbench.spec.profiles import _CUDA_GRAPH_MODES, PROFILES, parse_knobs, resolve_knobs
+from sdbench.spec.profiles import _CUDA_GRAPH_MODES, PROFILES, Knobs, parse_knobs, resolve_knobs
 
 if TYPE_CHECKING:
     from sdbench.case import Case
@@ -387,6 +387,8 @@ def check_supported(dtype: str, attention: str, offload: str, capability: Device
         allowed = "off" if field != "profile" else ", ".join(p for p in PROFILES if not PROFILES[p].fp8_unet)
         raise ConfigError(field, value, allowed, reason=f"fp8 matmuls need compute capability {_cc(FP8_MIN_CAPABILITY)}+ "
                           f"(e4m3 tensor cores: Ada, Hopper); {cap.name} has {_cc(cc)}")
+    if k.fp8_torchao:
+        _check_torchao_fp8(k, dtype, cap, profile, knobs)
     why = _dtype_problem(dtype, cap)
     if why and dtype == "bf16":  # fp16 on the CPU is the Case's own rule, with its own message
         raise ConfigError("dtype", dtype, _allowed(_DTYPE_NAMES, _dtype_problem, cap), reason=why)
@@ -396,6 +398,22 @@ def check_supported(dtype: str, attention: str, offload: str, capability: Device
     if offload != "none" and cap.kernels != "cuda":
         where = f"{cap.name} runs its kernels on the CPU" if cap.simulated else "this run is on the CPU"
         raise ConfigError("offload", offload, "none", reason=f"CPU offload moves weights between a GPU and the CPU; {where}")
+
+
+def _check_torchao_fp8(k: Knobs, dtype: str, cap: DeviceCapability, profile: str, knobs: str) -> None:
+    """torchao's float8 inference path: only with fp8_unet, only on CUDA kernels (torchao asserts a GPU of
+    compute capability 8.9+, so the CPU and simulated cards cannot run it), row-wise scales only in bf16."""
+    field, value = ("fp8_torchao", "on") if "fp8_torchao" in (parse_knobs(knobs) if knobs else {}) else ("profile", profile)
+    if not k.fp8_unet:
+        raise ConfigError(field, value, "fp8_unet=on with it, or fp8_torchao=off",
+                          reason="fp8_torchao picks the implementation of fp8_unet, which is off")
+    if cap.kernels != "cuda":
+        where = f"{cap.name} runs its kernels on the CPU" if cap.simulated else "this run is on the CPU"
+        allowed = "off (sdbench's own fp8 runs anywhere)" if field != "profile" else "fp8 (sdbench's own fp8 path)"
+        raise ConfigError(field, value, allowed, reason=f"torchao's float8 kernels need a CUDA GPU of compute "
+                          f"capability {_cc(FP8_MIN_CAPABILITY)}+; {where}")
+    if k.fp8_rowwise and dtype != "bf16":
+        raise ConfigError("dtype", dtype, "bf16", reason="torchao's row-wise float8 scaling quantises bf16 weights only")
 
 
 # --- every rule -------------------------------------------------------------------------------------------

@@ -12,6 +12,12 @@ of 16 wide stay in the pipeline's dtype, where fp8 buys nothing or cannot run.
 
 Needs compute capability 8.9 or newer on a GPU (Ada, Hopper); the CPU build of torch runs the same
 op, slowly, which serves the tests.
+
+:func:`convert_unet_torchao` does the same conversion through torchao's float8 inference path
+(``Float8DynamicActivationFloat8WeightConfig``: weights quantised once into torchao's ``Float8Tensor``,
+activations dynamically at every call, the quantisation fused into its producer by inductor) on the same
+linears, so that the two implementations can be measured side by side (profile ``fp8-torchao``). torchao
+is an optional dependency (``sdbench[fp8]``) and its kernels assert a CUDA GPU of compute capability 8.9+.
 """
 
 from __future__ import annotations
@@ -83,3 +89,27 @@ def convert_unet(unet: torch.nn.Module, rowwise: bool = False) -> int:
         parent: Any = unet.get_submodule(parent_name) if parent_name else unet
         setattr(parent, child, Fp8Linear(linear, rowwise))
     return len(targets)
+
+
+def convert_unet_torchao(unet: torch.nn.Module, rowwise: bool = False) -> tuple[int, str]:
+    """Quantise the same linears as :func:`convert_unet` with torchao's float8 inference config, in place;
+    returns (how many, torchao's version). Inductor's settings are left as they are (``set_inductor_config``
+    off), so that the comparison with :func:`convert_unet` differs in the fp8 implementation alone."""
+    try:
+        import torchao
+        from torchao.quantization import (
+            Float8DynamicActivationFloat8WeightConfig,
+            PerRow,
+            PerTensor,
+            quantize_,
+        )
+    except ImportError as exc:
+        from sdbench.errors import ConfigError
+
+        raise ConfigError("fp8_torchao", "on", "off, or install torchao (pip install 'sdbench[fp8]')",
+                          reason=f"torchao is not importable here ({exc})") from None
+    names = {name for name, m in unet.named_modules() if convertible(name, m)}
+    granularity = PerRow() if rowwise else PerTensor()
+    config = Float8DynamicActivationFloat8WeightConfig(granularity=granularity, set_inductor_config=False)
+    quantize_(unet, config, filter_fn=lambda module, fqn: fqn in names)
+    return len(names), str(getattr(torchao, "__version__", "unknown"))

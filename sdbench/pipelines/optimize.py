@@ -142,7 +142,12 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
 
         _check_fp8(device)
         scaling = "row-wise" if k.fp8_rowwise else "per-tensor"
-        notes.append(f"fp8 (e4m3, {scaling} scales) in {fp8.convert_unet(pipe.unet, k.fp8_rowwise)} UNet linears")
+        if k.fp8_torchao:
+            n, version = fp8.convert_unet_torchao(pipe.unet, k.fp8_rowwise)
+            notes.append(f"fp8 (e4m3, {scaling} dynamic scales) through torchao {version}'s "
+                         f"Float8DynamicActivationFloat8WeightConfig in {n} UNet linears")
+        else:
+            notes.append(f"fp8 (e4m3, {scaling} scales) in {fp8.convert_unet(pipe.unet, k.fp8_rowwise)} UNet linears")
     if k.channels_last:
         pipe.unet.to(memory_format=torch.channels_last)
         pipe.vae.to(memory_format=torch.channels_last)

@@ -31,6 +31,7 @@ class Knobs:
     cudnn_benchmark: bool = False
     fp8_unet: bool = False  # e4m3 matmuls in the UNet's transformer blocks (compute capability 8.9+)
     fp8_rowwise: bool = False  # with fp8_unet: one scale per token and per output channel, not per tensor
+    fp8_torchao: bool = False  # with fp8_unet: torchao's float8 inference path instead of sdbench's own (sdbench[fp8])
 
     def changed(self) -> dict[str, Any]:
         """Only the knobs that differ from eager (for ids and records)."""
@@ -53,6 +54,11 @@ PROFILES: Mapping[str, Knobs] = MappingProxyType(
         # rounding, so its fidelity is reported beside its speed.
         "fp8": Knobs(channels_last=True, fuse_qkv=True, compile_unet="reduce-overhead", compile_vae="default",
                      compile_text="reduce-overhead", vae_upcast=False, fp8_unet=True),
+        # `fp8` through torchao's float8 inference path (Float8DynamicActivationFloat8WeightConfig: dynamic
+        # activation scales, the quantisation fused by inductor into its producer) on the same linears: the
+        # two fp8 implementations side by side. Needs torchao (pip install 'sdbench[fp8]') and a CUDA GPU 8.9+.
+        "fp8-torchao": Knobs(channels_last=True, fuse_qkv=True, compile_unet="reduce-overhead", compile_vae="default",
+                             compile_text="reduce-overhead", vae_upcast=False, fp8_unet=True, fp8_torchao=True),
     }
 )
 

@@ -594,3 +594,31 @@ def test_generate_help_lists_every_profile_and_knob() -> None:
     res = invoke(["generate", "--help"])
     text = " ".join(res.out.split())
     assert all(p in text for p in PROFILES) and all(f.name in text for f in fields(Knobs))
+
+
+# --- --preset: a published workload's settings -------------------------------------------------------------
+def test_the_mlperf_preset_sets_mlperfs_workload_and_says_what_it_does_not_copy(on_a_gpu: list[Any]) -> None:
+    from sdbench.spec.presets import MLPERF_NEGATIVE_PROMPT
+
+    res = invoke(["--preset", "mlperf-sdxl"])
+    (case,) = on_a_gpu
+    assert (case.model, case.scheduler, case.steps, case.guidance_scale, case.width, case.height) == (
+        "sdxl", "euler", 20, 8.0, 1024, 1024)
+    assert case.negative_prompt == MLPERF_NEGATIVE_PROMPT and case.tags == ("preset:mlperf-sdxl",)
+    assert "preset mlperf-sdxl: MLPerf Inference" in res.err
+    assert "not copied:" in res.err and "compare speed and energy only" in res.err
+
+
+def test_flags_given_beside_a_preset_win(on_a_gpu: list[Any]) -> None:
+    invoke(["--preset", "mlperf-sdxl", "--steps", "30", "--batch-size", "4", "--scheduler", "dpm++"])
+    (case,) = on_a_gpu
+    assert (case.model, case.steps, case.batch_size, case.scheduler, case.guidance_scale) == ("sdxl", 30, 4, "dpm++", 8.0)
+
+
+def test_a_bad_preset_or_a_preset_with_a_suite_is_one_exit_2_line(pytest_runs: list[list[str]]) -> None:
+    res = invoke(["--preset", "mlperf"])
+    assert res.code == 2 and "invalid preset: 'mlperf'" in res.err and "mlperf-sdxl" in res.err
+    res = invoke(["--preset", "mlperf-sdxl", "--benchmark"])
+    assert res.code == 2 and not pytest_runs
+    (line,) = res.err.strip().splitlines()
+    assert line.startswith("sdbench: error: invalid preset: 'mlperf-sdxl' (a pytest suite runs its own matrix")

@@ -103,6 +103,8 @@ RULES = [
     ({"profile": "fp8"}, {"v100", "a100"}, "profile", "fp8"),
     ({"knobs": "fp8_unet=on"}, {"v100", "a100"}, "fp8_unet", "on"),
     ({"knobs": "fp8_rowwise=on"}, {"v100", "a100"}, "fp8_rowwise", "on"),
+    # torchao's float8 kernels: refused below 8.9, and on every simulated card (its kernels run on the CPU)
+    ({"profile": "fp8-torchao"}, set(CARD_KEYS), "profile", "fp8-torchao"),
     ({"attention": "flash"}, {"v100"}, "attention", "flash"),
     ({"attention": "cudnn"}, set(CARD_KEYS), "attention", "cudnn"),  # its kernels run on the CPU: no cuDNN there
     ({"attention": "efficient"}, set(CARD_KEYS), "attention", "efficient"),
@@ -139,6 +141,22 @@ def test_what_is_allowed_is_what_the_card_runs() -> None:
     with pytest.raises(ConfigError) as info:
         check_case(case_on("simulated:a100", profile="fp8"))
     assert info.value.allowed == "eager, channels-last, compile, reduce-overhead, max"
+
+
+H100_CUDA = DeviceCapability(device="cuda:0", name="NVIDIA H100 80GB HBM3", compute_capability=(9, 0),
+                             memory_total_bytes=80 * 2**30, simulated=False, kernels="cuda", source="NVML")
+
+
+def test_torchao_fp8_needs_cuda_kernels_fp8_unet_and_bf16_for_rowwise() -> None:
+    check_supported("fp16", "sdpa", "none", H100_CUDA, "fp8-torchao")  # a real Hopper runs it
+    check_supported("bf16", "sdpa", "none", H100_CUDA, "fp8-torchao", "fp8_rowwise=on")
+    with pytest.raises(ConfigError, match=r"invalid profile: 'fp8-torchao' \(torchao's float8 kernels need a CUDA GPU.*"
+                                          r"this run is on the CPU\); allowed: fp8"):
+        check_supported("fp32", "sdpa", "none", CPU, "fp8-torchao")
+    with pytest.raises(ConfigError, match=r"invalid fp8_torchao: 'on' \(fp8_torchao picks the implementation of fp8_unet"):
+        check_supported("fp16", "sdpa", "none", H100_CUDA, "eager", "fp8_torchao=on")
+    with pytest.raises(ConfigError, match=r"invalid dtype: 'fp16' \(torchao's row-wise float8 scaling quantises bf16"):
+        check_supported("fp16", "sdpa", "none", H100_CUDA, "fp8-torchao", "fp8_rowwise=on")
 
 
 def test_the_cpu_keeps_its_rules() -> None:

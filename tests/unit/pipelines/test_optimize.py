@@ -542,3 +542,64 @@ def test_an_offloaded_pipeline_gets_the_weights_of_the_plain_one(monkeypatch: py
     events.clear()
     bench.pipeline(bench.case("tiny-sd", device="cuda:0", dtype="fp16"))
     assert events == ["build:cuda:0", "apply:offload=none"]
+
+
+# --- fp8 through torchao (the fp8-torchao profile) ----------------------------------------------------------
+def test_fp8_torchao_profile_is_fp8_with_torchao() -> None:
+    assert PROFILES["fp8-torchao"] == Knobs(**{**asdict(PROFILES["fp8"]), "fp8_torchao": True})
+
+
+def _fake_torchao(monkeypatch: pytest.MonkeyPatch, calls: list[dict[str, Any]]) -> None:
+    """torchao's float8 kernels assert a CUDA GPU, so the CPU tests stand a recording double in for it."""
+    import sys
+    import types
+
+    ao = types.ModuleType("torchao")
+    ao.__version__ = "0.17.0"  # type: ignore[attr-defined]
+    quant = types.ModuleType("torchao.quantization")
+
+    class PerRow:
+        pass
+
+    class PerTensor:
+        pass
+
+    class Float8DynamicActivationFloat8WeightConfig:
+        def __init__(self, **kw: Any) -> None:
+            self.kw = kw
+
+    def quantize_(model: torch.nn.Module, config: Any, filter_fn: Any) -> None:
+        chosen = {fqn for fqn, m in model.named_modules() if filter_fn(m, fqn)}
+        calls.append({"config": config.kw, "chosen": chosen})
+
+    quant.PerRow, quant.PerTensor, quant.quantize_ = PerRow, PerTensor, quantize_  # type: ignore[attr-defined]
+    quant.Float8DynamicActivationFloat8WeightConfig = Float8DynamicActivationFloat8WeightConfig  # type: ignore[attr-defined]
+    ao.quantization = quant  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "torchao", ao)
+    monkeypatch.setitem(sys.modules, "torchao.quantization", quant)
+
+
+@pytest.mark.parametrize("rowwise", [False, True])
+def test_fp8_torchao_quantises_the_same_linears_as_sdbenchs_fp8(monkeypatch: pytest.MonkeyPatch, rowwise: bool) -> None:
+    from sdbench.pipelines.fp8 import convertible
+
+    calls: list[dict[str, Any]] = []
+    _fake_torchao(monkeypatch, calls)
+    pipe = fresh()
+    knobs = "fuse_qkv=on,fp8_unet=on,fp8_torchao=on" + (",fp8_rowwise=on" if rowwise else "")
+    applied = apply_knobs(pipe, knobs)
+    expected = {n for n, m in pipe.unet.named_modules() if convertible(n, m)}
+    assert len(calls) == 1 and calls[0]["chosen"] == expected and any(n.endswith("attn1.to_qkv") for n in expected)
+    config = calls[0]["config"]
+    assert type(config["granularity"]).__name__ == ("PerRow" if rowwise else "PerTensor")
+    assert config["set_inductor_config"] is False  # inductor's settings stay those of the other profiles
+    notes = applied.as_dict()["optimization_notes"]
+    assert f"through torchao 0.17.0's Float8DynamicActivationFloat8WeightConfig in {len(expected)} UNet linears" in notes
+
+
+def test_fp8_torchao_without_torchao_is_one_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "torchao", None)  # import torchao raises ImportError
+    with pytest.raises(ConfigError, match=r"invalid fp8_torchao: 'on' \(torchao is not importable here.*pip install 'sdbench\[fp8\]'"):
+        apply_knobs(fresh(), "fp8_unet=on,fp8_torchao=on")
