@@ -23,7 +23,8 @@ import pytest
 from sdbench.case import resolve_device
 from sdbench.gpu.dcgm import ActivityMonitor
 from sdbench.measure.clocks import VERIFY_STATUSES, ClockController
-from sdbench.studies.dvfs import ClockLockHook, resolve_clock_spec
+from sdbench.studies.dvfs.grid import resolve_clock_spec
+from sdbench.studies.dvfs.measuring import ClockLockHook
 
 ALLOW_ENV = "SDBENCH_ALLOW_CLOCK_CHANGES"
 CLOCKS_ENV = "SDBENCH_DVFS_CLOCKS"

@@ -434,7 +434,7 @@ SETTINGS_ROWS: tuple[Setting, ...] = (
     Setting(_P, "repeats", "int", "repetitions of every case", default=1, minimum=1, cli=("--repeats",),
             flag_default=1),
 
-    # Sweeps (sdbench.studies.dvfs.SweepOptions; the flags are `sdbench sweep`'s).
+    # Sweeps (sdbench.studies.dvfs.options.SweepOptions; the flags are `sdbench sweep`'s).
     Setting(_S, "profiling_mode", "str", "", default="dvfs", choices=("baseline", "dvfs", "custom"),
             cli=("--profiling-mode",)),
     Setting(_S, "gpu_type", "str", "", optional=True, choices=("A100", "H100", "V100"), cli=("--gpu-type",)),

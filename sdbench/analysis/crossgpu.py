@@ -41,12 +41,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sdbench.analysis.dvfs import (
-    analyze_records,
-    is_default_record,
-    record_is_simulated,
-    record_settings,
-)
+from sdbench.analysis.dvfs.analyze import analyze_records
+from sdbench.analysis.dvfs.records import is_default_record, record_is_simulated, record_settings
 from sdbench.analysis.estimates import Estimate
 from sdbench.errors import ConfigError, SdbenchError
 from sdbench.record.io import atomic_write_text, json_safe, read_results, to_json

@@ -5,7 +5,7 @@ by a Welch t-test on the log per-round values (:func:`default_drift_check`, Bonf
 comparison, family-wise level :data:`DRIFT_ALPHA`), and the change must also exceed
 :data:`DRIFT_MIN_REL`. The analysis (:mod:`sdbench.analysis.dvfs`) flags every point measured after the
 last re-measurement that still agreed with the first, and no optimum or saving from drifted data is
-stated with confidence; the sweep's own summary (``sdbench.studies.dvfs``) runs the same test.
+stated with confidence; the sweep's own summary (``sdbench.studies.dvfs.summary``) runs the same test.
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def default_drift_check(remeasurements: Sequence[Mapping[str, Any]], *, alpha: f
 
     Each entry maps ``"time_per_image_s"`` and optionally ``"energy_per_image_j"`` to its per-round
     values (a sequence or array; one value when the record has no samples). See :class:`DriftCheck`.
-    Used by the analysis and by the sweep's own summary (``sdbench.studies.dvfs.default_clock_checks``).
+    Used by the analysis and by the sweep's own summary (``sdbench.studies.dvfs.summary.default_clock_checks``).
     """
     test = (f"Welch t-test on log per-round values, each re-measurement against the first; family-wise "
             f"alpha {alpha:g} (Bonferroni), and a change above {100 * min_rel:g} %")

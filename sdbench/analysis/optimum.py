@@ -254,7 +254,7 @@ def judge_support(opt: Optimum, *, rounds: Mapping[str, int], clock_values: Iter
 
     ``rounds``: the pooled rounds of every candidate point and of the default baseline, by label;
     ``clock_values``: the candidates' ``x_field`` settings; ``drift``: the default clock's drift check
-    (``None``: not checked); ``coverage``: :func:`sdbench.analysis.dvfs.sweep_coverage`.
+    (``None``: not checked); ``coverage``: :func:`sdbench.analysis.dvfs.records.sweep_coverage`.
     """
     opt.points_measured, opt.points_planned = coverage.get("points_measured"), coverage.get("points_planned")
     if opt.label is None:

@@ -44,7 +44,7 @@ from typing import Any
 
 import numpy as np
 
-from sdbench.analysis.dvfs import (
+from sdbench.analysis.dvfs.records import (
     SETTING_FIELDS,
     _num,
     is_default_record,

@@ -1,8 +1,9 @@
 """Synthetic sweep records (SIMULATED; for demos and tests), drawn from a known true curve.
 
 :func:`synthetic_sweep_records` makes records shaped like a DVFS sweep's (what
-:func:`sdbench.analysis.dvfs.analyze_records` reads); :func:`simulated_true_curve` is the simulated
-GPU's noise-free model they are drawn from by default, the truth a known-answer test compares with.
+:func:`sdbench.analysis.dvfs.analyze.analyze_records` reads); :func:`simulated_true_curve` is the
+simulated GPU's noise-free model they are drawn from by default, the truth a known-answer test compares
+with.
 """
 
 from __future__ import annotations

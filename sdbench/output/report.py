@@ -32,10 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from sdbench.analysis.dvfs import (
+from sdbench.analysis.dvfs.analyze import analyze_records
+from sdbench.analysis.dvfs.result import (
     PointStats,
     SweepAnalysis,
-    analyze_records,
     optima_table,
     points_table,
     provenance_lines,
@@ -296,7 +296,7 @@ def _representative(a: SweepAnalysis) -> list[tuple[str, dict[str, Any]]]:
 
 
 def _first_record(a: SweepAnalysis, p: PointStats) -> dict[str, Any] | None:
-    from sdbench.analysis.dvfs import is_default_record, record_settings
+    from sdbench.analysis.dvfs.records import is_default_record, record_settings
 
     for rec in a.records:
         if rec.get("point_status") not in (None, "ok"):

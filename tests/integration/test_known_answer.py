@@ -17,12 +17,14 @@ from typing import Any
 
 import pytest
 
-from sdbench.analysis.dvfs import analyze_records
+from sdbench.analysis.dvfs.analyze import analyze_records
 from sdbench.gpu import SimulatedGpu
 from sdbench.record.io import read_records
 from sdbench.runner import RunnerConfig
 from sdbench.session import Bench
-from sdbench.studies.dvfs import SweepOptions, resolve_clock_spec, run_sweep
+from sdbench.studies.dvfs.grid import resolve_clock_spec
+from sdbench.studies.dvfs.options import SweepOptions
+from sdbench.studies.dvfs.run import run_sweep
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

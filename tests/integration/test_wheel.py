@@ -147,7 +147,7 @@ def _check_wheel(tmp_path: Path, venv: Path) -> None:
     (wheel,) = wheelhouse.glob("sdbench-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     for module in ("sdbench/benchmarks/__init__.py", "sdbench/benchmarks/test_speed.py", "sdbench/pytest_plugin/__init__.py",
-                   "sdbench/studies/dvfs.py", "sdbench/distribute/suite.py"):
+                   "sdbench/studies/dvfs/run.py", "sdbench/distribute/suite.py"):
         assert module in names
     assert not [n for n in names if n.startswith(("benchmarks/", "tests/"))]  # no top-level package of those names
 

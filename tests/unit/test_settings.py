@@ -158,12 +158,12 @@ def test_pytest_ini_markers_match_the_suite_list() -> None:
 def test_copies_kept_for_light_imports_match() -> None:
     from sdbench.cli.commands import generate
     from sdbench.distribute.suite import DEFAULT_SUITE
-    from sdbench.studies import dvfs as sweep
+    from sdbench.studies.dvfs import grid, options, points
 
     assert generate.DEFAULT_SUITE == DEFAULT_SUITE
-    assert settings.get("sweep.order").choice_list() == list(sweep.ORDERS)
-    assert settings.get("sweep.profiling_mode").choice_list() == list(sweep.PROFILING_MODES)
-    assert settings.get("sweep.gpu_type").choice_list() == sorted(sweep.GPU_TYPE_PRESETS)
+    assert settings.get("sweep.order").choice_list() == list(points.ORDERS)
+    assert settings.get("sweep.profiling_mode").choice_list() == list(options.PROFILING_MODES)
+    assert settings.get("sweep.gpu_type").choice_list() == sorted(grid.GPU_TYPE_PRESETS)
 
 
 def test_the_table_imports_nothing_heavy() -> None:
@@ -184,7 +184,7 @@ def test_an_unknown_key_names_its_close_match() -> None:
 
 
 def test_sweep_options_are_checked_once_when_made() -> None:
-    from sdbench.studies.dvfs import SweepOptions
+    from sdbench.studies.dvfs.options import SweepOptions
 
     with pytest.raises(ConfigError, match="invalid idle_gap_s: -1"):
         SweepOptions(idle_gap_s=-1)

@@ -18,9 +18,10 @@ from sdbench.cli.args import (
     runner_config,
 )
 
-# sdbench.studies.dvfs imports torch, and the help must not: the choices are the settings table's rows (which
-# SweepOptions checks against), the spec help texts copies of sdbench.studies.dvfs's. tests/integration/test_cli_help.py checks
-# they match sdbench.studies.dvfs's ORDERS, PROFILING_MODES, GPU_TYPE_PRESETS, CLOCK_SPEC_HELP and POWER_SPEC_HELP.
+# sdbench.studies.dvfs.run imports torch, and the help must not: the choices are the settings table's rows (which
+# SweepOptions checks against), the spec help texts copies of sdbench.studies.dvfs.grid's. tests/integration/test_cli_help.py
+# checks they match ORDERS (sdbench.studies.dvfs.points), PROFILING_MODES (.options), GPU_TYPE_PRESETS, CLOCK_SPEC_HELP and
+# POWER_SPEC_HELP (.grid).
 ORDERS: tuple[str, ...] = tuple(settings.get("sweep.order").choice_list())
 PROFILING_MODES: tuple[str, ...] = tuple(settings.get("sweep.profiling_mode").choice_list())
 GPU_TYPES: tuple[str, ...] = tuple(settings.get("sweep.gpu_type").choice_list())
@@ -103,7 +104,10 @@ def run(args: argparse.Namespace) -> int:
     from sdbench.case import resolve_device
     from sdbench.errors import ConfigError
     from sdbench.session import Bench
-    from sdbench.studies.dvfs import PLAN_FILE, SweepOptions, _summary_table, run_sweep, summary_lines
+    from sdbench.studies.dvfs.options import SweepOptions
+    from sdbench.studies.dvfs.run import run_sweep
+    from sdbench.studies.dvfs.state import PLAN_FILE
+    from sdbench.studies.dvfs.summary import _summary_table, summary_lines
 
     if args.gpus:
         return _sweep_per_gpu(args)

@@ -18,13 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sdbench.analysis.drift import DRIFT_ALPHA, default_drift_check
-from sdbench.analysis.dvfs import (
-    SweepAnalysis,
-    analyze_records,
-    analyze_sweep,
-    is_default_record,
-    record_settings,
-)
+from sdbench.analysis.dvfs.analyze import analyze_records, analyze_sweep
+from sdbench.analysis.dvfs.records import is_default_record, record_settings
+from sdbench.analysis.dvfs.result import SweepAnalysis
 from sdbench.analysis.estimates import Estimate, ed2p_js2, edp_js, energy_saving_pct, time_change_pct
 from sdbench.analysis.synthetic import synthetic_sweep_records
 from sdbench.analysis.text import saving_text, time_change_text

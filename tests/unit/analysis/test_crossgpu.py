@@ -29,7 +29,8 @@ from sdbench.record.io import export_metrics, read_records
 from sdbench.runner import RunnerConfig, work_profile
 from sdbench.session import Bench
 from sdbench.stats import summarize
-from sdbench.studies.dvfs import SweepOptions, run_sweep
+from sdbench.studies.dvfs.options import SweepOptions
+from sdbench.studies.dvfs.run import run_sweep
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -128,7 +129,7 @@ def test_the_progression_the_model_implies_for_the_tiny_model(study: CrossGpuStu
 
 
 def test_the_energy_optimal_clock_comes_from_the_sweep_of_that_gpu(study: CrossGpuStudy, simulated: dict[str, Any]) -> None:
-    from sdbench.analysis.dvfs import analyze_records
+    from sdbench.analysis.dvfs.analyze import analyze_records
 
     case = study.cases[0]
     a100 = case.cell(label_of("a100"))

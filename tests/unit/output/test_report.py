@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from sdbench.analysis.dvfs import analyze_records
+from sdbench.analysis.dvfs.analyze import analyze_records
 from sdbench.analysis.synthetic import synthetic_sweep_records
 from sdbench.cli import main
 from sdbench.errors import SdbenchError

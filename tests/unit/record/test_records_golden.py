@@ -38,7 +38,8 @@ def fresh(one_torch_thread: None) -> Iterator[dict[str, dict[str, Any]]]:
     from sdbench.gpu import SimulatedGpu
     from sdbench.runner import RunnerConfig
     from sdbench.session import Bench
-    from sdbench.studies.dvfs import SweepOptions, run_sweep
+    from sdbench.studies.dvfs.options import SweepOptions
+    from sdbench.studies.dvfs.run import run_sweep
 
     rows: dict[str, dict[str, Any]] = {}
     bench = Bench(device="simulated", runner_config=RunnerConfig(warmup_min_s=0.0, min_rounds=3, max_rounds=3,

@@ -29,22 +29,12 @@ from sdbench.measure.clocks import ClockController, ClockPermissionError
 from sdbench.record.io import read_records
 from sdbench.runner import Runner, RunnerConfig
 from sdbench.session import Bench
-from sdbench.studies.dvfs import (
-    ClockLockHook,
-    SweepOptions,
-    SweepSetting,
-    _summary_table,
-    cooldown,
-    default_clock_checks,
-    order_settings,
-    parse_clock_spec,
-    point_counts,
-    resolve_clock_spec,
-    resolve_power_limit_spec,
-    run_sweep,
-    summary_lines,
-    sweep_points_from_grid,
-)
+from sdbench.studies.dvfs.grid import parse_clock_spec, resolve_clock_spec, resolve_power_limit_spec
+from sdbench.studies.dvfs.measuring import ClockLockHook, cooldown
+from sdbench.studies.dvfs.options import SweepOptions
+from sdbench.studies.dvfs.points import SweepSetting, order_settings, sweep_points_from_grid
+from sdbench.studies.dvfs.run import run_sweep
+from sdbench.studies.dvfs.summary import _summary_table, default_clock_checks, point_counts, summary_lines
 
 GRID = SimulatedGpu().supported_sm_clocks_mhz(2619)  # 1980 ... 345 in 15 MHz steps
 # Short measurements: 2 rounds of windows spanning >= 2 counter updates (0.2 s) each.
