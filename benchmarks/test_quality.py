@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from sdbench.pytest_plugin import sd_config
 from sdbench.studies.quality import QUALITY_NOTE_SYNTHETIC, quality_record
 
 pytestmark = pytest.mark.quality_test
@@ -55,7 +56,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     """An sd_matrix marker is fixed at import; the session's device is known only now, so the marker
     is added here (a module's hook runs before the plugin's, which reads it)."""
     if "sd_case" in metafunc.fixturenames:
-        device = metafunc.config._sdbench.device  # type: ignore[attr-defined]
+        device = sd_config(metafunc.config).device
         metafunc.definition.add_marker(pytest.mark.sd_matrix(**quality_matrix(device)))
 
 

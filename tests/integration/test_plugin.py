@@ -182,6 +182,29 @@ def test_bad_matrix_is_a_usage_error_exit_4(pytester: pytest.Pytester, which: st
     assert result.ret == pytest.ExitCode.USAGE_ERROR
 
 
+STATE_FILE = """
+from sdbench.pytest_plugin import sd_config
+from sdbench.pytest_plugin.replay import replay_timer
+
+
+def test_state(request):
+    timer = replay_timer(request.config)
+    assert not timer._durations and timer() == 0.0  # nothing left over from an earlier session
+    timer.load([1.0, 2.0])  # left loaded on purpose
+    print("device:", sd_config(request.config).device)
+"""
+
+
+def test_two_in_process_sessions_share_no_state(pytester: pytest.Pytester) -> None:
+    """The plugin keeps its state in each session's config.stash: a second session in the same process
+    starts afresh (its own device, an unloaded replay timer)."""
+    pytester.makepyfile(test_state=STATE_FILE)
+    for device in ("cpu", "simulated"):
+        result = pytester.runpytest_inprocess("-s", "-p", "no:cacheprovider", "--sd-device", device)
+        assert result.ret == 0, output(result)
+        result.stdout.fnmatch_lines([f"*device: {device}*"])
+
+
 def test_bad_device_is_a_usage_error(collect_dir: pytest.Pytester) -> None:
     result = collect_dir.runpytest_inprocess("--collect-only", "--sd-device", "tpu")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
