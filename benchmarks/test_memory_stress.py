@@ -20,7 +20,9 @@ from typing import Any
 import pytest
 
 from sdbench.spec.prompts import LONG_PROMPT
-from sdbench.studies.batching import Attempt, PipelineProbe, attempt, find_max_batch, prompt_token_fields
+from sdbench.studies.batching.max_batch import find_max_batch
+from sdbench.studies.batching.memory import Attempt, attempt
+from sdbench.studies.batching.probe import PipelineProbe, prompt_token_fields
 
 pytestmark = pytest.mark.memory_stress
 

@@ -26,13 +26,13 @@ each carries an interval above -100 % that contains its estimate, and its verdic
 Every statement starts with ``[MEASURED]``, ``[SIMULATED]`` or ``[SIMULATED vs MEASURED]`` and names what
 differs between its two runs (GPU, driver, torch, diffusers, power limit, simulated card, ...).
 
-:func:`build_study` makes the study; :meth:`CrossGpuStudy.markdown`, :meth:`CrossGpuStudy.html`,
-:meth:`CrossGpuStudy.to_dict` and :func:`plot_progression` render it; :func:`write_study` writes them all.
+:func:`build_study` makes the study and :meth:`CrossGpuStudy.to_dict` is its JSON document; its tables,
+markdown, HTML and plot are made by :mod:`sdbench.output.crossgpu`, whose
+:func:`~sdbench.output.crossgpu.write_study` writes them all.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import math
 import os
@@ -45,7 +45,7 @@ from sdbench.analysis.dvfs.analyze import analyze_records
 from sdbench.analysis.dvfs.records import is_default_record, record_is_simulated, record_settings
 from sdbench.analysis.estimates import Estimate
 from sdbench.errors import ConfigError, SdbenchError
-from sdbench.record.io import atomic_write_text, json_safe, read_results, to_json
+from sdbench.record.io import json_safe, read_results
 from sdbench.record.schema import CASE_RECORD, metric_stats
 from sdbench.stats import change_interval
 
@@ -58,11 +58,10 @@ __all__ = [
     "Comparison",
     "CrossGpuStudy",
     "Run",
-    "StudyFiles",
     "build_study",
+    "change_pct_text",
     "load_inputs",
-    "plot_progression",
-    "write_study",
+    "value_text",
 ]
 
 #: What makes two records the same case on different GPUs (the prompt by its length in tokens).
@@ -299,7 +298,7 @@ class CrossGpuStudy:
                          "statement below names what differs between its two runs.")
         same = self.same()
         if same:
-            lines.append("Same on every run: " + ", ".join(f"{k} {_show(v)}" for k, v in same.items()) + ".")
+            lines.append("Same on every run: " + ", ".join(f"{k} {value_text(v)}" for k, v in same.items()) + ".")
         return lines
 
     def to_dict(self) -> dict[str, Any]:
@@ -311,106 +310,6 @@ class CrossGpuStudy:
             "runs": [r.to_dict() for r in self.runs], "differences": self.differences(), "same": self.same(),
             "cases": [c.to_dict() for c in self.cases], "notes": self.notes,
         })
-
-    # --- tables ---------------------------------------------------------------------------------------------
-    def table(self, case: CaseStudy) -> tuple[list[str], list[list[str]]]:
-        """One case's table: a row per run."""
-        pct = f"{100 * self.confidence:g} %"
-        header = ["GPU", "s/image [CI]", "images/s [CI]", "J/image [CI]", "net J/image [CI]", "images/kJ [CI]",
-                  "EDP J*s/image", "fraction of FLOP floor", "power W [CI]", "energy-optimal clock",
-                  f"time vs {self.runs[0].label} [{pct} CI]", f"energy vs {self.runs[0].label} [{pct} CI]"]
-        rows = []
-        for run in self.runs:
-            c = case.cell(run.label)
-            label = run.label + (" [SIMULATED]" if run.simulated else "")
-            if c is None:
-                rows.append([label, "not measured"] + [""] * (len(header) - 2))
-                continue
-            floor = (f"{c.fraction_of_flop_floor:.3g}" if c.fraction_of_flop_floor is not None
-                     else f"n/a ({c.fraction_of_flop_floor_unavailable_reason or 'not recorded'})")
-            rows.append([label, _est(c.time_per_image_s), _est(c.images_per_s), _est(c.energy_per_image_j),
-                         _est(c.net_energy_per_image_j), _est(c.images_per_kj),
-                         "-" if c.edp_js_per_image is None else f"{c.edp_js_per_image:.4g}", floor, _est(c.power_w),
-                         _optimum_text(c.energy_optimal_clock),
-                         _against_first(case, "time", run.label, self.runs[0].label),
-                         _against_first(case, "energy", run.label, self.runs[0].label)])
-        return header, rows
-
-    def markdown(self, plot_name: str | None = "progression.png") -> str:
-        """The markdown document (the plot by relative path)."""
-        out = ["# sdbench cross-GPU study", ""]
-        out += [f"> **{line}**" if line.startswith(("SIMULATED", "WARNING")) else f"> {line}" for line in self.headline()]
-        out += ["", "## What differs between the runs", "", _markdown_table(self.differences_table()), ""]
-        out += ["## Runs", "", _markdown_table(self.runs_table()), ""]
-        out += ["Sources: " + ", ".join(f"`{s}`" for s in self.sources), ""]
-        out.append(f"Intervals in the tables are each record's own ({_record_confidence(self)}, sdbench.stats); "
-                   f"changes are `sdbench.stats.change_interval` on the per-round samples at {100 * self.confidence:g} %. "
-                   "images/s and images/kJ intervals are the reciprocals of the time and energy intervals; EDP is a "
-                   "point estimate (median energy x median time per image).")
-        out.append("")
-        for case in self.cases:
-            out += [f"## {case.label}", "", _markdown_table(self.table(case)), ""]
-            for metric in ("time", "energy"):
-                order = case.order(metric)
-                if order:
-                    best = "fastest" if metric == "time" else "least energy"
-                    out.append(f"- order by median {metric} per image ({best} first): {' < '.join(order)}")
-            if case.missing:
-                out.append(f"- not measured on: {', '.join(case.missing)}")
-            out += [f"- {c.statement}" for c in case.comparisons]
-            notes = [f"{c.run}: {n}" for c in case.cells for n in c.notes]
-            out += [f"- note: {n}" for n in notes]
-            out.append("")
-        if plot_name:
-            out += [f"![progression]({plot_name})", ""]
-        if self.notes:
-            out += ["## Notes", ""] + [f"- {n}" for n in self.notes] + [""]
-        return "\n".join(out)
-
-    def differences_table(self) -> tuple[list[str], list[list[str]]]:
-        """A row per field that differs between the runs (or a line saying none does), a column per run."""
-        diff = self.differences()
-        header = ["field", *[r.label for r in self.runs]]
-        if not diff:
-            return header, [["(nothing recorded differs)", *[""] * len(self.runs)]]
-        return header, [[name, *[_show(values.get(r.label)) for r in self.runs]] for name, values in diff.items()]
-
-    def runs_table(self) -> tuple[list[str], list[list[str]]]:
-        """A row per run: every :data:`RUN_FIELDS` value it states."""
-        names = [name for name, _ in RUN_FIELDS if any(r.fields.get(name) is not None for r in self.runs)]
-        return ["run", *names, "sources"], [[r.label, *[_show(r.fields.get(n)) for n in names], ", ".join(r.sources)]
-                                            for r in self.runs]
-
-    def html(self, plot_name: str | None = "progression.png") -> str:
-        """A self-contained HTML document (inline CSS, the plot by relative path)."""
-        e = html.escape
-        body = ["<h1>sdbench cross-GPU study</h1>"]
-        for line in self.headline():
-            cls = "banner" if line.startswith("SIMULATED") else "warning" if line.startswith("WARNING") else "headline"
-            body.append(f'<div class="{cls}">{e(line)}</div>')
-        body += ["<h2>What differs between the runs</h2>", _html_table(self.differences_table()),
-                 "<h2>Runs</h2>", _html_table(self.runs_table()),
-                 f"<p class='note'>Sources: {e(', '.join(self.sources))}. Intervals in the tables are each record's "
-                 f"own ({e(_record_confidence(self))}); changes are sdbench.stats.change_interval on the per-round "
-                 f"samples at {100 * self.confidence:g} %.</p>"]
-        for case in self.cases:
-            body += [f"<h2>{e(case.label)}</h2>", _html_table(self.table(case)), "<ul>"]
-            for metric in ("time", "energy"):
-                order = case.order(metric)
-                if order:
-                    body.append(f"<li>order by median {metric} per image (best first): {e(' < '.join(order))}</li>")
-            if case.missing:
-                body.append(f"<li>not measured on: {e(', '.join(case.missing))}</li>")
-            body += [f"<li>{e(c.statement)}</li>" for c in case.comparisons]
-            body += [f"<li>note: {e(c.run)}: {e(n)}</li>" for c in case.cells for n in c.notes]
-            body.append("</ul>")
-        if plot_name:
-            body.append(f'<img src="{e(plot_name)}" alt="progression per case">')
-        if self.notes:
-            body.append("<h2>Notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in self.notes) + "</ul>")
-        title = "sdbench cross-GPU study" + (" [SIMULATED]" if self.simulated else "")
-        return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
-                f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
 
 
 # --- building it ----------------------------------------------------------------------------------------------
@@ -448,7 +347,7 @@ def _label_runs(runs: list[Run]) -> None:
                      and len({json.dumps(r.fields.get(n), default=str) for r in group}) > 1]
         shown = [n for n in differing if n not in _CARD_IDENTITY][:2] or differing[:1]
         for i, r in enumerate(group, 1):
-            extra = ", ".join(f"{n} {_show(r.fields.get(n))}" for n in shown)
+            extra = ", ".join(f"{n} {value_text(r.fields.get(n))}" for n in shown)
             r.label = f"{name} ({extra})" if extra else f"{name} #{i}"
         if len({r.label for r in group}) < len(group):
             for i, r in enumerate(group, 1):
@@ -568,7 +467,7 @@ def _differs(new: Run, old: Run) -> list[str]:
         if name in _CARD_IDENTITY and other_model:
             continue
         if json.dumps(a, default=str) != json.dumps(b, default=str):
-            out.append(f"{name} {_show(a)} -> {_show(b)}")
+            out.append(f"{name} {value_text(a)} -> {value_text(b)}")
     return out
 
 
@@ -600,8 +499,8 @@ def _compare(metric: tuple[str, str, str, str, tuple[str, str]], new: Run, old: 
     else:
         verdict = {"faster": better, "slower": worse}.get(ch.verdict, "indistinguishable (the interval contains 0)")
     interval = "" if ch.low_rel is None or ch.high_rel is None else (
-        f" [{_pct(ch.low_rel)}, {_pct(ch.high_rel)}]")
-    statement = (f"{tag}{new.label} vs {old.label}: {label} {_pct(ch.estimate_rel)}{interval} "
+        f" [{change_pct_text(ch.low_rel)}, {change_pct_text(ch.high_rel)}]")
+    statement = (f"{tag}{new.label} vs {old.label}: {label} {change_pct_text(ch.estimate_rel)}{interval} "
                  f"({100 * confidence:g} % CI, {ch.method}): {verdict}; {what}")
     return Comparison(key, new.label, old.label, ch.estimate_rel, ch.low_rel, ch.high_rel, verdict, ch.method,
                       confidence, differs, simulated, mixed, statement)
@@ -681,95 +580,9 @@ def build_study(inputs: Sequence[str | os.PathLike[str]] | Sequence[Source], *, 
     return CrossGpuStudy(run_list, cases, confidence, [str(s.path) for s in loaded], notes)
 
 
-# --- the plot -------------------------------------------------------------------------------------------------
-def plot_progression(study: CrossGpuStudy, path: str | os.PathLike[str]) -> Path:
-    """Per case, the runs side by side (in run order): time per image and energy per image (gross, and net
-    hatched), with each record's interval as error bars. Agg backend, without touching pyplot's state."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    n = len(study.cases)
-    fig = Figure(figsize=(11.0, 3.4 * n + 0.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(n, 2, squeeze=False)
-    labels = [r.label for r in study.runs]
-    colours = [f"C{i % 10}" for i in range(len(labels))]
-    for row, case in enumerate(study.cases):
-        ax_t, ax_e = axes[row]
-        for i, run in enumerate(labels):
-            c = case.cell(run)
-            if c is None:
-                continue
-            _bar(ax_t, i, c.time_per_image_s, colours[i], 0.6)
-            _bar(ax_e, i - 0.18, c.energy_per_image_j, colours[i], 0.34)
-            _bar(ax_e, i + 0.18, c.net_energy_per_image_j, colours[i], 0.34, hatch="//")
-        for ax, ylabel in ((ax_t, "s / image"), (ax_e, "J / image (gross; net hatched)")):
-            ax.set_xticks(range(len(labels)))
-            ax.set_xticklabels([_short(x) for x in labels], rotation=15, ha="right", fontsize=8)
-            ax.set_ylabel(ylabel)
-            ax.set_ylim(bottom=0)
-            ax.grid(axis="y", alpha=0.3)
-        ax_t.set_title(_wrap(case.label), fontsize=9)
-        ax_e.set_title("error bars: each record's 95 % interval of the median", fontsize=8)
-    title = "Cross-GPU progression"
-    if study.simulated:
-        title = ("[SIMULATED] " if not study.mixed else "[SIMULATED and MEASURED] ") + title
-    fig.suptitle(title)
-    out = Path(path)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, format="png", dpi=100)
-    return out
-
-
-def _bar(ax: Any, x: float, e: Estimate | None, colour: str, width: float, hatch: str | None = None) -> None:
-    if e is None:
-        return
-    yerr = None
-    if e.has_ci:
-        yerr = [[e.value - e.ci_low], [e.ci_high - e.value]]  # type: ignore[operator]
-    ax.bar([x], [e.value], width=width, color=colour, alpha=0.55 if hatch else 0.85, hatch=hatch, edgecolor="black",
-           linewidth=0.5, yerr=yerr, capsize=3, error_kw={"elinewidth": 1})
-
-
-def _short(label: str, width: int = 30) -> str:
-    """A tick label: the vendor prefix dropped, "(simulated)" as "(sim)", cut to ``width``."""
-    for prefix in ("NVIDIA ", "Tesla "):
-        label = label.removeprefix(prefix)
-    label = label.replace("(simulated)", "(sim)")
-    return label if len(label) <= width else label[: width - 1] + "…"
-
-
-def _wrap(text: str, width: int = 70) -> str:
-    import textwrap
-
-    return "\n".join(textwrap.wrap(text, width))
-
-
-# --- writing it -----------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class StudyFiles:
-    """Where :func:`write_study` put the study."""
-
-    output_dir: Path
-    markdown: Path
-    html: Path
-    json: Path
-    plot: Path
-
-
-def write_study(study: CrossGpuStudy, output_dir: str | os.PathLike[str]) -> StudyFiles:
-    """Write ``crossgpu.md``, ``crossgpu.html``, ``crossgpu.json`` and ``progression.png`` into ``output_dir``."""
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    plot = plot_progression(study, out / "progression.png")
-    md = atomic_write_text(out / "crossgpu.md", study.markdown(plot.name))
-    page = atomic_write_text(out / "crossgpu.html", study.html(plot.name))
-    doc = atomic_write_text(out / "crossgpu.json", to_json(study.to_dict(), indent=2) + "\n")
-    return StudyFiles(out, md, page, doc, plot)
-
-
 # --- text helpers ---------------------------------------------------------------------------------------------
-def _show(value: Any) -> str:
+def value_text(value: Any) -> str:
+    """A run field's value as the study prints it ("not recorded" for None, "yes"/"no" for a bool)."""
     if value is None:
         return "not recorded"
     if isinstance(value, bool):
@@ -779,84 +592,11 @@ def _show(value: Any) -> str:
     return str(value)
 
 
-def _pct(rel: float | None) -> str:
-    """``+12.3 %``; a bound printed to one decimal never lands on the other side of 0 than it is."""
+def change_pct_text(rel: float | None) -> str:
+    """A relative change as ``+12.3 %`` (``-`` when unknown); a bound printed to one decimal never lands on the other side of 0 than it is."""
     if rel is None:
         return "-"
     text = f"{100.0 * rel:+.1f}"
     if rel != 0.0 and float(text) == 0.0:
         text = f"{100.0 * rel:+.2g}"
     return f"{text} %"
-
-
-def _est(e: Estimate | None, fmt: str = ".4g") -> str:
-    return "-" if e is None else e.text(fmt)
-
-
-def _optimum_text(opt: Mapping[str, Any] | None) -> str:
-    if not opt:
-        return "no sweep"
-    if opt.get("label") is None:
-        return "none"
-    text = str(opt["label"])
-    if opt.get("clock_ci"):
-        lo, hi = opt["clock_ci"]
-        text += f" [{lo:g}, {hi:g}]"
-    if opt.get("saving_pct") is not None:
-        ci = opt.get("saving_pct_ci") or [None, None]
-        interval = "" if ci[0] is None else f" [{ci[0]:.1f}, {ci[1]:.1f}]"
-        text += f", saves {opt['saving_pct']:.1f} %{interval} vs default"
-    if not opt.get("supported"):
-        text += f" ({str(opt.get('support', 'unsupported')).upper()}: point estimate only)"
-    return text
-
-
-def _against_first(case: CaseStudy, metric: str, run: str, first: str) -> str:
-    if run == first:
-        return "reference"
-    cmp = next((c for c in case.comparisons if c.metric == metric and c.new == run and c.old == first), None)
-    if cmp is None or cmp.estimate_rel is None:
-        return "-"
-    interval = "" if cmp.low_rel is None else f" [{_pct(cmp.low_rel)}, {_pct(cmp.high_rel)}]"
-    return f"{_pct(cmp.estimate_rel)}{interval}" + (" (sim vs measured)" if cmp.mixed else "")
-
-
-def _record_confidence(study: CrossGpuStudy) -> str:
-    levels = {c.record.get("time_per_image_s_ci_confidence") for case in study.cases for c in case.cells}
-    levels.discard(None)
-    if not levels:
-        return "95 % unless the records say otherwise"
-    return ", ".join(f"{100 * float(v):g} %" for v in sorted(levels))
-
-
-def _markdown_table(table: tuple[list[str], list[list[str]]]) -> str:
-    header, rows = table
-
-    def esc(cell: str) -> str:
-        return cell.replace("|", "\\|")
-
-    lines = ["| " + " | ".join(esc(h) for h in header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _html_table(table: tuple[list[str], list[list[str]]]) -> str:
-    header, rows = table
-    e = html.escape
-    parts = ["<table><thead><tr>" + "".join(f"<th>{e(h)}</th>" for h in header) + "</tr></thead><tbody>"]
-    parts += ["<tr>" + "".join(f"<td>{e(c)}</td>" for c in row) + "</tr>" for row in rows]
-    parts.append("</tbody></table>")
-    return "".join(parts)
-
-
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1400px;color:#222;padding:0 1em}
-table{border-collapse:collapse;font-size:12px;margin:0.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
-th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
-.banner{background:#b00020;color:#fff;padding:0.8em 1em;font-weight:bold;border-radius:4px;margin:0.3em 0}
-.warning{background:#fff3cd;border:2px solid #b26a00;color:#5c3a00;padding:0.6em 1em;border-radius:4px;font-weight:bold}
-.headline{background:#eef5ee;padding:0.6em 1em;border-radius:4px;margin:0.3em 0}
-img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}
-.note{color:#555;font-size:0.9em}
-"""

@@ -43,6 +43,7 @@ from sdbench.analysis.dvfs.result import (
 from sdbench.analysis.estimates import Estimate
 from sdbench.analysis.text import SETTING_NAMES, SETTING_UNITS
 from sdbench.errors import SdbenchError
+from sdbench.output.html import IMG_CSS, NOTE_CSS, WARNING_CSS, html_page, html_table, page_css
 from sdbench.record.io import Results, json_safe, read_results
 
 PHASES: tuple[str, ...] = ("text_encode", "denoise", "vae_decode", "other")
@@ -609,29 +610,16 @@ def render_markdown(result: ReportResult, sources: Sequence[Path]) -> str:
     return "\n".join(out)
 
 
-_CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
-table{border-collapse:collapse;font-size:12px;margin:0.5em 0 1.5em}
-th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}
-th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
-tr.excluded td{color:#999} tr.default td{font-weight:bold}
-.banner{background:#b00020;color:#fff;padding:0.8em 1em;font-weight:bold;font-size:1.1em;border-radius:4px}
-.real{background:#1b5e20;color:#fff;padding:0.6em 1em;border-radius:4px}
-img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}
-.note{color:#555;font-size:0.9em}
-.warning{background:#fff3cd;border:2px solid #b26a00;color:#5c3a00;padding:0.6em 1em;border-radius:4px;font-weight:bold}
-.headline{background:#eef5ee;padding:0.6em 1em;border-radius:4px}
-"""
-
-
-def _html_table(table: tuple[list[str], list[list[str]]], row_classes: Sequence[str] | None = None) -> str:
-    header, rows = table
-    parts = ["<table><thead><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in header) + "</tr></thead><tbody>"]
-    for i, row in enumerate(rows):
-        cls = f' class="{row_classes[i]}"' if row_classes and row_classes[i] else ""
-        parts.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>")
-    parts.append("</tbody></table>")
-    return "".join(parts)
+_CSS = page_css(
+    1200,
+    "tr.excluded td{color:#999} tr.default td{font-weight:bold}",
+    ".banner{background:#b00020;color:#fff;padding:0.8em 1em;font-weight:bold;font-size:1.1em;border-radius:4px}",
+    ".real{background:#1b5e20;color:#fff;padding:0.6em 1em;border-radius:4px}",
+    IMG_CSS,
+    NOTE_CSS,
+    WARNING_CSS,
+    ".headline{background:#eef5ee;padding:0.6em 1em;border-radius:4px}",
+)
 
 
 def render_html(result: ReportResult, sources: Sequence[Path]) -> str:
@@ -659,11 +647,11 @@ def render_html(result: ReportResult, sources: Sequence[Path]) -> str:
         body += [f"<li>{e(line)}</li>" for line in provenance_lines(a.provenance)]
         body.append("</ul>")
         body.append(f"<h3>Optima ({100 * a.confidence:g} % bootstrap CI, {a.n_resamples} resamples)</h3>")
-        body.append(_html_table(optima_table(a)))
+        body.append(html_table(optima_table(a)))
         body.append("<ul>" + "".join(f"<li>{e(o.statement())}</li>" for o in a.optima.values()) + "</ul>")
         body.append(f"<h3>Points ({e(a.statistic)} per image)</h3>")
         classes = [("default" if p.is_default else "excluded" if p.excluded else "") for p in a.all_points]
-        body.append(_html_table(points_table(a), classes))
+        body.append(html_table(points_table(a), classes))
         if a.default is not None:
             d = a.default
             body.append("<h3>Default-clock baseline</h3>")
@@ -716,7 +704,7 @@ def render_html(result: ReportResult, sources: Sequence[Path]) -> str:
         if pm.validation:
             body.append(f"<p>Held-out clocks ({pm.n_folds}-fold leave-clocks-out): models fitted on the other "
                         "clocks predict each fold.</p>")
-            body.append(_html_table(pm.validation_table()))
+            body.append(html_table(pm.validation_table()))
         else:
             body.append(f"<p>No held-out validation: {e(str(pm.validation_reason))}</p>")
         body += [f"<p class='note'>{e(n)}</p>" for n in pm.notes]
@@ -728,8 +716,7 @@ def render_html(result: ReportResult, sources: Sequence[Path]) -> str:
     if result.notes:
         body.append("<h2>Report notes</h2><ul>" + "".join(f"<li>{e(n)}</li>" for n in result.notes) + "</ul>")
     title = "sdbench DVFS report" + (" [SIMULATED]" if result.simulated else "")
-    return (f"<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>{e(title)}</title>"
-            f"<style>{_CSS}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+    return html_page(title, _CSS, body)
 
 
 # --- where a report goes ------------------------------------------------------------------------

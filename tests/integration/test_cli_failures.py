@@ -127,7 +127,7 @@ def test_a_good_matrix_reaches_pytest(no_pytest: list[list[str]]) -> None:
 # --- out of memory ------------------------------------------------------------------------------------
 def test_out_of_memory_while_measuring_is_one_line_naming_case_batch_and_memory(monkeypatch: pytest.MonkeyPatch,
                                                                                 tmp_path: Path) -> None:
-    from sdbench.studies.batching import SimulatedOutOfMemoryError
+    from sdbench.studies.batching.memory import SimulatedOutOfMemoryError
 
     def measure(self: Any, case: Any, progress: Any = None) -> dict[str, Any]:
         raise SimulatedOutOfMemoryError("simulated out of memory: batch 2 peaked at 3 GiB", peak_bytes=3 * 2**30)

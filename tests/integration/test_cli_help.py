@@ -89,11 +89,11 @@ def test_help_constants_copied_from_heavy_modules_still_match() -> None:
     from sdbench.cli import args
     from sdbench.cli.commands import batch as batch_command
     from sdbench.cli.commands import sweep as sweep_command
-    from sdbench.studies import batching
+    from sdbench.studies.batching import max_batch
     from sdbench.studies.dvfs import grid, options, points
 
     assert args.ATTENTION_BACKENDS == case.ATTENTION_BACKENDS and args.OFFLOAD_MODES == case.OFFLOAD_MODES
-    assert batch_command.CPU_DEFAULT_LIMIT == batching.CPU_DEFAULT_LIMIT and batch_command.MAX_BATCH == case.MAX_BATCH
+    assert batch_command.CPU_DEFAULT_LIMIT == max_batch.CPU_DEFAULT_LIMIT and batch_command.MAX_BATCH == case.MAX_BATCH
     assert sweep_command.ORDERS == points.ORDERS and sweep_command.PROFILING_MODES == options.PROFILING_MODES
     assert sweep_command.GPU_TYPES == tuple(sorted(grid.GPU_TYPE_PRESETS))
     assert sweep_command.CLOCK_SPEC_HELP == grid.CLOCK_SPEC_HELP

@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -119,73 +120,113 @@ def _copy_source(dest: Path) -> None:
     shutil.copytree(ROOT, dest, ignore=ignore, symlinks=True)
 
 
-@pytest.mark.slow
-def test_wheel_in_a_fresh_venv_runs_outside_the_checkout(tmp_path: Path) -> None:
-    venv = tmp_path / "venv"
-    try:
-        _check_wheel(tmp_path, venv)
-    finally:
-        # A venv with torch is about 1 GB: never keep one per run in pytest's temporary folders.
-        shutil.rmtree(venv, ignore_errors=True)
+@dataclass
+class CliRun:
+    """What the installed CLI did from a folder outside the checkout."""
+
+    help: str
+    bench_output: str
+    benchmarks: list[dict[str, Any]]  # bench.json's benchmarks
+    histograms: list[Path]
+    written_into_site: list[str]  # files under site-packages created, changed or removed meanwhile
 
 
-def _check_wheel(tmp_path: Path, venv: Path) -> None:
+def _venv_env(tmp_path: Path, venv: Path) -> dict[str, str]:
+    """This process's environment for the venv: nothing of the checkout's Python, caches under `tmp_path`."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV", "SDBENCH_CLIP_BPE", "PYTHONDONTWRITEBYTECODE")}
     env.update(PATH=f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}", VIRTUAL_ENV=str(venv),
                HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"), SDBENCH_CACHE_DIR=str(tmp_path / "sdbench-cache"),
                MPLCONFIGDIR=str(tmp_path / "mpl"), TRANSFORMERS_VERBOSITY="error", OMP_NUM_THREADS="1")
-    python = venv / "bin" / "python"
+    return env
 
-    # 1. The wheel, built as a user would (`pip wheel --no-deps -w DIR .`), from a copy of the tree.
+
+def _build_wheels(tmp_path: Path, venv: Path, env: dict[str, str]) -> list[Path]:
+    """Make the venv and build the wheel in it as a user would (`pip wheel --no-deps -w DIR .`) from a copy of
+    the tree; the wheels that came out."""
     src = tmp_path / "src"
     _copy_source(src)
     _run([sys.executable, "-m", "venv", venv])
+    python = venv / "bin" / "python"
     _run([python, "-m", "pip", "install", "-q", "--upgrade", "pip"], env=env)
     wheelhouse = tmp_path / "wheelhouse"
     _run([python, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheelhouse, src], env=env)
-    (wheel,) = wheelhouse.glob("sdbench-*.whl")
-    names = zipfile.ZipFile(wheel).namelist()
-    for module in ("sdbench/benchmarks/__init__.py", "sdbench/benchmarks/test_speed.py", "sdbench/pytest_plugin/__init__.py",
-                   "sdbench/studies/dvfs/run.py", "sdbench/distribute/suite.py"):
-        assert module in names
-    assert not [n for n in names if n.startswith(("benchmarks/", "tests/"))]  # no top-level package of those names
+    return sorted(wheelhouse.glob("sdbench-*.whl"))
 
-    # 2. CPU torch first, then the wheel with its dependencies: no other torch, nothing CUDA.
+
+def _install(python: Path, wheel: Path, env: dict[str, str]) -> tuple[str, dict[str, str]]:
+    """CPU torch first, then the wheel with its dependencies: torch's version after the first step, and every
+    distribution installed after the second."""
     _run([python, "-m", "pip", "install", "-q", CPU_TORCH], env=env)
     torch_version = _distributions(python, env)["torch"]
     _run([python, "-m", "pip", "install", "-q", wheel], env=env)
-    dists = _distributions(python, env)
-    assert dists["torch"] == torch_version
-    cuda = sorted(n for n in dists if (n.startswith("nvidia-") and n != "nvidia-ml-py") or n in ("triton", "torchvision"))
-    assert not cuda, f"the wheel pulled CUDA packages: {cuda}"
-    assert "open-clip-torch" not in dists and "openai-clip" in dists  # the vocabulary comes with a plain dependency
-    assert {"pygal", "pygaljs"} <= set(dists)  # pytest-benchmark[histogram]
+    return torch_version, _distributions(python, env)
 
+
+def _installed_paths(python: Path, env: dict[str, str]) -> tuple[Path, Path]:
+    """The venv's site-packages and the CLIP vocabulary file the installed sdbench finds."""
     site = Path(_run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"], env=env,
                      stdout_only=True).strip())
     bpe = Path(_run([python, "-c", "from sdbench.pipelines.tokenizer import find_clip_vocab_file as f; print(f())"], env=env,
                     stdout_only=True).strip())
-    assert bpe == site / "clip" / "bpe_simple_vocab_16e6.txt.gz"
-    assert hashlib.sha256(bpe.read_bytes()).hexdigest() == CLIP_BPE_SHA256
+    return site, bpe
 
-    # 3. The CLI from a folder outside the checkout; site-packages must not change.
-    work = tmp_path / "work"
-    work.mkdir()
-    assert ROOT not in work.parents
+
+def _use_the_cli(venv: Path, env: dict[str, str], work: Path, site: Path) -> CliRun:
+    """`sdbench --help`, `sdbench generate` and `sdbench bench --suite speed` run from `work`, with a
+    snapshot of site-packages before and after."""
     before = _snapshot(site)
     sdbench = venv / "bin" / "sdbench"
-    assert "generate" in _run([sdbench, "--help"], env=env, cwd=work)
+    help_text = _run([sdbench, "--help"], env=env, cwd=work)
     _run([sdbench, "generate", "--model-variant", "tiny-sd", "--steps", "2", "--no-save-images"], env=env, cwd=work)
-    # The real tokenizer was built from that BPE file (its folder is named by the file's digest).
-    assert (tmp_path / "sdbench-cache" / "clip-tokenizer" / f"bpe-{CLIP_BPE_SHA256[:16]}" / "vocab.json").is_file()
     out = _run([sdbench, "bench", "--suite", "speed", "--models", "tiny-sd", "--batch-sizes", "1", "--steps", "2",
                 "--", "--strict-markers", "--sd-min-rounds", "1", "--sd-max-rounds", "2", "--sd-idle-seconds", "0",
                 "--benchmark-json", "bench.json", "--benchmark-histogram", "hist"], env=env, cwd=work)
-    assert str(site / "sdbench" / "benchmarks") in out  # the installed suites ran, not a checkout's
     benchmarks = json.loads((work / "bench.json").read_text())["benchmarks"]
-    assert benchmarks and all(b["fullname"].startswith("benchmarks/test_speed.py::") for b in benchmarks)
-    assert list(work.glob("hist*.svg"))  # the histogram extra works, and writes into the user's folder
     after = _snapshot(site)
     changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
-    assert not changed, f"written into site-packages: {changed[:20]}"
+    return CliRun(help_text, out, benchmarks, list(work.glob("hist*.svg")), changed)
+
+
+@pytest.mark.slow
+def test_wheel_in_a_fresh_venv_runs_outside_the_checkout(tmp_path: Path) -> None:
+    venv = tmp_path / "venv"
+    python = venv / "bin" / "python"
+    try:
+        env = _venv_env(tmp_path, venv)
+
+        # 1. The wheel, built as a user would, from a copy of the tree.
+        (wheel,) = _build_wheels(tmp_path, venv, env)
+        names = zipfile.ZipFile(wheel).namelist()
+        for module in ("sdbench/benchmarks/__init__.py", "sdbench/benchmarks/test_speed.py", "sdbench/pytest_plugin/__init__.py",
+                       "sdbench/studies/dvfs/run.py", "sdbench/distribute/suite.py"):
+            assert module in names
+        assert not [n for n in names if n.startswith(("benchmarks/", "tests/"))]  # no top-level package of those names
+
+        # 2. CPU torch first, then the wheel with its dependencies: no other torch, nothing CUDA.
+        torch_version, dists = _install(python, wheel, env)
+        assert dists["torch"] == torch_version
+        cuda = sorted(n for n in dists if (n.startswith("nvidia-") and n != "nvidia-ml-py") or n in ("triton", "torchvision"))
+        assert not cuda, f"the wheel pulled CUDA packages: {cuda}"
+        assert "open-clip-torch" not in dists and "openai-clip" in dists  # the vocabulary comes with a plain dependency
+        assert {"pygal", "pygaljs"} <= set(dists)  # pytest-benchmark[histogram]
+
+        site, bpe = _installed_paths(python, env)
+        assert bpe == site / "clip" / "bpe_simple_vocab_16e6.txt.gz"
+        assert hashlib.sha256(bpe.read_bytes()).hexdigest() == CLIP_BPE_SHA256
+
+        # 3. The CLI from a folder outside the checkout; site-packages must not change.
+        work = tmp_path / "work"
+        work.mkdir()
+        assert ROOT not in work.parents
+        cli = _use_the_cli(venv, env, work, site)
+        assert "generate" in cli.help
+        # The real tokenizer was built from that BPE file (its folder is named by the file's digest).
+        assert (tmp_path / "sdbench-cache" / "clip-tokenizer" / f"bpe-{CLIP_BPE_SHA256[:16]}" / "vocab.json").is_file()
+        assert str(site / "sdbench" / "benchmarks") in cli.bench_output  # the installed suites ran, not a checkout's
+        assert cli.benchmarks and all(b["fullname"].startswith("benchmarks/test_speed.py::") for b in cli.benchmarks)
+        assert cli.histograms  # the histogram extra works, and writes into the user's folder
+        assert not cli.written_into_site, f"written into site-packages: {cli.written_into_site[:20]}"
+    finally:
+        # A venv with torch is about 1 GB: never keep one per run in pytest's temporary folders.
+        shutil.rmtree(venv, ignore_errors=True)

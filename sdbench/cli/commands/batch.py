@@ -16,8 +16,8 @@ from sdbench.cli.args import (
 )
 from sdbench.settings import MAX_BATCH
 
-# A copy of sdbench.studies.batching.CPU_DEFAULT_LIMIT for the help text (sdbench.studies.batching imports torch;
-# tests/integration/test_cli_help.py checks they match); the largest batch is the settings table's.
+# A copy of sdbench.studies.batching.max_batch.CPU_DEFAULT_LIMIT for the help text (sdbench.studies.batching
+# imports torch; tests/integration/test_cli_help.py checks they match); the largest batch is the settings table's.
 CPU_DEFAULT_LIMIT = 8
 
 
@@ -61,15 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from sdbench.errors import ConfigError
     from sdbench.record.io import export_metrics
     from sdbench.session import Bench
-    from sdbench.studies.batching import (
-        GIB,
-        batch_sweep,
-        find_max_batch,
-        max_batch_table,
-        parse_batch_sizes,
-        plot_batch_sweep,
-        sweep_table,
-    )
+    from sdbench.studies.batching.max_batch import find_max_batch
+    from sdbench.studies.batching.memory import GIB
+    from sdbench.studies.batching.report import max_batch_table, plot_batch_sweep, sweep_table
+    from sdbench.studies.batching.sweep import batch_sweep, parse_batch_sizes
 
     if args.limit is not None and not args.max_batch:
         raise ConfigError("limit", args.limit, "only together with --max-batch")

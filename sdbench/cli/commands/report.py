@@ -106,7 +106,8 @@ def across_gpus(args: argparse.Namespace) -> int:
         raise ConfigError("confidence", args.confidence, reason="a probability strictly between 0 and 1")
     from tabulate import tabulate
 
-    from sdbench.analysis.crossgpu import build_study, write_study
+    from sdbench.analysis.crossgpu import build_study
+    from sdbench.output.crossgpu import case_table, differences_table, write_study
 
     study = build_study(args.across_gpus, confidence=float(args.confidence), analysis_options={
         "confidence": float(args.confidence), "n_resamples": args.resamples, "seed": args.seed,
@@ -115,11 +116,11 @@ def across_gpus(args: argparse.Namespace) -> int:
     if not args.quiet:
         for line in study.headline():
             print(line)
-        header, rows = study.differences_table()
+        header, rows = differences_table(study)
         print(tabulate(rows, headers=header, tablefmt="simple", disable_numparse=True))
         for case in study.cases:
             print(f"\n{case.label}:")
-            header, rows = study.table(case)
+            header, rows = case_table(study, case)
             print(tabulate(rows, headers=header, tablefmt="simple", disable_numparse=True))
             for comparison in case.comparisons:
                 print(f"  {comparison.statement}")

@@ -20,10 +20,11 @@ from typing import Any
 import pytest
 from testsupport import invoke
 
-from sdbench.analysis.crossgpu import WORKLOAD_IDENTITY, CrossGpuStudy, build_study, write_study
+from sdbench.analysis.crossgpu import WORKLOAD_IDENTITY, CrossGpuStudy, build_study
 from sdbench.case import Case
 from sdbench.errors import ConfigError
 from sdbench.gpu.simulated import CARDS, SimulatedGpu
+from sdbench.output.crossgpu import render_markdown, write_study
 from sdbench.pipelines.flops import count_work
 from sdbench.record.io import export_metrics, read_records
 from sdbench.runner import RunnerConfig, work_profile
@@ -233,7 +234,7 @@ def test_a_real_looking_pair_names_what_differs(tmp_path: Path) -> None:
     assert diff["driver"] == {"NVIDIA H100 80GB HBM3": "550.54.15", "NVIDIA H200": "560.35.03"}
     assert diff["torch"] == {"NVIDIA H100 80GB HBM3": "2.5.1", "NVIDIA H200": "2.6.0"}
     assert "power limit W" not in diff and study.same()["diffusers"] == "0.31.0"
-    md = study.markdown()
+    md = render_markdown(study)
     assert "SIMULATED" not in md
     assert "| driver | 550.54.15 | 560.35.03 |" in md and "| torch | 2.5.1 | 2.6.0 |" in md
     assert "The runs differ in: GPU, GPU UUID, driver, torch" in md
@@ -253,7 +254,7 @@ def test_simulated_against_measured_is_said_in_every_statement(tmp_path: Path) -
     assert study.mixed and any(line.startswith("WARNING: simulated and measured") for line in study.headline())
     assert study.cases[0].comparisons and all(c.mixed and c.statement.startswith("[SIMULATED vs MEASURED] ")
                                               for c in study.cases[0].comparisons)
-    assert "(sim vs measured)" in study.markdown()
+    assert "(sim vs measured)" in render_markdown(study)
 
 
 def test_cases_are_matched_by_workload_not_by_clock_or_gpu(tmp_path: Path) -> None:

@@ -19,19 +19,17 @@ from hypothesis import strategies as st
 from sdbench.cli import main
 from sdbench.errors import ConfigError, SdbenchError
 from sdbench.output.compare import (
-    METRICS,
     CompareResult,
-    CompareRow,
-    Entry,
-    ResultsFile,
     compare_files,
     compare_results,
     format_fail_on,
     parse_fail_on,
-    results_file,
     write_csv,
     write_json,
 )
+from sdbench.output.compare.entries import Entry, ResultsFile, results_file
+from sdbench.output.compare.metrics import METRICS
+from sdbench.output.compare.result import CompareRow
 from sdbench.record.io import read_results
 from sdbench.stats import CHANGE_METHODS
 

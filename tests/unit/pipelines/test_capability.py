@@ -224,7 +224,7 @@ def test_decoding_one_image_at_a_time_lowers_the_bound() -> None:
 def test_the_memory_bound_stays_below_a_real_calls_peak(v100_bench: Bench, model: str, batch: int, knobs: str) -> None:
     """The bound is a lower bound: the pipeline's weights plus the live-tensor peak of a real call on the CPU
     (what sdbench's batch search measures there) is above it."""
-    from sdbench.studies.batching import PipelineProbe
+    from sdbench.studies.batching.probe import PipelineProbe
 
     case = v100_bench.case(model, batch_size=batch, steps=2, knobs=knobs)
     peak = PipelineProbe(v100_bench, case)(batch).peak_bytes

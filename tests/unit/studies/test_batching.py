@@ -26,21 +26,17 @@ from sdbench.errors import ConfigError, is_out_of_memory
 from sdbench.runner import RunnerConfig
 from sdbench.session import Bench
 from sdbench.spec.prompts import LONG_PROMPT
-from sdbench.studies import batching
-from sdbench.studies.batching import (
-    CPU_DEFAULT_LIMIT,
-    GIB,
+from sdbench.studies.batching import memory
+from sdbench.studies.batching.max_batch import CPU_DEFAULT_LIMIT, find_max_batch
+from sdbench.studies.batching.memory import GIB, SimulatedOutOfMemoryError
+from sdbench.studies.batching.probe import PipelineProbe, prompt_token_fields
+from sdbench.studies.batching.report import plot_batch_sweep, sweep_table
+from sdbench.studies.batching.sweep import (
     BatchSweep,
-    PipelineProbe,
-    SimulatedOutOfMemoryError,
     SweepPoint,
     batch_sweep,
-    find_max_batch,
     parse_batch_sizes,
-    plot_batch_sweep,
-    prompt_token_fields,
     summarize_sweep,
-    sweep_table,
 )
 
 FAST = ["--model-variant", "tiny-sd", "--steps", "2", "--max-rounds", "2", "--min-rounds", "1",
@@ -103,7 +99,7 @@ def test_search_finds_the_exact_boundary_for_any_budget(bench: Bench, case: Case
     with pytest.MonkeyPatch.context() as mp:
         # Count recoveries instead of running them: a full gc.collect() per OOM would dominate this test's
         # time; the real recovery is tested on its own below.
-        mp.setattr(batching, "recover_memory", recoveries.append)
+        mp.setattr(memory, "recover_memory", recoveries.append)
         result = find_max_batch(bench, case, start=start, limit=limit, probe=probe)
 
     assert result.largest_fitting_batch == expected
@@ -125,7 +121,7 @@ def test_search_finds_the_exact_boundary_for_any_budget(bench: Bench, case: Case
 def test_oom_recovery_runs_in_the_except_path_and_frees_the_failed_call(
         bench: Bench, case: Case, monkeypatch: pytest.MonkeyPatch) -> None:
     probe = LinearMemory(budget_bytes=1000 + 100 * 5)  # batches 1..5 fit
-    real_recover = batching.recover_memory
+    real_recover = memory.recover_memory
     freed_at_recovery: list[bool] = []
 
     def counting_recover(device: str) -> int | None:
@@ -134,7 +130,7 @@ def test_oom_recovery_runs_in_the_except_path_and_frees_the_failed_call(
         freed_at_recovery.append(probe.hogs[-1]() is None)
         return out
 
-    monkeypatch.setattr(batching, "recover_memory", counting_recover)
+    monkeypatch.setattr(memory, "recover_memory", counting_recover)
     result = find_max_batch(bench, case, limit=64, probe=probe)
 
     assert result.largest_fitting_batch == 5 and result.first_failed_batch == 6
