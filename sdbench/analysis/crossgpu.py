@@ -17,7 +17,7 @@ Per case and run, from the run's default-clock record (the card as found: no clo
   FLOP floor (``fraction_of_flop_floor``; None with its ``mfu_unavailable_reason``), power at load
   (``power_w``, with :func:`sdbench.stats.summarize`'s interval of the per-round powers);
 * the energy-optimal clock, where the run holds a sweep's records of the case (two or more clock
-  settings): :func:`sdbench.analysis.dvfs.analyze_records`'s ``energy`` optimum, with its support.
+  settings): :func:`sdbench.analysis.dvfs.analyze.analyze_records`'s ``energy`` optimum, with its support.
 
 Relative statements ("B vs A: time per image -34.0 % [-34.5 %, -33.5 %], faster") come from
 :func:`sdbench.stats.change_interval` on the per-round samples (``time_per_image_s_samples``,
@@ -511,7 +511,7 @@ def build_study(inputs: Sequence[str | os.PathLike[str]] | Sequence[Source], *, 
     """The study over ``inputs`` (paths, or already loaded :class:`Source` objects).
 
     ``confidence``: level of the change intervals. ``analysis_options`` go to
-    :func:`sdbench.analysis.dvfs.analyze_records` for the energy-optimal clocks (``n_resamples``, ``seed``,
+    :func:`sdbench.analysis.dvfs.analyze.analyze_records` for the energy-optimal clocks (``n_resamples``, ``seed``,
     ``statistic``, ``energy_basis``, ``slowdown_cap_pct``, ``confidence``). Raises :class:`ConfigError` when
     fewer than two runs (GPUs) are found, or no case was measured on two of them.
     """
