@@ -31,6 +31,7 @@ import sdbench.spec.schedulers  # noqa: F401
 from sdbench.files import cache_root
 from sdbench.gpu import SimulatedGpu
 from sdbench.pytest_plugin import ReplayTimer, gpu_identity, storage_slug
+from sdbench.record.schema import SCHEMA_VERSION
 
 pytest_plugins = ["pytester"]
 
@@ -301,7 +302,7 @@ def test_benchmark_json_holds_the_runner_record(bench_dir: pytest.Pytester) -> N
     assert sorted(r["case_id"] for r in records) == [ID_B1, ID_B2]
     assert {r["case_hash"] for r in records} == {b["extra_info"]["case_hash"] for b in benches.values()}
     export = json.loads((bench_dir.path / "doc.json").read_text())
-    assert (export["schema_version"], export["record_type"]) == (2, "export-metrics") and export["command"] == "pytest"
+    assert (export["schema_version"], export["record_type"]) == (SCHEMA_VERSION, "export-metrics") and export["command"] == "pytest"
     assert export["environment"]["gpu_uuid"] == SIM_UUID
     assert sorted(r["case_id"] for r in export["records"]) == [ID_B1, ID_B2]
 
@@ -343,3 +344,20 @@ def test_history_compare_and_sd_compare_fail(bench_dir: pytest.Pytester) -> None
                                                 "--sd-allow-cross-gpu")
     assert allowed.ret == 0, output(allowed)
     allowed.stderr.fnmatch_lines(["Comparing against benchmarks from: *0002_other.json"])
+
+
+def test_only_tests_marked_gpu_are_skipped_without_a_gpu(pytester: pytest.Pytester) -> None:
+    """The root conftest skips GPU tests by their marker: a test in a folder named gpu/ (tests/unit/gpu/)
+    is no GPU test. (It once matched the folder name and skipped 167 CPU tests.)"""
+    import torch
+
+    pytester.makeconftest((Path(__file__).resolve().parents[2] / "conftest.py").read_text())
+    pytester.makeini("[pytest]\nmarkers =\n    gpu: needs a CUDA GPU\n")
+    pkg = pytester.mkpydir("gpu")
+    (pkg / "test_in_gpu_folder.py").write_text(
+        "import pytest\n\ndef test_plain():\n    pass\n\n@pytest.mark.gpu\ndef test_marked():\n    pass\n")
+    res = pytester.runpytest("-p", "no:cacheprovider", "-p", "no:sdbench")
+    if torch.cuda.is_available():
+        res.assert_outcomes(passed=2)
+    else:
+        res.assert_outcomes(passed=1, skipped=1)
