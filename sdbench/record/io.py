@@ -76,6 +76,7 @@ __all__ = [
     "to_json",
     "upgrade_row",
     "upgrade_v1_to_v2",
+    "upgrade_v2_to_v3",
     "write_csv",
     "write_json",
     "write_lines",
@@ -193,8 +194,23 @@ def upgrade_v1_to_v2(row: Mapping[str, Any]) -> Row:
     return out
 
 
+def upgrade_v2_to_v3(row: Mapping[str, Any]) -> Row:
+    """Schema 2 -> 3: the knob ``fp8_torchao`` (fp8 through torchao) was added. A row that records its knobs
+    (``knob_fp8_unet``) gets ``knob_fp8_torchao: false``, the only implementation there was, placed after the
+    other fp8 knobs; nothing else changes."""
+    out: Row = {}
+    for key, value in row.items():
+        out[key] = value
+        if key == "knob_fp8_rowwise" and "knob_fp8_torchao" not in row:
+            out["knob_fp8_torchao"] = False
+    if "knob_fp8_unet" in row and "knob_fp8_torchao" not in out:
+        out["knob_fp8_torchao"] = False
+    out["schema_version"] = 3
+    return out
+
+
 #: ``UPGRADES[v]`` turns a version-``v`` row into a version-``v + 1`` row.
-UPGRADES: dict[int, Callable[[Mapping[str, Any]], Row]] = {1: upgrade_v1_to_v2}
+UPGRADES: dict[int, Callable[[Mapping[str, Any]], Row]] = {1: upgrade_v1_to_v2, 2: upgrade_v2_to_v3}
 
 
 def _version(value: Any, where: str) -> int:

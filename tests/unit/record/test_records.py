@@ -101,7 +101,7 @@ def test_the_upgrade_chain_reaches_the_current_version_one_step_at_a_time() -> N
     old = {"case_id": "c", "memory_memory_unavailable_reason": "cpu", "memory_nvml_memory_unavailable_reason": "x",
            "telemetry_telemetry": "disabled", "activity_sm_active": 0.5, "activity_dram_active_max": 0.9}
     new = upgrade_row(old)
-    assert new == {"schema_version": 2, "record_type": "case", "case_id": "c", "memory_unavailable_reason": "cpu",
+    assert new == {"schema_version": SCHEMA_VERSION, "record_type": "case", "case_id": "c", "memory_unavailable_reason": "cpu",
                    "memory_nvml_unavailable_reason": "x", "telemetry_available": False,
                    "telemetry_reason": "telemetry disabled", "activity_sm_active_mean": 0.5,
                    "activity_dram_active_max": 0.9}
@@ -195,7 +195,7 @@ def test_every_line_carries_the_schema_version_and_record_type(tmp_path: Path) -
     writer.append({"case_id": "a", "schema_version": 1, "memory_memory_unavailable_reason": "cpu"})  # upgraded
     writer.append({"record_type": "memory_stress_oom", "case_id": "b"})
     lines = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
-    assert [(r["schema_version"], r["record_type"]) for r in lines] == [(2, "case"), (2, "memory_stress_oom")]
+    assert [(r["schema_version"], r["record_type"]) for r in lines] == [(SCHEMA_VERSION, "case"), (SCHEMA_VERSION, "memory_stress_oom")]
     assert [list(r)[:2] for r in lines] == [["schema_version", "record_type"]] * 2
     assert lines[0]["memory_unavailable_reason"] == "cpu" and "memory_memory_unavailable_reason" not in lines[0]
     with pytest.raises(UnknownSchemaVersion):

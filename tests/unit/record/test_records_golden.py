@@ -1,9 +1,9 @@
 """Golden record rows pin the schema (tests/data/records/, see its README).
 
-- a record built now has exactly the fields of the golden version-2 row of the same case (a field renamed,
-  dropped or added fails here until the golden row, and for a rename an upgrade step, say so);
-- every golden version-1 row (written by sdbench before ``sdbench/record/``) upgrades to exactly the fields of
-  its version-2 row, keeping every value;
+- a record built now has exactly the fields of the golden row of the current version of the same case (a field
+  renamed, dropped or added fails here until the golden row, and an upgrade step, say so);
+- every older golden row (version 1: written by sdbench before ``sdbench/record/``; version 2: before the knob
+  ``fp8_torchao``) upgrades to exactly the fields of its current row, keeping every value;
 - every field of a real record belongs to one part of the typed schema, and the typed view round-trips.
 
 The fresh rows are measured as the golden ones were: tiny-sd at 64 px on the simulated GPU (virtual clock) and
@@ -69,17 +69,17 @@ def fresh(one_torch_thread: None) -> Iterator[dict[str, dict[str, Any]]]:
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_a_record_built_now_has_exactly_the_golden_v2_fields(fresh: dict[str, dict[str, Any]], name: str) -> None:
-    row, pinned = fresh[name], golden(2, name)
+def test_a_record_built_now_has_exactly_the_golden_current_fields(fresh: dict[str, dict[str, Any]], name: str) -> None:
+    row, pinned = fresh[name], golden(SCHEMA_VERSION, name)
     assert list(row)[:2] == list(HEADER_KEYS) and row["schema_version"] == SCHEMA_VERSION
     missing, extra = sorted(set(pinned) - set(row)), sorted(set(row) - set(pinned))
     assert not missing and not extra, (f"fields dropped or renamed: {missing}; new fields: {extra} -- update "
-                                       f"tests/data/records/v2-{name}.jsonl, and add an upgrade step for a rename")
+                                       f"tests/data/records/v{SCHEMA_VERSION}-{name}.jsonl, and add an upgrade step")
 
 
 @pytest.mark.parametrize("name", CASES)
-def test_a_golden_v1_row_upgrades_to_the_v2_fields_keeping_every_value(name: str) -> None:
-    old, pinned = golden(1, name), golden(2, name)
+def test_a_golden_v1_row_upgrades_to_the_current_fields_keeping_every_value(name: str) -> None:
+    old, pinned = golden(1, name), golden(SCHEMA_VERSION, name)
     assert "schema_version" not in old  # version 1 rows carried none
     new = upgrade_row(old, f"v1-{name}")
     assert new["schema_version"] == SCHEMA_VERSION and list(new)[:2] == list(HEADER_KEYS)
@@ -91,6 +91,18 @@ def test_a_golden_v1_row_upgrades_to_the_v2_fields_keeping_every_value(name: str
             assert (new["telemetry_available"], new["telemetry_reason"]) == (False, f"telemetry {value}")
         else:
             assert new[renamed.get(key, key)] == value, key
+    assert new["knob_fp8_torchao"] is False  # added in version 3: no row before it used torchao
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_golden_v2_row_upgrades_to_the_current_fields_keeping_every_value(name: str) -> None:
+    old, pinned = golden(2, name), golden(SCHEMA_VERSION, name)
+    new = upgrade_row(old, f"v2-{name}")
+    assert new["schema_version"] == SCHEMA_VERSION and list(new)[:2] == list(HEADER_KEYS)
+    assert set(new) == set(pinned), (sorted(set(pinned) - set(new)), sorted(set(new) - set(pinned)))
+    assert {k: v for k, v in new.items() if k != "schema_version"} == {
+        **{k: v for k, v in old.items() if k != "schema_version"}, "knob_fp8_torchao": False}
+    assert list(new).index("knob_fp8_torchao") == list(new).index("knob_fp8_rowwise") + 1  # beside its kin
 
 
 def test_the_drifted_keys_are_fixed() -> None:
@@ -100,7 +112,7 @@ def test_the_drifted_keys_are_fixed() -> None:
     assert not any(k.startswith(("memory_memory", "telemetry_telemetry")) for k in golden(2, "case-simulated"))
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 @pytest.mark.parametrize("name", CASES)
 def test_every_field_of_a_record_belongs_to_a_part_and_the_typed_view_round_trips(version: int, name: str) -> None:
     row = upgrade_row(golden(version, name))
@@ -127,8 +139,9 @@ def test_the_typed_view_names_how_energy_was_measured() -> None:
 
 def test_the_golden_rows_read_back_through_the_one_reader(tmp_path: Path) -> None:
     mixed = tmp_path / "mixed.jsonl"
-    mixed.write_text("".join((DATA / f"v{v}-{name}.jsonl").read_text() for v in (1, 2) for name in CASES))
+    mixed.write_text("".join((DATA / f"v{v}-{name}.jsonl").read_text() for v in (1, 2, 3) for name in CASES))
     results = read_results(mixed)
-    assert len(results.rows) == 6 and not results.torn
+    assert len(results.rows) == 9 and not results.torn
     assert all(r.row["schema_version"] == SCHEMA_VERSION for r in results.rows)
-    assert [set(r.row) for r in results.rows[:3]] == [set(r.row) for r in results.rows[3:]]
+    fields = [set(r.row) for r in results.rows]
+    assert fields[:3] == fields[3:6] == fields[6:]
