@@ -9,6 +9,8 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
+from sdbench.spec.schedulers import NUMPY_COPY_WARNING
+
 # Third-party messages that tell a benchmark's user nothing, each silenced only where it arises.
 # diffusers' ModelMixin.to(dtype) logs this even when the list of such modules is empty ("...: []"); it
 # comes from casting a model (SDXL's fp16 VAE upcast in every call, loading with a dtype).
@@ -65,12 +67,13 @@ def quiet_call_context(pipe: Any, inner: Callable[[], contextlib.AbstractContext
                        ) -> Callable[[], contextlib.AbstractContextManager[Any]]:
     """A factory of the context a pipeline call runs in: `inner()` with the calls' third-party noise silenced.
 
-    Dropped: the CLIP truncation message (per encoder and call), diffusers' float32-modules message and
-    the `upcast_vae` FutureWarning (SDXL's fp16 VAE upcast), plus `ignore_warnings` (message regex,
+    Dropped: the CLIP truncation message (per encoder and call), diffusers' float32-modules message,
+    the `upcast_vae` FutureWarning (SDXL's fp16 VAE upcast) and NumPy 2's copy-keyword notice from the
+    schedulers' set_timesteps, plus `ignore_warnings` (message regex,
     category). Scoped to the call: the same messages outside a pipeline call still show.
     """
     loggers = [*_pipeline_loggers(pipe), FP32_MODULES_LOGGER, TOKEN_LENGTH_LOGGER]
-    warning_filters = [(UPCAST_VAE_WARNING, FutureWarning), *ignore_warnings]
+    warning_filters = [(UPCAST_VAE_WARNING, FutureWarning), (NUMPY_COPY_WARNING, DeprecationWarning), *ignore_warnings]
 
     @contextlib.contextmanager
     def context() -> Iterator[None]:

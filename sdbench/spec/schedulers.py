@@ -93,6 +93,12 @@ def check_available(spec: SchedulerSpec) -> None:
             )
 
 
+#: NumPy 2's notice when diffusers' schedulers call np.array on a torch tensor (their sigma tables, at
+#: construction and at every set_timesteps): diffusers' code, nothing the user can change, thousands of times
+#: per suite. Silenced where schedulers are built and inside pipeline calls (sdbench.pipelines.quiet).
+NUMPY_COPY_WARNING = r"__array__ implementation doesn't accept a copy keyword"
+
+
 def make_scheduler(key: str, model_config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Any:
     """Build scheduler `key` from a model's scheduler config, plus the user's overrides."""
     import diffusers
@@ -105,7 +111,9 @@ def make_scheduler(key: str, model_config: Mapping[str, Any], overrides: Mapping
     if overrides:
         config.update(overrides)
     # from_config drops keys the class does not take, so one model config serves every class.
-    return cls.from_config(config)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=NUMPY_COPY_WARNING, category=DeprecationWarning)
+        return cls.from_config(config)
 
 
 def model_scheduler_config(scheduler: Any) -> dict[str, Any]:
