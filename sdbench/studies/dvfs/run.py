@@ -41,8 +41,11 @@ if TYPE_CHECKING:
 __all__ = ["run_sweep"]
 
 
-def _progress_bar(enabled: bool) -> tuple[Callable[[int, int, PlanPoint], None], Callable[[], None]]:
-    """An execute() progress callback that drives a tqdm bar with ETA, and its closer."""
+def _progress_bar(enabled: bool) -> tuple[Callable[[int, int, PlanPoint], None], Callable[[bool], tuple[int, int] | None]]:
+    """An execute() progress callback that drives a tqdm bar with ETA, and its closer.
+
+    ``close(complete)`` fills the bar only for a sweep that completed; an interrupted, aborted or failed one
+    keeps the count it reached (never "100 %" for points not measured) and says so; returns (count, total)."""
     state: dict[str, Any] = {"bar": None}
 
     def update(n: int, total: int, point: PlanPoint) -> None:
@@ -57,11 +60,16 @@ def _progress_bar(enabled: bool) -> tuple[Callable[[int, int, PlanPoint], None],
         clock = point.case.get("sm_clock_mhz")
         bar.set_postfix_str(f"{point.role} {'sm ' + str(clock) + ' MHz' if clock else 'default clock'}")
 
-    def close() -> None:
+    def close(complete: bool) -> tuple[int, int] | None:
         bar = state["bar"]
-        if bar is not None:
+        if bar is None:
+            return None
+        if complete:
             bar.update(bar.total - bar.n)
-            bar.close()
+        else:
+            bar.set_postfix_str(f"stopped: {bar.n} of {bar.total} points")
+        bar.close()
+        return bar.n, bar.total
 
     return update, close
 
@@ -204,7 +212,7 @@ def run_sweep(bench: Bench, base_case: Case, output_dir: str | os.PathLike[str],
         meta["interrupted_by"] = type(exc).__name__ + (f" (exit status {exc.code})" if isinstance(exc, SystemExit) else "")
         raise
     finally:
-        close_bar()
+        close_bar(status == "complete")
         meta["status"] = status
         meta["finished_utc"] = _now()
         meta["restore"] = controller.last_restore

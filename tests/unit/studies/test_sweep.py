@@ -312,6 +312,28 @@ def test_a_stable_default_clock_flags_nothing_and_an_unfinished_sweep_says_so() 
 
 
 # ---- whole sweeps ------------------------------------------------------------------------------------
+def test_an_interrupted_sweeps_bar_keeps_its_count_and_says_it_stopped(bench: Bench, case: Case, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """Ctrl-C after the second point (of four clocks and the default-clock measurements): the bar keeps 2 of its
+    total and says "stopped", never 100 % (it once jumped to the total in its closer, whatever the status)."""
+
+    def stop_after_two(n: int, total: int, point: Any) -> None:
+        if n == 2:
+            raise KeyboardInterrupt
+
+    with on_gpu(bench, SimulatedGpu()), pytest.raises(KeyboardInterrupt):
+        run_sweep(bench, case, tmp_path / "sweep", SweepOptions(clocks="count:4", order_seed=1, **QUICK),
+                  progress=True, on_point=stop_after_two)
+    err = capsys.readouterr().err.replace("\r", "\n")
+    last = [line for line in err.splitlines() if line.startswith("sweep:")][-1]
+    import re
+
+    count, total = map(int, re.search(r"\| (\d+)/(\d+) \[", last).groups())
+    assert count == 2 < total and f"stopped: 2 of {total} points" in last and "100%" not in err
+    meta = json.loads((tmp_path / "sweep" / "sweep.json").read_text())
+    assert meta["status"] == "interrupted"
+
+
 def test_end_to_end_sweep_recovers_the_simulated_optimum(bench: Bench, case: Case, tmp_path: Path) -> None:
     gpu = SimulatedGpu()
     options = SweepOptions(clocks="every:12", order="random", order_seed=3, **QUICK)
