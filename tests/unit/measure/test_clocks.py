@@ -7,7 +7,6 @@ Everything runs against the simulated GPU; the privileged-helper path runs again
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import time
@@ -119,8 +118,11 @@ def test_sigterm_restores_then_exits_143_and_handlers_come_back() -> None:
     with pytest.raises(SystemExit) as exc, ClockController(gpu) as c:
         c.apply(sm_clock_mhz=1410, power_limit_w=500)
         assert signal.getsignal(signal.SIGTERM) == c._on_signal
-        os.kill(os.getpid(), signal.SIGTERM)
-        time.sleep(5)  # the handler runs here and ends the block
+        # raise_signal delivers to this (the main) thread, where Python runs handlers: os.kill lets the kernel
+        # pick any thread of the process, and on a loaded host with torch's threads about, the handler then
+        # waited for the main thread's next bytecode, after the sleep (the test failed under load).
+        signal.raise_signal(signal.SIGTERM)
+        time.sleep(5)  # not reached: the handler runs at once and ends the block
     assert exc.value.code == 128 + signal.SIGTERM == 143
     assert is_default(gpu)
     assert c.last_restore is not None and c.last_restore["reason"] == "SIGTERM"
@@ -132,8 +134,8 @@ def test_sigint_restores_then_raises_keyboard_interrupt() -> None:
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt), ClockController(gpu) as c:
         c.apply(sm_clock_mhz=600)
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(5)
+        signal.raise_signal(signal.SIGINT)  # to this thread (see the SIGTERM test)
+        time.sleep(5)  # not reached
     assert is_default(gpu)
     assert c.last_restore is not None and c.last_restore["reason"] == "SIGINT"
     assert signal.getsignal(signal.SIGINT) == before
