@@ -330,6 +330,28 @@ def _run_fields(rec: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _fill_prompt_tokens(runs: list[Run]) -> list[str]:
+    """Records written before sdbench recorded ``prompt_tokens`` take it from records of the same model and
+    the same prompt text (the tokenizer is a function of the two); returns the note saying so, if any.
+    A record whose prompt text has no counted twin keeps None, and so matches only records like it."""
+    known: dict[tuple[Any, Any], Any] = {}
+    for run in runs:
+        for rec in run.records:
+            if rec.get("prompt_tokens") is not None and rec.get("prompt") is not None:
+                known.setdefault((rec.get("model"), rec.get("prompt")), rec["prompt_tokens"])
+    filled = 0
+    for run in runs:
+        for i, rec in enumerate(run.records):
+            key = (rec.get("model"), rec.get("prompt"))
+            if rec.get("prompt_tokens") is None and key in known:
+                run.records[i] = {**rec, "prompt_tokens": known[key]}
+                filled += 1
+    if not filled:
+        return []
+    return [f"{filled} record(s) written before sdbench counted prompt tokens took prompt_tokens from records of "
+            "the same model and prompt text"]
+
+
 def _identity(rec: Mapping[str, Any]) -> tuple[tuple[str, str], ...]:
     return tuple((k, json.dumps(rec.get(k), sort_keys=True, default=str)) for k in WORKLOAD_IDENTITY)
 
@@ -543,6 +565,7 @@ def build_study(inputs: Sequence[str | os.PathLike[str]] | Sequence[Source], *, 
         raise ConfigError("across-gpus", [str(s.path) for s in loaded], "results from two or more GPUs",
                           reason=f"found {len(run_list)} GPU run(s): {names}")
     _label_runs(run_list)
+    read_warnings += _fill_prompt_tokens(run_list)
     workloads: dict[tuple[tuple[str, str], ...], dict[str, Any]] = {}
     for run in run_list:
         for rec in run.records:

@@ -291,3 +291,20 @@ def test_pytest_benchmark_json_is_read(tmp_path: Path) -> None:
     (tmp_path / "bench.json").write_text(json.dumps(doc))
     study = build_study([tmp_path / "bench.json"])
     assert [r.label for r in study.runs] == ["GPU A", "GPU B"] and len(study.cases) == 1
+
+
+# --- the measured example: H100 rows from before prompt_tokens beside an H200 run ------------------------------
+EXAMPLES = Path(__file__).resolve().parents[3] / "docs" / "examples"
+
+
+def test_old_records_without_prompt_tokens_match_by_model_and_prompt_text() -> None:
+    """The H100 example's rows (schema 1) predate prompt_tokens; the H200's say 19. The same model and prompt
+    text is the same token count, so the case matches, and the study says it filled the field."""
+    study = build_study([EXAMPLES / "h100-default-clock", EXAMPLES / "h200-default-clock"])
+    (case,) = study.cases
+    assert case.workload["prompt_tokens"] == 19
+    assert [c.run for c in case.cells] == ["NVIDIA H100 80GB HBM3", "NVIDIA H200"]
+    assert any("took prompt_tokens from records of the same model and prompt text" in n for n in study.notes)
+    for cell in case.cells:
+        for est in (cell.time_per_image_s, cell.energy_per_image_j, cell.net_energy_per_image_j):
+            assert est is not None and 0 < est.ci_low <= est.value <= est.ci_high
