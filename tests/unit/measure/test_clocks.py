@@ -10,6 +10,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -129,7 +130,22 @@ def test_sigterm_restores_then_exits_143_and_handlers_come_back() -> None:
     assert signal.getsignal(signal.SIGTERM) == before
 
 
-def test_sigint_restores_then_raises_keyboard_interrupt() -> None:
+@pytest.fixture
+def python_sigint() -> Iterator[None]:
+    """SIGINT as a Python program starts with it: Python's KeyboardInterrupt handler installed and the signal
+    not blocked in this thread. In the whole suite on a loaded host the test below failed ("DID NOT RAISE")
+    while it passed alone and in every subset tried: some earlier test or library leaves SIGINT ignored,
+    handled or blocked here (not found yet), so the test states the starting point it is about."""
+    handler = signal.signal(signal.SIGINT, signal.default_int_handler)
+    mask = signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        signal.signal(signal.SIGINT, handler)
+
+
+def test_sigint_restores_then_raises_keyboard_interrupt(python_sigint: None) -> None:
     gpu = SimulatedGpu()
     before = signal.getsignal(signal.SIGINT)
     with pytest.raises(KeyboardInterrupt), ClockController(gpu) as c:
