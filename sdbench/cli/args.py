@@ -134,10 +134,6 @@ def default_scheduler(args: argparse.Namespace) -> str | None:
     return DEFAULT_SCHEDULER if getattr(args, "model", None) is None else None
 
 
-#: The flags a preset may fill: argparse attribute -> the preset's field (both the Case's names).
-_PRESET_FILLS = ("model", "scheduler", "steps", "guidance_scale", "height", "width", "negative_prompt", "prompt")
-
-
 def apply_preset(args: argparse.Namespace) -> str | None:
     """Fill the case flags left unset from ``--preset`` (explicit flags win); returns the note to print, or None.
 
@@ -153,9 +149,9 @@ def apply_preset(args: argparse.Namespace) -> str | None:
     if getattr(args, "benchmark", False):
         raise ConfigError("preset", name, "generate without --benchmark, batch, sweep, quality",
                           reason="a pytest suite runs its own matrix of prompts and guidance, which a preset would not reach")
-    for attr in _PRESET_FILLS:
-        if attr in preset.fields and getattr(args, attr, None) is None:
-            setattr(args, attr, preset.fields[attr])
+    for attr, value in preset.fields.items():  # a preset's fields are the Case's names, as the flags' attributes
+        if getattr(args, attr, None) is None:
+            setattr(args, attr, value)
     args.preset_tags = (preset.tag(),)
     return preset_note(preset)
 
