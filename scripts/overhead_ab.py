@@ -90,13 +90,12 @@ def main() -> None:
     with_timeline = sampling(lambda: PowerTimelineMeter(bench.gpu, rate_hz=100))
     with_telemetry = sampling(lambda: TelemetrySampler(bench.gpu, rate_hz=20))
 
-    marks_box = [None]
-    from sdbench.runner import Marks
+    from sdbench.runner import CallEvents, Marks
+
+    events = CallEvents()  # the Runner's own mark sink: phase hooks and the step callback emit into it
 
     def on_step(_p, _i, _t, _k):
-        m = marks_box[0]
-        if m is not None:
-            m.mark("step")
+        events.emit("step")
         return {}
 
     def with_marks() -> float:
@@ -104,12 +103,12 @@ def main() -> None:
         torch.cuda.synchronize()
         origin = torch.cuda.Event(enable_timing=True)
         origin.record()
-        marks_box[0] = Marks(True, origin)
+        events.marks = Marks(True, origin)
         t0 = time.perf_counter()
-        with runner._phase_hooks(pipe, marks_box), torch.inference_mode(), applied.call_context():
+        with runner._phase_hooks(pipe, events), torch.inference_mode(), applied.call_context():
             pipe(generator=g, callback_on_step_end=on_step, **kwargs)
         torch.cuda.synchronize()
-        marks_box[0] = None
+        events.marks = None
         return time.perf_counter() - t0
 
     def runner_with(config: RunnerConfig):
