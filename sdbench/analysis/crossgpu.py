@@ -17,12 +17,24 @@ Per case and run, from the run's default-clock record (the card as found: no clo
   FLOP floor (``fraction_of_flop_floor``; None with its ``mfu_unavailable_reason``), power at load
   (``power_w``, with :func:`sdbench.stats.summarize`'s interval of the per-round powers);
 * the energy-optimal clock, where the run holds a sweep's records of the case (two or more clock
-  settings): :func:`sdbench.analysis.dvfs.analyze.analyze_records`'s ``energy`` optimum, with its support.
+  settings): :func:`sdbench.analysis.dvfs.analyze.analyze_records`'s ``energy`` optimum, with its support;
+* where the run holds two or more default-clock measurements of the case (a sweep re-measures the default
+  clock; a plain measurement counts too), their within-run range (``max / min - 1`` of their medians, per
+  metric) and the project's drift test on them in time order (:func:`sdbench.analysis.drift.default_drift_check`:
+  Welch t-test on the log per-round values, each against the first, Bonferroni, and a change above
+  :data:`~sdbench.analysis.drift.DRIFT_MIN_REL`; without per-round samples a change above
+  :data:`~sdbench.analysis.drift.DRIFT_UNTESTABLE_REL` counts as drift).
 
 Relative statements ("B vs A: time per image -34.0 % [-34.5 %, -33.5 %], faster") come from
 :func:`sdbench.stats.change_interval` on the per-round samples (``time_per_image_s_samples``,
 ``energy_per_image_j_samples``), for every pair of runs in run order (the later against the earlier), so
-each carries an interval above -100 % that contains its estimate, and its verdict is read off that interval.
+each carries an interval above -100 % that contains its estimate, and its verdict is read off that interval,
+unless the default clock of either run drifted within that run (its drift test is significant, on time or on
+energy: the card's state changed during the run, as a sweep flags every point measured after it). Then one
+of its default-clock measurements is no measure of the card, whatever its own interval says: the verdict is
+"not stated: the default clock drifted within ...", the estimate and interval stay in the statement, and the
+comparison is flagged (``drifted``, ``drifted_runs``). Every statement shows each run's within-run range of the
+metric where it has one, beside the change between the runs.
 Every statement starts with ``[MEASURED]``, ``[SIMULATED]`` or ``[SIMULATED vs MEASURED]`` and names what
 differs between its two runs (GPU, driver, torch, diffusers, power limit, simulated card, ...).
 
@@ -41,6 +53,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from sdbench.analysis.drift import default_drift_check
 from sdbench.analysis.dvfs.analyze import analyze_records
 from sdbench.analysis.dvfs.records import is_default_record, record_is_simulated, record_settings
 from sdbench.analysis.estimates import Estimate
@@ -61,6 +76,7 @@ __all__ = [
     "build_study",
     "change_pct_text",
     "load_inputs",
+    "range_pct_text",
     "value_text",
 ]
 
@@ -156,7 +172,15 @@ class Run:
 
 @dataclass
 class Cell:
-    """One case on one run, from its default-clock record. Intervals are the record's own."""
+    """One case on one run, from its default-clock record. Intervals are the record's own.
+
+    ``default_clock_measurements``: how many default-clock records of the case the run holds (the one shown
+    and its re-measurements). ``default_clock_range``: per metric key (``time``, ``energy``) with two or more
+    of them, ``{"n", "min", "max", "rel", "medians"}``: their medians in time order and ``rel = max / min - 1``.
+    ``drift``: with two or more, :func:`sdbench.analysis.drift.default_drift_check` on them in time order
+    (:class:`~sdbench.analysis.drift.DriftCheck`'s fields, plus ``measurements`` and ``metrics``: per metric
+    key whether it drifted, None when not tested); None otherwise.
+    """
 
     run: str
     simulated: bool
@@ -177,6 +201,28 @@ class Cell:
     true_energy_per_image_j: float | None = None
     notes: list[str] = field(default_factory=list)
     record: dict[str, Any] = field(default_factory=dict, repr=False)
+    default_clock_measurements: int = 0
+    default_clock_range: dict[str, dict[str, Any]] = field(default_factory=dict)
+    drift: dict[str, Any] | None = None
+
+    @property
+    def drifted(self) -> bool:
+        """The run's default clock moved beyond its noise between its measurements of this case."""
+        return bool(self.drift and self.drift.get("significant"))
+
+    def drift_text(self) -> str:
+        """What the drift test found, without its prefix: ``energy +8.0 % [+1.0, +15.4] (p = 0.0061) at
+        re-measurement 2 of 3`` (empty without a test)."""
+        if not self.drift:
+            return ""
+        return str(self.drift.get("verdict") or "").removeprefix("drift beyond the noise: ")
+
+    def range_text(self, key: str) -> str | None:
+        """``45.6 % over 3 default-clock measurements`` for metric ``key``; None with fewer than two."""
+        r = self.default_clock_range.get(key)
+        if not r:
+            return None
+        return f"{range_pct_text(r['rel'])} over {r['n']} default-clock measurements"
 
     def to_dict(self) -> dict[str, Any]:
         def est(e: Estimate | None) -> dict[str, Any] | None:
@@ -192,13 +238,19 @@ class Cell:
             "power_w": est(self.power_w), "energy_optimal_clock": self.energy_optimal_clock,
             "true_time_per_image_s": self.true_time_per_image_s,
             "true_energy_per_image_j": self.true_energy_per_image_j, "notes": self.notes,
+            "default_clock_measurements": self.default_clock_measurements,
+            "default_clock_range": self.default_clock_range, "default_clock_drift": self.drift,
+            "default_clock_drifted": self.drifted,
         })
 
 
 @dataclass
 class Comparison:
     """``new`` against ``old`` for one metric of one case: :func:`sdbench.stats.change_interval` on the
-    per-round samples. ``differs``: what differs between the two runs; ``mixed``: one is simulated, one not."""
+    per-round samples. ``differs``: what differs between the two runs; ``mixed``: one is simulated, one not.
+    ``drifted``: the default clock of one of the runs (``drifted_runs``) drifted within that run, so the
+    verdict is withheld ("not stated: ..."), the estimate and interval kept. ``within_run_range``: each run's
+    within-run range of the metric (``max / min - 1`` of its default-clock medians; None with one)."""
 
     metric: str
     new: str
@@ -213,6 +265,9 @@ class Comparison:
     simulated: bool
     mixed: bool
     statement: str
+    drifted: bool = False
+    drifted_runs: list[str] = field(default_factory=list)
+    within_run_range: dict[str, float | None] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return json_safe(dict(self.__dict__))
@@ -237,10 +292,20 @@ class CaseStudy:
     def cell(self, run: str) -> Cell | None:
         return next((c for c in self.cells if c.run == run), None)
 
+    def drifted_runs(self, metric: str) -> list[str]:
+        """Runs whose default clock drifted within the run, in the comparisons of ``metric`` (whose verdicts
+        are therefore withheld; the medians' order is then no ranking either)."""
+        out: list[str] = []
+        for c in self.comparisons:
+            if c.metric == metric and c.drifted:
+                out += [r for r in c.drifted_runs if r not in out]
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         return json_safe({"workload": self.workload, "label": self.label, "cells": [c.to_dict() for c in self.cells],
                           "missing": self.missing, "order_time": self.order("time"),
                           "order_energy": self.order("energy"),
+                          "drifted_runs": {m: self.drifted_runs(m) for m in ("time", "energy")},
                           "comparisons": [c.to_dict() for c in self.comparisons]})
 
 
@@ -292,6 +357,7 @@ class CrossGpuStudy:
         if self.mixed:
             lines.append("WARNING: simulated and measured runs are side by side; every statement comparing them "
                          "says SIMULATED vs MEASURED, and such a comparison is no measurement of the difference.")
+        lines += self._drift_lines()
         diff = self.differences()
         if diff:
             lines.append(f"The runs differ in: {', '.join(diff)} (table 'What differs between the runs'); every "
@@ -300,6 +366,21 @@ class CrossGpuStudy:
         if same:
             lines.append("Same on every run: " + ", ".join(f"{k} {value_text(v)}" for k, v in same.items()) + ".")
         return lines
+
+    def _drift_lines(self) -> list[str]:
+        """The WARNING naming each run whose default clock drifted within the run, and how many comparisons
+        therefore state no verdict."""
+        comparisons = [c for case in self.cases for c in case.comparisons]
+        withheld = [c for c in comparisons if c.drifted]
+        if not withheld:
+            return []
+        runs: list[str] = []
+        for c in withheld:
+            runs += [r for r in c.drifted_runs if r not in runs]
+        return [f"WARNING: the default clock drifted within {' and within '.join(runs)} (beyond its noise, between "
+                f"its measurements of the same case; sdbench.analysis.drift): {len(withheld)} of {len(comparisons)} "
+                "comparison(s) state no verdict, only the estimate and interval (\"not stated\"), since one "
+                "measurement from a drifting run is no measure of its card."]
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document."""
@@ -439,6 +520,55 @@ def _optimum(records: list[dict[str, Any]], metas: list[dict[str, Any]], analysi
     return out
 
 
+def _in_time_order(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records in the order they were measured: by ``started_utc``, then ``sweep_order_index``, then as read."""
+    def key(item: tuple[int, dict[str, Any]]) -> tuple[str, float, int]:
+        i, rec = item
+        index = _num(rec.get("sweep_order_index"))
+        return str(rec.get("started_utc") or ""), 0.0 if index is None else index, i
+
+    return [rec for _, rec in sorted(enumerate(records), key=key)]
+
+
+def _has_energy(rec: Mapping[str, Any]) -> bool:
+    return rec.get("energy_status") != "unavailable" and metric_stats(rec, "energy_per_image_j") is not None
+
+
+def _default_clock(defaults: Sequence[dict[str, Any]]) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+    """The within-run range of a run's default-clock measurements of one case (per metric key, two or more
+    medians) and :func:`sdbench.analysis.drift.default_drift_check` on them in time order (None under two),
+    with the per-round values as the sweep's own summary passes them (``sdbench.studies.dvfs.summary``)."""
+    ordered = _in_time_order(defaults)
+    ranges: dict[str, dict[str, Any]] = {}
+    for key, _label, name, _unit, _words in METRICS:
+        medians = []
+        for rec in ordered:
+            m = metric_stats(rec, name) if key == "time" or _has_energy(rec) else None
+            if m is not None and m.estimate > 0:
+                medians.append(float(m.estimate))
+        if len(medians) >= 2:
+            ranges[key] = {"n": len(medians), "min": min(medians), "max": max(medians),
+                           "rel": max(medians) / min(medians) - 1.0, "medians": medians}
+    series = []
+    for rec in ordered:
+        t = metric_stats(rec, "time_per_image_s")
+        if t is None:
+            continue
+        e = metric_stats(rec, "energy_per_image_j") if _has_energy(rec) else None
+        series.append({"time_per_image_s": np.asarray(t.rounds("mean")),
+                       "energy_per_image_j": None if e is None else np.asarray(e.rounds("mean"))})
+    if len(series) < 2:
+        return ranges, None
+    check = default_drift_check(series)
+    drift = check.to_dict()
+    drift["measurements"] = len(series)
+    drift["metrics"] = {}
+    for key, *_ in METRICS:
+        rows = [c for c in check.comparisons if c["metric"] == key]
+        drift["metrics"][key] = any(c["drift"] for c in rows) if rows else None
+    return ranges, drift
+
+
 def _cell(run: Run, records: list[dict[str, Any]], analysis_options: Mapping[str, Any]) -> Cell | None:
     ok = [r for r in records if r.get("point_status") in (None, "ok")]
     defaults = [r for r in ok if is_default_record(r)]
@@ -462,6 +592,13 @@ def _cell(run: Run, records: list[dict[str, Any]], analysis_options: Mapping[str
             which = "a plain measurement" if plain else "the last sweep re-measurement"
             notes.append(f"{len(defaults)} default-clock records; {which} is shown (a sweep's re-measurements are "
                          "pooled in its energy-optimal clock)")
+    ranges, drift = _default_clock(defaults)
+    if drift is not None:
+        spread = ", ".join(f"{key} {range_pct_text(r['rel'])}" for key, r in ranges.items())
+        state = "DRIFTED" if drift.get("significant") else "drift test"
+        notes.append(f"default clock within the run, over its {drift['measurements']} measurements in time order: "
+                     f"{state}: {drift.get('verdict')}" + (f"; within-run range (max/min - 1 of their medians): "
+                                                           f"{spread}" if spread else ""))
     t = _interval(rec, "time_per_image_s")
     e = _interval(rec, "energy_per_image_j") if rec.get("energy_status") != "unavailable" else None
     en = _interval(rec, "net_energy_per_image_j") if e is not None else None
@@ -476,7 +613,8 @@ def _cell(run: Run, records: list[dict[str, Any]], analysis_options: Mapping[str
                 edp_js_per_image=edp, fraction_of_flop_floor=floor, fraction_of_flop_floor_unavailable_reason=reason,
                 power_w=_power(rec) if e is not None else None, energy_optimal_clock=optimum,
                 true_time_per_image_s=_num(rec.get("simulated_true_time_per_image_s")),
-                true_energy_per_image_j=_num(rec.get("simulated_true_energy_per_image_j")), notes=notes, record=rec)
+                true_energy_per_image_j=_num(rec.get("simulated_true_energy_per_image_j")), notes=notes, record=rec,
+                default_clock_measurements=len(defaults), default_clock_range=ranges, drift=drift)
 
 
 def _differs(new: Run, old: Run) -> list[str]:
@@ -511,21 +649,36 @@ def _compare(metric: tuple[str, str, str, str, tuple[str, str]], new: Run, old: 
     # Every statement says whether its numbers are measured, simulated, or one of each.
     tag = "[SIMULATED vs MEASURED] " if mixed else "[SIMULATED] " if simulated else "[MEASURED] "
     what = f"differs: {'; '.join(differs)}" if differs else "no difference recorded between the runs"
+    # A run whose default clock drifted within itself (old first): its one measurement is no measure of its card.
+    drifted = [c for c in (co, cn) if c.drifted]
+    flags = {"drifted": bool(drifted), "drifted_runs": [c.run for c in drifted],
+             "within_run_range": {c.run: (c.default_clock_range.get(key) or {}).get("rel") for c in (co, cn)}}
+    ranges = [f"{c.run} {c.range_text(key)}" for c in (co, cn) if c.range_text(key)]
+    within = f"within-run range of {label}: {'; '.join(ranges)}; " if ranges else ""
+    withheld = ("not stated: the default clock drifted within "
+                + " and within ".join(f"{c.run} ({c.drift_text()})" for c in drifted)
+                + (", beyond its noise, so one measurement from that run is no measure of its card" if len(drifted) == 1
+                   else ", beyond their noise, so one measurement from either run is no measure of its card")
+                ) if drifted else ""
     if s_new is None or s_old is None:
+        note = f"; {withheld}" if drifted else ""
         return Comparison(key, new.label, old.label, None, None, None, "not compared", "none", confidence, differs,
                           simulated, mixed, f"{tag}{new.label} vs {old.label}: {label}: not compared (no per-round "
-                          f"samples on {'both sides' if s_new is None and s_old is None else 'one side'}); {what}")
+                          f"samples on {'both sides' if s_new is None and s_old is None else 'one side'}){note}; "
+                          f"{within}{what}", **flags)
     ch = change_interval(s_new, s_old, confidence=confidence)
-    if not ch.noise_known:
+    if drifted:
+        verdict = withheld
+    elif not ch.noise_known:
         verdict = "noise unknown (fewer than 2 rounds on a side)"
     else:
         verdict = {"faster": better, "slower": worse}.get(ch.verdict, "indistinguishable (the interval contains 0)")
     interval = "" if ch.low_rel is None or ch.high_rel is None else (
         f" [{change_pct_text(ch.low_rel)}, {change_pct_text(ch.high_rel)}]")
     statement = (f"{tag}{new.label} vs {old.label}: {label} {change_pct_text(ch.estimate_rel)}{interval} "
-                 f"({100 * confidence:g} % CI, {ch.method}): {verdict}; {what}")
+                 f"({100 * confidence:g} % CI, {ch.method}): {verdict}; {within}{what}")
     return Comparison(key, new.label, old.label, ch.estimate_rel, ch.low_rel, ch.high_rel, verdict, ch.method,
-                      confidence, differs, simulated, mixed, statement)
+                      confidence, differs, simulated, mixed, statement, **flags)
 
 
 def build_study(inputs: Sequence[str | os.PathLike[str]] | Sequence[Source], *, confidence: float = 0.95,
@@ -622,4 +775,14 @@ def change_pct_text(rel: float | None) -> str:
     text = f"{100.0 * rel:+.1f}"
     if rel != 0.0 and float(text) == 0.0:
         text = f"{100.0 * rel:+.2g}"
+    return f"{text} %"
+
+
+def range_pct_text(rel: float | None) -> str:
+    """A within-run range (``max / min - 1``, never negative) as ``44.6 %``; a nonzero one never prints as 0.0."""
+    if rel is None:
+        return "-"
+    text = f"{100.0 * rel:.1f}"
+    if rel != 0.0 and float(text) == 0.0:
+        text = f"{100.0 * rel:.2g}"
     return f"{text} %"

@@ -4,6 +4,11 @@ study's JSON document.
 
 The study itself (its runs, cases, cells, comparisons and statements) is
 :func:`sdbench.analysis.crossgpu.build_study`'s :class:`~sdbench.analysis.crossgpu.CrossGpuStudy`.
+
+Where a run's default clock drifted within the run, every document says so: the headline's WARNING, the
+case table's "default clock within run" column (its within-run range and the drift test's verdict) and its
+change columns ("not stated: drift"), the statements ("not stated: ..."), the order lines ("no ranking"), and
+the plot (each default-clock measurement's median as a marker on its bar, and "DRIFTED" over the bar).
 """
 
 from __future__ import annotations
@@ -15,7 +20,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sdbench.analysis.crossgpu import RUN_FIELDS, CaseStudy, CrossGpuStudy, change_pct_text, value_text
+from sdbench.analysis.crossgpu import (
+    RUN_FIELDS,
+    CaseStudy,
+    Cell,
+    CrossGpuStudy,
+    change_pct_text,
+    range_pct_text,
+    value_text,
+)
 from sdbench.analysis.estimates import Estimate
 from sdbench.analysis.text import est_text
 from sdbench.output.html import IMG_CSS, NOTE_CSS, WARNING_CSS, Table, html_page, html_table, page_css
@@ -37,7 +50,7 @@ def case_table(study: CrossGpuStudy, case: CaseStudy) -> Table:
     pct = f"{100 * study.confidence:g} %"
     header = ["GPU", "s/image [CI]", "images/s [CI]", "J/image [CI]", "net J/image [CI]", "images/kJ [CI]",
               "EDP J*s/image", "fraction of FLOP floor", "power W [CI]", "energy-optimal clock",
-              f"time vs {study.runs[0].label} [{pct} CI]", f"energy vs {study.runs[0].label} [{pct} CI]"]
+              "default clock within run", f"time vs {study.runs[0].label} [{pct} CI]", f"energy vs {study.runs[0].label} [{pct} CI]"]
     rows = []
     for run in study.runs:
         c = case.cell(run.label)
@@ -50,10 +63,37 @@ def case_table(study: CrossGpuStudy, case: CaseStudy) -> Table:
         rows.append([label, est_text(c.time_per_image_s), est_text(c.images_per_s), est_text(c.energy_per_image_j),
                      est_text(c.net_energy_per_image_j), est_text(c.images_per_kj),
                      "-" if c.edp_js_per_image is None else f"{c.edp_js_per_image:.4g}", floor, est_text(c.power_w),
-                     _optimum_text(c.energy_optimal_clock),
+                     _optimum_text(c.energy_optimal_clock), default_clock_text(c),
                      _against_first(case, "time", run.label, study.runs[0].label),
                      _against_first(case, "energy", run.label, study.runs[0].label)])
     return header, rows
+
+
+def default_clock_text(c: Cell) -> str:
+    """A cell's default clock within its run: how often measured, the range of its medians (``max / min - 1``)
+    and the drift test's verdict (``DRIFTED: ...`` when it drifted beyond its noise)."""
+    if c.default_clock_measurements < 2:
+        return "measured once"
+    parts = [f"{c.default_clock_measurements} measurements"]
+    spread = ", ".join(f"{key} {range_pct_text(r['rel'])}" for key, r in c.default_clock_range.items())
+    if spread:
+        parts.append(f"range {spread}")
+    if c.drift is not None:
+        parts.append(f"DRIFTED: {c.drift_text()}" if c.drifted else str(c.drift.get("verdict") or ""))
+    return "; ".join(parts)
+
+
+def _order_line(case: CaseStudy, metric: str, best: str) -> str | None:
+    """"order by median ...", or, when a run's default clock drifted, the medians' order said to be no ranking."""
+    order = case.order(metric)
+    if not order:
+        return None
+    line = f"order by median {metric} per image ({best} first): {' < '.join(order)}"
+    drifted = case.drifted_runs(metric)
+    if drifted:
+        line += (f" (medians only, no ranking: the default clock drifted within {' and within '.join(drifted)}; "
+                 "see the statements)")
+    return line
 
 
 def differences_table(study: CrossGpuStudy) -> Table:
@@ -88,10 +128,9 @@ def render_markdown(study: CrossGpuStudy, plot_name: str | None = "progression.p
     for case in study.cases:
         out += [f"## {case.label}", "", _markdown_table(case_table(study, case)), ""]
         for metric in ("time", "energy"):
-            order = case.order(metric)
-            if order:
-                best = "fastest" if metric == "time" else "least energy"
-                out.append(f"- order by median {metric} per image ({best} first): {' < '.join(order)}")
+            line = _order_line(case, metric, "fastest" if metric == "time" else "least energy")
+            if line:
+                out.append(f"- {line}")
         if case.missing:
             out.append(f"- not measured on: {', '.join(case.missing)}")
         out += [f"- {c.statement}" for c in case.comparisons]
@@ -120,12 +159,13 @@ def render_html(study: CrossGpuStudy, plot_name: str | None = "progression.png")
     for case in study.cases:
         body += [f"<h2>{e(case.label)}</h2>", html_table(case_table(study, case)), "<ul>"]
         for metric in ("time", "energy"):
-            order = case.order(metric)
-            if order:
-                body.append(f"<li>order by median {metric} per image (best first): {e(' < '.join(order))}</li>")
+            line = _order_line(case, metric, "best")
+            if line:
+                body.append(f"<li>{e(line)}</li>")
         if case.missing:
             body.append(f"<li>not measured on: {e(', '.join(case.missing))}</li>")
-        body += [f"<li>{e(c.statement)}</li>" for c in case.comparisons]
+        body += [f'<li class="warning">{e(c.statement)}</li>' if c.drifted else f"<li>{e(c.statement)}</li>"
+                 for c in case.comparisons]
         body += [f"<li>note: {e(c.run)}: {e(n)}</li>" for c in case.cells for n in c.notes]
         body.append("</ul>")
     if plot_name:
@@ -139,7 +179,9 @@ def render_html(study: CrossGpuStudy, plot_name: str | None = "progression.png")
 # --- the plot -------------------------------------------------------------------------------------------------
 def plot_progression(study: CrossGpuStudy, path: str | os.PathLike[str]) -> Path:
     """Per case, the runs side by side (in run order): time per image and energy per image (gross, and net
-    hatched), with each record's interval as error bars. Agg backend, without touching pyplot's state."""
+    hatched), with each record's interval as error bars. A run with several default-clock measurements of the
+    case shows each one's median as a black marker on its bar (the within-run range), and "DRIFTED" over the
+    bar when its default clock drifted within the run. Agg backend, without touching pyplot's state."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -158,14 +200,19 @@ def plot_progression(study: CrossGpuStudy, path: str | os.PathLike[str]) -> Path
             _bar(ax_t, i, c.time_per_image_s, colours[i], 0.6)
             _bar(ax_e, i - 0.18, c.energy_per_image_j, colours[i], 0.34)
             _bar(ax_e, i + 0.18, c.net_energy_per_image_j, colours[i], 0.34, hatch="//")
+            _within_run(ax_t, i, 0.6, c, "time", c.time_per_image_s)
+            _within_run(ax_e, i - 0.18, 0.34, c, "energy", c.energy_per_image_j)
         for ax, ylabel in ((ax_t, "s / image"), (ax_e, "J / image (gross; net hatched)")):
             ax.set_xticks(range(len(labels)))
             ax.set_xticklabels([_short(x) for x in labels], rotation=15, ha="right", fontsize=8)
             ax.set_ylabel(ylabel)
             ax.set_ylim(bottom=0)
+            if any(c.drifted for c in case.cells):
+                ax.set_ylim(top=ax.get_ylim()[1] * 1.1)  # room for the "DRIFTED" labels
             ax.grid(axis="y", alpha=0.3)
         ax_t.set_title(_wrap(case.label), fontsize=9)
-        ax_e.set_title("error bars: each record's 95 % interval of the median", fontsize=8)
+        ax_e.set_title("error bars: each record's 95 % interval of the median;\ndots joined: the medians of the "
+                       "run's default-clock measurements (within-run range)", fontsize=8)
     title = "Cross-GPU progression"
     if study.simulated:
         title = ("[SIMULATED] " if not study.mixed else "[SIMULATED and MEASURED] ") + title
@@ -184,6 +231,21 @@ def _bar(ax: Any, x: float, e: Estimate | None, colour: str, width: float, hatch
         yerr = [[e.value - e.ci_low], [e.ci_high - e.value]]  # type: ignore[operator]
     ax.bar([x], [e.value], width=width, color=colour, alpha=0.55 if hatch else 0.85, hatch=hatch, edgecolor="black",
            linewidth=0.5, yerr=yerr, capsize=3, error_kw={"elinewidth": 1})
+
+
+def _within_run(ax: Any, x: float, width: float, c: Cell, key: str, shown: Estimate | None) -> None:
+    """The medians of a run's default-clock measurements as dots joined by a line (the within-run range) inside
+    the right edge of the bar at ``x``; "DRIFTED" above the bar when the run's default clock drifted."""
+    r = c.default_clock_range.get(key)
+    at = x + 0.3 * width
+    if r:
+        ax.plot([at, at], [r["min"], r["max"]], color="black", linewidth=1.2, zorder=3)
+        ax.plot([at] * len(r["medians"]), r["medians"], linestyle="none", marker="o", markersize=4,
+                color="black", zorder=4)
+    if c.drifted and (shown is not None or r):
+        top = max([*(r["medians"] if r else []), *([shown.ci_high or shown.value] if shown else [])])
+        ax.annotate("DRIFTED", (x, top), xytext=(0, 6), textcoords="offset points", ha="center", fontsize=8,
+                    color="#b00020", fontweight="bold")
 
 
 def _short(label: str, width: int = 30) -> str:
@@ -247,9 +309,10 @@ def _against_first(case: CaseStudy, metric: str, run: str, first: str) -> str:
         return "reference"
     cmp = next((c for c in case.comparisons if c.metric == metric and c.new == run and c.old == first), None)
     if cmp is None or cmp.estimate_rel is None:
-        return "-"
+        return "-" + (" (not stated: drift)" if cmp is not None and cmp.drifted else "")
     interval = "" if cmp.low_rel is None else f" [{change_pct_text(cmp.low_rel)}, {change_pct_text(cmp.high_rel)}]"
-    return f"{change_pct_text(cmp.estimate_rel)}{interval}" + (" (sim vs measured)" if cmp.mixed else "")
+    return (f"{change_pct_text(cmp.estimate_rel)}{interval}" + (" (sim vs measured)" if cmp.mixed else "")
+            + (" (not stated: drift)" if cmp.drifted else ""))
 
 
 def _record_confidence(study: CrossGpuStudy) -> str:

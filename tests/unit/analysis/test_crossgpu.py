@@ -18,13 +18,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from testsupport import invoke
 
-from sdbench.analysis.crossgpu import WORKLOAD_IDENTITY, CrossGpuStudy, build_study
+from sdbench.analysis.crossgpu import (
+    WORKLOAD_IDENTITY,
+    Comparison,
+    CrossGpuStudy,
+    Source,
+    build_study,
+    change_pct_text,
+)
+from sdbench.analysis.drift import DRIFT_UNTESTABLE_REL
 from sdbench.case import Case
 from sdbench.errors import ConfigError
 from sdbench.gpu.simulated import CARDS, SimulatedGpu
-from sdbench.output.crossgpu import render_markdown, write_study
+from sdbench.output.crossgpu import case_table, render_markdown, write_study
 from sdbench.pipelines.flops import count_work
 from sdbench.record.io import export_metrics, read_records
 from sdbench.runner import RunnerConfig, work_profile
@@ -308,3 +318,218 @@ def test_old_records_without_prompt_tokens_match_by_model_and_prompt_text() -> N
     for cell in case.cells:
         for est in (cell.time_per_image_s, cell.energy_per_image_j, cell.net_energy_per_image_j):
             assert est is not None and 0 < est.ci_low <= est.value <= est.ci_high
+
+
+# --- the default clock drifting within a run ---------------------------------------------------------------------
+LOWER_HIGHER = {"time": ("faster", "slower"), "energy": ("less energy", "more energy")}
+
+
+def remeasured(gpu: str, levels: list[float], *, energy_j: float = 900.0, energy_levels: list[float] | None = None,
+               samples: list[bool] | None = None) -> list[dict[str, Any]]:
+    """A read-only sweep's default-clock re-measurements of one case, in the order taken: the i-th at time
+    per image ``levels[i]`` (per-round samples +-0.5 %, as :func:`synthetic`), energy ``energy_levels[i]``
+    (default: ``energy_j`` each); ``samples[i]`` False drops that record's per-round samples (its summary stays)."""
+    out = []
+    for i, t in enumerate(levels):
+        rec = synthetic(gpu, "1", "2.5.1", t, (energy_levels or [energy_j] * len(levels))[i])
+        rec.update({"point_role": "default-clock", "point_status": "ok", "point_id": f"default-{i}",
+                    "sweep_order_index": 5 * i, "started_utc": f"2026-11-26T13:{17 + i:02d}:00+00:00"})
+        if samples is not None and not samples[i]:
+            for key in ("time_per_image_s_samples", "energy_per_image_j_samples", "power_w_samples"):
+                rec.pop(key)
+        out.append(rec)
+    return out
+
+
+def source(name: str, records: list[dict[str, Any]]) -> Source:
+    return Source(Path(name), records, {})
+
+
+def comparison(study: CrossGpuStudy, metric: str) -> Comparison:
+    return next(c for c in study.cases[0].comparisons if c.metric == metric)
+
+
+def test_a_run_whose_default_clock_drifted_within_itself_gets_no_verdict() -> None:
+    """Run A's default clock fell 30 % over its three re-measurements (2.6, 2.3, 2.0 s/image, each +-0.5 %),
+    B's held at 2.2: B's last against A's last is +10 %, well outside its own interval, yet one measurement
+    of a drifting card is no measure of it. The verdict is withheld on time and energy, the estimate kept."""
+    study = build_study([source("a", remeasured("GPU A", [2.6, 2.3, 2.0])),
+                         source("b", remeasured("GPU B", [2.2, 2.2, 2.2]))])
+    a, b = study.cases[0].cell("GPU A"), study.cases[0].cell("GPU B")
+    assert a is not None and b is not None
+    assert a.default_clock_measurements == 3 and a.drifted and a.drift is not None
+    assert a.drift["tested"] is True and a.drift["metrics"] == {"time": True, "energy": False}
+    assert a.drift["onset"] == 1 and a.drift["rel_change"] == pytest.approx(2.3 / 2.6 - 1.0, abs=0.005)
+    assert a.default_clock_range["time"]["rel"] == pytest.approx(0.3, abs=0.01)
+    assert a.default_clock_range["time"]["medians"] == pytest.approx([2.6, 2.3, 2.0], rel=0.01)  # time order
+    assert not b.drifted and b.drift is not None and b.drift["significant"] is False
+    assert b.default_clock_range["time"]["rel"] == pytest.approx(0.0, abs=1e-9)
+    for metric in ("time", "energy"):
+        cmp = comparison(study, metric)
+        assert cmp.drifted and cmp.drifted_runs == ["GPU A"]
+        assert cmp.verdict.startswith("not stated: the default clock drifted within GPU A (time ")
+        assert cmp.verdict not in LOWER_HIGHER[metric]
+        assert cmp.within_run_range["GPU A"] == pytest.approx(a.default_clock_range[metric]["rel"])
+        assert cmp.estimate_rel is not None and cmp.low_rel is not None and cmp.high_rel is not None
+    time_cmp = comparison(study, "time")
+    assert time_cmp.estimate_rel == pytest.approx(0.1, abs=0.002) and time_cmp.low_rel > 0  # the interval is kept
+    assert time_cmp.statement.startswith("[MEASURED] GPU B vs GPU A: time per image +10.0 % [")
+    assert ": not stated: the default clock drifted within GPU A" in time_cmp.statement
+    assert "within-run range of time per image: GPU A 30.0 % over 3 default-clock measurements; GPU B 0.0 % over 3" \
+        in time_cmp.statement
+    assert any(line.startswith("WARNING: the default clock drifted within GPU A") and "2 of 2 comparison(s)" in line
+               for line in study.headline())
+    assert study.cases[0].drifted_runs("time") == ["GPU A"]
+    doc = study.to_dict()
+    cmp_doc = next(c for c in doc["cases"][0]["comparisons"] if c["metric"] == "time")
+    assert cmp_doc["drifted"] is True and cmp_doc["drifted_runs"] == ["GPU A"]
+    cell_doc = doc["cases"][0]["cells"][0]
+    assert cell_doc["default_clock_drifted"] is True and cell_doc["default_clock_measurements"] == 3
+    assert cell_doc["default_clock_drift"]["significant"] is True and cell_doc["default_clock_range"]["time"]["n"] == 3
+    assert doc["cases"][0]["drifted_runs"] == {"time": ["GPU A"], "energy": ["GPU A"]}
+
+
+def test_drift_is_found_in_time_order_not_in_file_order() -> None:
+    """The same three re-measurements written out of order (2.0 first in the file): sorted by when they were
+    measured, the test still compares each with the first one taken (2.6)."""
+    recs = remeasured("GPU A", [2.6, 2.3, 2.0])
+    study = build_study([source("a", recs[::-1]), source("b", remeasured("GPU B", [2.2, 2.2, 2.2]))])
+    a = study.cases[0].cell("GPU A")
+    assert a is not None and a.drifted and a.record["point_id"] == "default-0"  # the last in the file is shown
+    assert a.default_clock_range["time"]["medians"] == pytest.approx([2.6, 2.3, 2.0], rel=0.01)
+
+
+def test_stable_runs_keep_their_verdict_and_show_their_within_run_range() -> None:
+    """Both default clocks steady over three re-measurements (changes of 0.1 %, under DRIFT_MIN_REL), B 10 %
+    slower with +-0.5 % noise: "slower", as before, with each run's range beside it."""
+    study = build_study([source("a", remeasured("GPU A", [2.0, 2.002, 1.999])),
+                         source("b", remeasured("GPU B", [2.2, 2.2, 2.201]))])
+    time_cmp = comparison(study, "time")
+    assert not time_cmp.drifted and time_cmp.drifted_runs == []
+    assert time_cmp.verdict == "slower" and time_cmp.estimate_rel == pytest.approx(0.1, abs=0.003)
+    assert time_cmp.low_rel > 0
+    assert "within-run range of time per image: GPU A 0.2 % over 3 default-clock measurements; GPU B 0.045 %" in time_cmp.statement
+    assert all(c.drift is not None and c.drift["significant"] is False for c in study.cases[0].cells)
+    assert not any(line.startswith("WARNING") for line in study.headline())
+    assert "no ranking" not in render_markdown(study, None)
+
+
+def test_one_default_record_per_run_is_compared_as_before(tmp_path: Path) -> None:
+    """No re-measurements: no drift test, no range, and the statement reads exactly as it did."""
+    a = write_jsonl(tmp_path / "a.jsonl", [synthetic("GPU A", "1", "2.5.1", 2.0, 900.0)])
+    b = write_jsonl(tmp_path / "b.jsonl", [synthetic("GPU B", "1", "2.5.1", 2.2, 900.0)])
+    study = build_study([a, b])
+    cells = study.cases[0].cells
+    assert all(c.default_clock_measurements == 1 and c.drift is None and c.default_clock_range == {} for c in cells)
+    time_cmp = comparison(study, "time")
+    assert not time_cmp.drifted and time_cmp.within_run_range == {"GPU A": None, "GPU B": None}
+    assert time_cmp.verdict == "slower"
+    lo, hi = change_pct_text(time_cmp.low_rel), change_pct_text(time_cmp.high_rel)
+    assert time_cmp.statement == (f"[MEASURED] GPU B vs GPU A: time per image +10.0 % [{lo}, {hi}] (95 % CI, "
+                                  f"{time_cmp.method}): slower; differs: GPU GPU A -> GPU B")
+    assert comparison(study, "energy").verdict.startswith("indistinguishable")
+    header, rows = case_table(study, study.cases[0])
+    column = header.index("default clock within run")
+    assert [r[column] for r in rows] == ["measured once", "measured once"]
+
+
+def test_untested_drift_follows_the_drift_modules_rule() -> None:
+    """Re-measurements without per-round samples cannot be tested: a change above DRIFT_UNTESTABLE_REL (5 %)
+    counts as drift (the verdict is withheld), a smaller one is reported as untested and withholds nothing."""
+    big = build_study([source("a", remeasured("GPU A", [2.6, 2.3, 2.0], samples=[False, False, True])),
+                       source("b", remeasured("GPU B", [2.2, 2.2, 2.2]))])
+    a = big.cases[0].cell("GPU A")
+    assert a is not None and a.drifted and a.drift is not None and a.drift["tested"] is False
+    assert comparison(big, "time").drifted and comparison(big, "time").verdict.startswith("not stated")
+    assert DRIFT_UNTESTABLE_REL == 0.05
+    small = build_study([source("a", remeasured("GPU A", [2.06, 2.03, 2.0], samples=[False, False, True])),
+                         source("b", remeasured("GPU B", [2.2, 2.2, 2.2]))])
+    a = small.cases[0].cell("GPU A")
+    assert a is not None and not a.drifted and a.drift is not None and a.drift["tested"] is False
+    assert "could not be tested" in a.drift["verdict"]
+    assert comparison(small, "time").verdict == "slower"
+
+
+def test_the_documents_show_the_drift_and_the_withheld_verdict(tmp_path: Path) -> None:
+    study = build_study([source("a", remeasured("GPU A", [2.6, 2.3, 2.0])),
+                         source("b", remeasured("GPU B", [2.2, 2.2, 2.2]))])
+    files = write_study(study, tmp_path / "out")
+    md = files.markdown.read_text()
+    assert "> **WARNING: the default clock drifted within GPU A" in md
+    assert "| default clock within run |" in md and "DRIFTED: time -11.5 %" in md
+    assert "(not stated: drift)" in md and ": not stated: the default clock drifted within GPU A" in md
+    assert "(medians only, no ranking: the default clock drifted within GPU A; see the statements)" in md
+    assert not any(f": {word};" in md for word in ("faster", "slower", "less energy", "more energy"))
+    page = files.html.read_text()
+    assert '<div class="warning">WARNING: the default clock drifted within GPU A' in page
+    assert '<li class="warning">[MEASURED] GPU B vs GPU A: time per image +10.0 %' in page
+    doc = json.loads(files.json.read_text())
+    assert all(c["drifted"] for c in doc["cases"][0]["comparisons"])
+    assert doc["headline"][0].startswith("WARNING: the default clock drifted within GPU A")
+    assert files.plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# one run's re-measurements: each a level (1.0 steady; others move the default clock) and its rounds' noise
+_levels = st.sampled_from([1.0, 1.0, 1.0, 1.004, 0.97, 1.08, 1.3, 0.75])
+_rounds = st.lists(st.floats(min_value=-0.06, max_value=0.06, allow_nan=False), min_size=1, max_size=8)
+_run = st.lists(st.tuples(_levels, _rounds, _rounds), min_size=1, max_size=3)
+
+
+def _records(gpu: str, base_t: float, base_e: float, run: list[tuple[float, list[float], list[float]]]
+             ) -> list[dict[str, Any]]:
+    out = []
+    for i, (level, noise_t, noise_e) in enumerate(run):
+        rec = synthetic(gpu, "1", "2.5.1", base_t, base_e)
+        times = [base_t * level * (1.0 + n) for n in noise_t]
+        energies = [base_e * level * (1.0 + n) for n in noise_e]
+        rec.update(summarize(times).as_dict("time_per_image_s"))
+        rec.update(summarize(energies).as_dict("energy_per_image_j"))
+        rec["time_per_image_s_samples"], rec["energy_per_image_j_samples"] = times, energies
+        rec.pop("power_w_samples")
+        if len(run) > 1:
+            rec.update({"point_role": "default-clock", "point_status": "ok", "sweep_order_index": 5 * i,
+                        "started_utc": f"2026-11-26T13:{10 + i:02d}:00+00:00"})
+        out.append(rec)
+    return out
+
+
+@settings(max_examples=80, deadline=None)
+@given(run_a=_run, run_b=_run, ratio_t=st.sampled_from([0.9, 1.0, 1.02, 1.1, 1.5]),
+       ratio_e=st.sampled_from([0.95, 1.0, 1.1]))
+def test_no_verdict_contradicts_its_interval_and_no_drifted_comparison_has_one(
+        run_a: list[tuple[float, list[float], list[float]]], run_b: list[tuple[float, list[float], list[float]]],
+        ratio_t: float, ratio_e: float) -> None:
+    study = build_study([source("a", _records("GPU A", 2.0, 900.0, run_a)),
+                         source("b", _records("GPU B", 2.0 * ratio_t, 900.0 * ratio_e, run_b))])
+    (case,) = study.cases
+    cells = {c.run: c for c in case.cells}
+    for cmp in case.comparisons:
+        lower, higher = LOWER_HIGHER[cmp.metric]
+        drifted = [r for r in (cmp.old, cmp.new) if cells[r].drifted]
+        assert cmp.drifted == bool(drifted) and cmp.drifted_runs == drifted
+        if cmp.drifted:
+            assert cmp.verdict.startswith("not stated: the default clock drifted within ")
+            assert cmp.verdict not in (lower, higher) and f": {lower};" not in cmp.statement
+            assert f": {higher};" not in cmp.statement
+            if cmp.low_rel is not None:  # the estimate and interval stay in the statement
+                assert cmp.estimate_rel is not None and change_pct_text(cmp.estimate_rel) in cmp.statement
+                assert f"[{change_pct_text(cmp.low_rel)}, {change_pct_text(cmp.high_rel)}]" in cmp.statement
+            continue
+        if cmp.verdict == lower:
+            assert cmp.high_rel is not None and cmp.high_rel < 0, cmp.statement
+        elif cmp.verdict == higher:
+            assert cmp.low_rel is not None and cmp.low_rel > 0, cmp.statement
+        elif cmp.verdict.startswith("indistinguishable"):
+            assert cmp.low_rel is not None and cmp.low_rel <= 0 <= cmp.high_rel, cmp.statement
+        else:
+            assert cmp.verdict.startswith("noise unknown") and cmp.low_rel is None, cmp.statement
+        if cmp.low_rel is not None and cmp.high_rel is not None:
+            assert cmp.low_rel <= cmp.estimate_rel <= cmp.high_rel
+    withheld = any(c.drifted for c in case.comparisons)
+    headline = " ".join(study.headline())
+    assert headline.startswith("WARNING: the default clock drifted") == withheld
+    assert not any(word in headline for word in ("faster", "slower", "less energy", "more energy"))
+    for metric in ("time", "energy"):
+        line = next((x for x in render_markdown(study, None).splitlines() if x.startswith(f"- order by median {metric}")),
+                    "")
+        assert ("no ranking" in line) == bool(case.drifted_runs(metric))
