@@ -348,7 +348,7 @@ def _write_merged_folder(folder: Path, records: list[dict[str, Any]], count: int
              ("shards/", "each worker's own results folder (records.jsonl, benchmark.json, summary.md)"),
              ("summary.md", "this summary")]
     text = summary_markdown(title="sdbench results", status=[status, f"{len(records)} record(s)"], table=table,
-                            legend_lines=legend(target), environments=environments_of(records), files=files,
+                            legend_lines=legend(target, records), environments=environments_of(records), files=files,
                             next_steps=steps)
     (folder / "summary.md").write_text(text, encoding="utf-8")
 

@@ -20,6 +20,12 @@ TABLE_WIDTH = 120
 # Stop reasons that mean the rounds ran out before the interval reached its target.
 NOISY_STOPS = ("noise_limited", "max_rounds", "max_time")
 NOISY_MARK = "!"
+#: A real GPU busy (NVML utilisation: the share of time a kernel ran, mean of the measured rounds' telemetry)
+#: less than this share of the measured time idled between kernels waiting for the host: the host's pace, not
+#: the GPU's, set the case's numbers (eager batch-1 calls on a fast card), so a comparison of such cases across
+#: GPU-side settings (resolution, scheduler, card, clock) measures the host.
+HOST_BOUND_UTIL_PCT = 80.0
+HOST_BOUND_MARK = "h"
 DEFAULT_TARGET_REL_CI = 0.02
 NEXT_STEPS_HEADING = "## What next"
 HEADERS = ("case", "images/s", "s/image [95% CI]", "J/image [95% CI]", "stop", "")
@@ -80,6 +86,26 @@ def is_noisy(record: Mapping[str, Any], target_rel_ci: float = DEFAULT_TARGET_RE
     return False
 
 
+def host_bound_util_pct(record: Mapping[str, Any]) -> float | None:
+    """The GPU's busy share (``telemetry_gpu_util_pct_mean``) when a real GPU was busy less than
+    :data:`HOST_BOUND_UTIL_PCT` of the measured time (host-bound), else None: no telemetry, a simulated GPU
+    (its utilisation is modelled SM activity, not a measurement of the host), or a busy GPU."""
+    util = record.get("telemetry_gpu_util_pct_mean")
+    if isinstance(util, bool) or not isinstance(util, (int, float)) or not math.isfinite(util):
+        return None
+    simulated = (record.get("energy_simulated") or record.get("env_gpu_simulated") or record.get("gpu_simulated")
+                 or record.get("energy_status") == "simulated" or record.get("device") == "simulated")
+    if simulated or not str(record.get("compute_device") or record.get("env_compute_device") or "cuda").startswith("cuda"):
+        return None
+    return float(util) if util < HOST_BOUND_UTIL_PCT else None
+
+
+def marks(record: Mapping[str, Any], target_rel_ci: float = DEFAULT_TARGET_REL_CI) -> str:
+    """The closing table's mark column: ``!`` high noise, ``h`` host-bound (``!h`` both)."""
+    return ((NOISY_MARK if is_noisy(record, target_rel_ci) else "")
+            + (HOST_BOUND_MARK if host_bound_util_pct(record) is not None else ""))
+
+
 def case_label(record: Mapping[str, Any]) -> str:
     """The pytest parameter id of the record's test (unique within a test, e.g. one per prompt), else its case_id."""
     test = str(record.get("test") or "")
@@ -123,15 +149,22 @@ def _row(record: Mapping[str, Any], target_rel_ci: float) -> list[str]:
     time_text = with_interval(record.get("time_per_image_s_median"), record.get("time_per_image_s_ci95_low"),
                               record.get("time_per_image_s_ci95_high"))
     return [case_label(record), sig(record.get("images_per_s")), time_text, _energy(record),
-            str(record.get("stop_reason") or "-"), NOISY_MARK if is_noisy(record, target_rel_ci) else ""]
+            str(record.get("stop_reason") or "-"), marks(record, target_rel_ci)]
 
 
-def legend(target_rel_ci: float = DEFAULT_TARGET_REL_CI) -> list[str]:
-    """The table's legend, each line within TABLE_WIDTH."""
-    return [f"{NOISY_MARK} high noise: a 95 % interval wider than +-{100 * target_rel_ci:g} % of the median (the target), "
-            "or the case stopped short of it",
-            f"  (stop reason {', '.join(NOISY_STOPS[:-1])} or {NOISY_STOPS[-1]})",
-            "values: median [95 % interval] per image over the measured rounds; (sim) simulated energy; n/a no energy source"]
+def legend(target_rel_ci: float = DEFAULT_TARGET_REL_CI, records: Iterable[Mapping[str, Any]] = ()) -> list[str]:
+    """The table's legend, each line within TABLE_WIDTH; the host-bound line only when one of ``records`` is."""
+    lines = [f"{NOISY_MARK} high noise: a 95 % interval wider than +-{100 * target_rel_ci:g} % of the median (the target), "
+             "or the case stopped short of it",
+             f"  (stop reason {', '.join(NOISY_STOPS[:-1])} or {NOISY_STOPS[-1]})"]
+    busy = [u for u in (host_bound_util_pct(r) for r in records) if u is not None]
+    if busy:
+        lines += [f"{HOST_BOUND_MARK} host-bound: the GPU ran kernels only {min(busy):.0f}-{max(busy):.0f} % of the measured time "
+                  f"(NVML, below {HOST_BOUND_UTIL_PCT:g} %):",
+                  "  the host set the pace, so differences between such cases measure the host, not the GPU"]
+    lines.append("values: median [95 % interval] per image over the measured rounds; (sim) simulated energy; "
+                 "n/a no energy source")
+    return lines
 
 
 def results_table(records: Iterable[Mapping[str, Any]], target_rel_ci: float = DEFAULT_TARGET_REL_CI,

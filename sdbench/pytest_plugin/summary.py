@@ -65,7 +65,7 @@ def finish_results(config: pytest.Config, state: SessionState, exitstatus: int) 
     folder.finish()
     target = state.target_rel_ci()
     table = results_table(state.records, target)
-    legend_lines = legend(target) if table else []
+    legend_lines = legend(target, state.records) if table else []
     status = _status(state, exitstatus)
     took = duration(time.monotonic() - folder.started_s)
     steps = _next_steps(config, state, folder.path)

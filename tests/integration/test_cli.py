@@ -97,7 +97,12 @@ def test_generate_writes_image_config_and_metrics(unipc_run: tuple[Result, dict[
     assert rec["flop_per_image"] > 0
     assert rec["images_saved"] == [str(images[0])]
     # the summary table names what ran; progress lines go to stderr
-    assert "UniPCMultistepScheduler" in res.out and str(out_dir) in res.out
+    assert "unipc = UniPCMultistepScheduler" in res.out and str(out_dir) in res.out
+    # the closing table is the suites' one: at most 120 columns, the record's numbers with their intervals
+    table = res.out[:res.out.index("scheduler ran as:")].splitlines()
+    assert table[0].split()[:2] == ["case", "images/s"] and "J/image [95% CI]" in table[0]
+    assert rec["case_id"] in table[1] and rec["stop_reason"] in table[1]
+    assert all(len(line) <= 120 for line in res.out.splitlines() if not line.startswith(("images,", "metrics:")))
     assert "warm-up" in res.err
 
 
@@ -107,7 +112,7 @@ def test_cpu_energy_is_unavailable_with_a_reason(unipc_run: tuple[Result, dict[s
     assert rec["energy_per_image_j_median"] is None
     assert rec["energy_unavailable_reason"]
     assert rec["net_energy_per_image_j_median"] is None and rec["net_energy_unavailable_reason"]
-    assert "unavailable" in unipc_run[0].out
+    assert " n/a " in unipc_run[0].out and "n/a no energy source" in unipc_run[0].out  # the table and its legend
 
 
 def test_default_model_on_the_cpu_is_tiny_sd(tmp_path: Path) -> None:

@@ -35,9 +35,11 @@ import sdbench.spec.schedulers  # noqa: F401
 from sdbench.distribute import suite
 from sdbench.files import cache_root
 from sdbench.output.tables import (
+    HOST_BOUND_UTIL_PCT,
     TABLE_WIDTH,
     CaseClock,
     duration,
+    host_bound_util_pct,
     is_noisy,
     legend,
     next_steps_in,
@@ -182,6 +184,39 @@ def test_high_noise_is_marked(fields: dict[str, Any], noisy: bool) -> None:
     rec = record(**fields)
     assert is_noisy(rec, 0.02) is noisy
     assert results_table([rec], 0.02)[-1].endswith("!") is noisy
+
+
+@pytest.mark.parametrize(("fields", "host_bound"), [
+    ({}, False),  # no telemetry: nothing is claimed
+    ({"telemetry_gpu_util_pct_mean": 24.8}, True),  # eager SD1.4 at 256 px, batch 1, on an H200
+    ({"telemetry_gpu_util_pct_mean": 92.7}, False),  # the same at 768 px
+    ({"telemetry_gpu_util_pct_mean": HOST_BOUND_UTIL_PCT}, False),
+    ({"telemetry_gpu_util_pct_mean": 30.0, "energy_status": "simulated"}, False),  # modelled SM activity
+    ({"telemetry_gpu_util_pct_mean": 30.0, "env_gpu_simulated": True}, False),
+    ({"telemetry_gpu_util_pct_mean": 30.0, "compute_device": "cpu"}, False),
+    ({"telemetry_gpu_util_pct_mean": float("nan")}, False),
+    ({"telemetry_gpu_util_pct_mean": True}, False),
+])
+def test_a_host_bound_case_is_marked_and_the_legend_says_what_that_means(fields: dict[str, Any],
+                                                                         host_bound: bool) -> None:
+    rec = record(compute_device="cuda:0", **{k: v for k, v in fields.items() if k != "compute_device"})
+    if "compute_device" in fields:
+        rec["compute_device"] = fields["compute_device"]
+    assert (host_bound_util_pct(rec) is not None) is host_bound
+    row = results_table([rec], 0.02)[-1]
+    assert row.endswith("h") is host_bound and not row.endswith("!")
+    lines = legend(0.02, [rec])
+    assert any(line.startswith("h host-bound") for line in lines) is host_bound
+    assert all(len(line) <= TABLE_WIDTH for line in lines)
+    noisy = results_table([{**rec, "stop_reason": "max_time"}], 0.02)[-1]
+    assert noisy.endswith("!h" if host_bound else "!")
+
+
+def test_the_host_bound_legend_gives_the_range_of_the_cases_busy_shares() -> None:
+    recs = [record(f"c{i}", compute_device="cuda:0", telemetry_gpu_util_pct_mean=u) for i, u in enumerate((24.8, 44.6, 92.7))]
+    line = next(line for line in legend(0.02, recs) if line.startswith("h host-bound"))
+    assert "25-45 %" in line
+    assert legend(0.02) == legend(0.02, [record()])  # without a host-bound case the legend is as before
 
 
 def test_energy_unavailable_simulated_and_out_of_memory_rows() -> None:

@@ -24,7 +24,14 @@ from sdbench.cli.args import (
     runner_config,
 )
 from sdbench.errors import ConfigError
-from sdbench.output.tables import CaseClock, duration
+from sdbench.output.tables import (
+    DEFAULT_TARGET_REL_CI,
+    TABLE_WIDTH,
+    CaseClock,
+    duration,
+    legend,
+    results_table,
+)
 from sdbench.settings import SUITES
 
 DEFAULT_SUITE = "speed"  # sdbench.distribute.suite.DEFAULT_SUITE (tests/unit/test_settings.py checks they match)
@@ -135,22 +142,20 @@ def save_images(bench: Any, case: Any, num_images: int, out_dir: Path, record: d
     return saved
 
 
-def summary_table(records: Sequence[dict[str, Any]]) -> str:
-    """One row per measured case: time with its interval, throughput, energy, peak memory, rounds, stop reason."""
-    from tabulate import tabulate
+def summary_table(records: Sequence[dict[str, Any]], target_rel_ci: float = DEFAULT_TARGET_REL_CI) -> str:
+    """The closing table every sdbench run ends with (:func:`sdbench.output.tables.results_table`, at most 120
+    columns): one line per case, images/s, s/image and J/image with their intervals, the stop reason, the
+    high-noise and host-bound marks, and its legend; then the scheduler class each asked scheduler ran as (a
+    key such as ``dpm++-sde`` is a setting of another class). The rest of each record (net energy, peak
+    memory, rounds) is in the metrics JSON."""
+    import textwrap
 
-    rows = []
-    for r in records:
-        t_ci = r.get("time_per_image_s_ci95_halfwidth_rel")
-        e = r.get("energy_per_image_j_median")
-        energy = f"{e:.3g}" + (" (sim)" if r.get("energy_simulated") else "") if e is not None else "unavailable"
-        peak = r.get("memory_peak_allocated_bytes")
-        rows.append([r["case_id"], r.get("scheduler_class"), f"{r['time_per_image_s_median']:.4g}",
-                     f"±{100 * t_ci:.1f}%" if t_ci is not None else "-", f"{r['images_per_s']:.3g}", energy,
-                     f"{r['net_energy_per_image_j_median']:.3g}" if r.get("net_energy_per_image_j_median") is not None else "-",
-                     f"{peak / 2**30:.2f}" if peak else "-", r.get("rounds"), r.get("stop_reason")])
-    return tabulate(rows, headers=["case", "scheduler ran", "s/image", "95% CI", "images/s", "J/image", "net J/image",
-                                   "peak GiB", "rounds", "stop"])
+    ran = {str(r.get("scheduler")): str(r.get("scheduler_class")) for r in records if r.get("scheduler_class")}
+    lines = [*results_table(records, target_rel_ci), *legend(target_rel_ci, records)]
+    if ran:
+        text = "scheduler ran as: " + ", ".join(f"{key} = {cls}" for key, cls in ran.items())
+        lines += textwrap.wrap(text, width=TABLE_WIDTH, subsequent_indent="  ", break_on_hyphens=False)
+    return "\n".join(lines)
 
 
 def _case_progress(say: Any, clock: CaseClock, case_id: str) -> Any:
@@ -297,7 +302,7 @@ def run(args: argparse.Namespace) -> int:
             took = clock.finish()
             if len(cases) > 1:
                 step(f"done in {duration(took)}")
-        print(summary_table(records))
+        print(summary_table(records, bench.runner.config.target_rel_ci))
         meta["environment"] = bench.environment
         if not args.no_save_images:
             # The images' folder always gets the metrics too, so a run's output stands on its own.
