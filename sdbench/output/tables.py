@@ -16,6 +16,8 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from sdbench.record.schema import record_is_simulated
+
 TABLE_WIDTH = 120
 # Stop reasons that mean the rounds ran out before the interval reached its target.
 NOISY_STOPS = ("noise_limited", "max_rounds", "max_time")
@@ -93,9 +95,7 @@ def host_bound_util_pct(record: Mapping[str, Any]) -> float | None:
     util = record.get("telemetry_gpu_util_pct_mean")
     if isinstance(util, bool) or not isinstance(util, (int, float)) or not math.isfinite(util):
         return None
-    simulated = (record.get("energy_simulated") or record.get("env_gpu_simulated") or record.get("gpu_simulated")
-                 or record.get("energy_status") == "simulated" or record.get("device") == "simulated")
-    if simulated or not str(record.get("compute_device") or record.get("env_compute_device") or "cuda").startswith("cuda"):
+    if record_is_simulated(record) or not str(record.get("compute_device") or record.get("env_compute_device") or "cuda").startswith("cuda"):
         return None
     return float(util) if util < HOST_BOUND_UTIL_PCT else None
 

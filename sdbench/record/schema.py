@@ -215,6 +215,14 @@ def _invalid_samples(raw: Any) -> str | None:
     return None
 
 
+def record_is_simulated(rec: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> bool:
+    """Whether a record's energy or clock behaviour came from the simulated GPU (or its document says so)."""
+    if meta and meta.get("simulated"):
+        return True
+    return bool(rec.get("energy_simulated") or rec.get("env_gpu_simulated") or rec.get("gpu_simulated")
+                or rec.get("device") == "simulated" or rec.get("energy_status") == "simulated")
+
+
 def metric_stats(row: Mapping[str, Any], name: str) -> MetricStats | None:
     """:meth:`MetricStats.from_row`: a record's metric, from its samples, else its summary."""
     return MetricStats.from_row(row, name)

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sdbench.analysis.text import SETTING_UNITS
+from sdbench.record.schema import record_is_simulated  # re-exported: where the analysis readers look for it
 
 __all__ = [
     "NOT_RECORDED",
@@ -78,14 +79,6 @@ def is_default_record(rec: Mapping[str, Any]) -> bool:
     if flag is not None:
         return bool(flag) and settings["mem_clock_mhz"] is None and settings["power_limit_w"] is None
     return all(v is None for v in settings.values())
-
-
-def record_is_simulated(rec: Mapping[str, Any], meta: Mapping[str, Any] | None = None) -> bool:
-    """Whether a record's energy or clock behaviour came from the simulated GPU."""
-    if meta and meta.get("simulated"):
-        return True
-    return bool(rec.get("energy_simulated") or rec.get("env_gpu_simulated") or rec.get("gpu_simulated")
-                or rec.get("device") == "simulated" or rec.get("energy_status") == "simulated")
 
 
 def workload_key(rec: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
