@@ -53,9 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from sdbench.analysis.drift import default_drift_check
+from sdbench.analysis.drift import default_drift_check, remeasurement_rounds
 from sdbench.analysis.dvfs.analyze import analyze_records
 from sdbench.analysis.dvfs.records import is_default_record, record_is_simulated, record_settings
 from sdbench.analysis.estimates import Estimate
@@ -549,14 +547,7 @@ def _default_clock(defaults: Sequence[dict[str, Any]]) -> tuple[dict[str, dict[s
         if len(medians) >= 2:
             ranges[key] = {"n": len(medians), "min": min(medians), "max": max(medians),
                            "rel": max(medians) / min(medians) - 1.0, "medians": medians}
-    series = []
-    for rec in ordered:
-        t = metric_stats(rec, "time_per_image_s")
-        if t is None:
-            continue
-        e = metric_stats(rec, "energy_per_image_j") if _has_energy(rec) else None
-        series.append({"time_per_image_s": np.asarray(t.rounds("mean")),
-                       "energy_per_image_j": None if e is None else np.asarray(e.rounds("mean"))})
+    series = [entry for entry in map(remeasurement_rounds, ordered) if entry is not None]
     if len(series) < 2:
         return ranges, None
     check = default_drift_check(series)
@@ -768,21 +759,22 @@ def value_text(value: Any) -> str:
     return str(value)
 
 
-def change_pct_text(rel: float | None) -> str:
-    """A relative change as ``+12.3 %`` (``-`` when unknown); a bound printed to one decimal never lands on the other side of 0 than it is."""
+def _pct_text(rel: float | None, sign: str) -> str:
+    """``rel`` in percent to one decimal (``sign`` "+" to show it), ``-`` when unknown; a nonzero value never
+    prints as 0.0, so a bound never lands on the other side of 0 than it is."""
     if rel is None:
         return "-"
-    text = f"{100.0 * rel:+.1f}"
+    text = f"{100.0 * rel:{sign}.1f}"
     if rel != 0.0 and float(text) == 0.0:
-        text = f"{100.0 * rel:+.2g}"
+        text = f"{100.0 * rel:{sign}.2g}"
     return f"{text} %"
+
+
+def change_pct_text(rel: float | None) -> str:
+    """A relative change as ``+12.3 %`` (``-`` when unknown)."""
+    return _pct_text(rel, "+")
 
 
 def range_pct_text(rel: float | None) -> str:
-    """A within-run range (``max / min - 1``, never negative) as ``44.6 %``; a nonzero one never prints as 0.0."""
-    if rel is None:
-        return "-"
-    text = f"{100.0 * rel:.1f}"
-    if rel != 0.0 and float(text) == 0.0:
-        text = f"{100.0 * rel:.2g}"
-    return f"{text} %"
+    """A within-run range (``max / min - 1``, never negative) as ``44.6 %``."""
+    return _pct_text(rel, "")

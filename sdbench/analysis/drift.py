@@ -20,6 +20,7 @@ from scipy import stats as scipy_stats
 
 from sdbench.analysis.text import interval_text
 from sdbench.record.io import json_safe
+from sdbench.record.schema import metric_stats
 
 #: Family-wise level of the default-clock drift test (Bonferroni over every comparison): a missed drift
 #: lets a contaminated claim through, a false alarm only withholds one, so the conventional 5 %.
@@ -90,6 +91,17 @@ def _welch_log(a: np.ndarray, b: np.ndarray, level: float) -> tuple[float, tuple
     p = float(2.0 * scipy_stats.t.sf(abs(diff) / se, df))
     half = float(scipy_stats.t.ppf(0.5 + level / 2.0, df)) * se
     return (1.0 if not math.isfinite(p) else p), (math.exp(diff - half), math.exp(diff + half))
+
+
+def remeasurement_rounds(rec: Mapping[str, Any]) -> dict[str, np.ndarray | None] | None:
+    """One default-clock record as :func:`default_drift_check` takes it: its per-round time and energy per
+    image (energy None when unavailable); None when the record has no time per image."""
+    t = metric_stats(rec, "time_per_image_s")
+    if t is None:
+        return None
+    e = metric_stats(rec, "energy_per_image_j") if rec.get("energy_status") != "unavailable" else None
+    return {"time_per_image_s": np.asarray(t.rounds("mean")),
+            "energy_per_image_j": None if e is None else np.asarray(e.rounds("mean"))}
 
 
 def default_drift_check(remeasurements: Sequence[Mapping[str, Any]], *, alpha: float = DRIFT_ALPHA,

@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from sdbench.record.schema import metric_stats
 from sdbench.studies.dvfs.points import ROLE_DEFAULT, ROLE_POINT
 
 __all__ = ["default_clock_checks", "point_counts", "summary_lines"]
@@ -23,9 +22,8 @@ def default_clock_checks(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     re-measurement that agreed with the first, and ``drift_flagged_point_ids`` the sweep points
     (role ``point``) measured after it.
     """
-    import numpy as np
 
-    from sdbench.analysis.drift import default_drift_check
+    from sdbench.analysis.drift import default_drift_check, remeasurement_rounds
 
     ok = [r for r in records if r.get("point_status") == "ok"]
     defaults = sorted((r for r in ok if r.get("point_role") == ROLE_DEFAULT), key=lambda r: r.get("sweep_order_index", 0))
@@ -37,14 +35,8 @@ def default_clock_checks(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for key, name in (("time_per_image_s_median", "time"), ("energy_per_image_j_median", "energy")):
         values = [row[key] for row in rows if row[key]]
         out[f"{name}_drift_rel"] = (max(values) / min(values) - 1.0) if len(values) >= 2 else None
-    series = []
-    for r in defaults:
-        t, e = metric_stats(r, "time_per_image_s"), metric_stats(r, "energy_per_image_j")
-        if t is None:
-            continue
-        series.append({"time_per_image_s": np.asarray(t.rounds("mean")),
-                       "energy_per_image_j": None if e is None else np.asarray(e.rounds("mean")),
-                       "sweep_order_index": r.get("sweep_order_index", 0)})
+    series = [{**entry, "sweep_order_index": r.get("sweep_order_index", 0)}
+              for r in defaults if (entry := remeasurement_rounds(r)) is not None]
     check = default_drift_check(series)
     out.update(drift_significant=check.significant, drift_verdict=check.verdict, drift_test=check.test,
                comparisons=check.comparisons, drift_after_order_index=None, drift_flagged_point_ids=[])
