@@ -101,22 +101,27 @@ def test_an_sdxl_call_prints_no_upcast_float32_or_truncation_noise(sdxl_fp16_upc
     assert pipe.vae.dtype == torch.float16  # cast back after decoding: every call upcasts again
 
 
-def test_the_schedulers_numpy_copy_notice_is_silenced_where_they_are_built_and_in_calls(
-        sdxl_fp16_upcasting: tuple[Any, Any]) -> None:
-    """NumPy 2 warns each time a diffusers scheduler builds its sigma table from a tensor (thousands of times
-    in a suite on a GPU host): not in sdbench's scheduler builds and pipeline calls; still elsewhere."""
+@pytest.mark.parametrize(("key", "notice"), [
+    ("euler-ancestral", NUMPY_COPY),  # np.array(tensor) in the sigma tables
+    ("kdpm2", NUMPY_WRAP),  # np.log(np.maximum(tensor, ...)): 6,006 per case in a GPU quality suite
+    ("kdpm2-ancestral", NUMPY_WRAP),
+])
+def test_the_schedulers_numpy_notices_are_silenced_where_they_are_built_and_in_calls(
+        sdxl_fp16_upcasting: tuple[Any, Any], key: str, notice: str) -> None:
+    """NumPy 2 warns each time a diffusers scheduler hands its sigma table to NumPy as a tensor (thousands of
+    times in a suite on a GPU host): not in sdbench's scheduler builds and pipeline calls; still elsewhere."""
     from sdbench.spec.models import MODELS
     from sdbench.spec.schedulers import make_scheduler
 
     _, applied = sdxl_fp16_upcasting
     with captured() as inside:
-        scheduler = make_scheduler("euler-ancestral", MODELS["sd-v1.5"].scheduler_config)
+        scheduler = make_scheduler(key, MODELS["sd-v1.5"].scheduler_config)
         with applied.call_context():
             scheduler.set_timesteps(10)
     with captured() as outside:
         scheduler.set_timesteps(10)
     assert noise_in(inside) == set(), inside
-    assert NUMPY_COPY in noise_in(outside)  # control: the same path does warn outside sdbench's scopes
+    assert notice in noise_in(outside)  # control: the same path does warn outside sdbench's scopes
 
 
 def test_the_inductor_tf32_notice_is_silenced_in_calls_only(sdxl_fp16_upcasting: tuple[Any, Any]) -> None:
@@ -178,22 +183,3 @@ def test_a_long_prompt_is_recorded_as_truncated_and_not_printed(bench: Bench, mo
     assert rec["prompt_tokens_dropped"] == tokens - 77
     short = bench.measure(bench.case(model, steps=1))
     assert short["prompt_truncated"] is False and short["prompt_tokens"] < 77
-
-
-@pytest.mark.parametrize("key", ["kdpm2", "kdpm2-ancestral"])
-def test_the_kdpm2_schedulers_numpy_wrap_notice_is_silenced_where_they_are_built_and_in_calls(
-        sdxl_fp16_upcasting: tuple[Any, Any], key: str) -> None:
-    """NumPy 2's __array_wrap__ notice from the KDPM2 schedulers' np.log(np.maximum(tensor, ...)): 6,006
-    per case in a GPU quality suite; not in sdbench's builds and calls, still elsewhere."""
-    from sdbench.spec.models import MODELS
-    from sdbench.spec.schedulers import make_scheduler
-
-    _, applied = sdxl_fp16_upcasting
-    with captured() as inside:
-        scheduler = make_scheduler(key, MODELS["sd-v1.5"].scheduler_config)
-        with applied.call_context():
-            scheduler.set_timesteps(10)
-    with captured() as outside:
-        scheduler.set_timesteps(10)
-    assert noise_in(inside) == set(), inside
-    assert NUMPY_WRAP in noise_in(outside)  # control: the same path does warn outside sdbench's scopes
