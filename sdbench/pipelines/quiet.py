@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from sdbench.spec.schedulers import NUMPY_COPY_WARNING
+from sdbench.spec.schedulers import NUMPY_TENSOR_NOTICES
 
 # Third-party messages that tell a benchmark's user nothing, each silenced only where it arises.
 # diffusers' ModelMixin.to(dtype) logs this even when the list of such modules is empty ("...: []"); it
@@ -68,12 +68,12 @@ def quiet_call_context(pipe: Any, inner: Callable[[], contextlib.AbstractContext
     """A factory of the context a pipeline call runs in: `inner()` with the calls' third-party noise silenced.
 
     Dropped: the CLIP truncation message (per encoder and call), diffusers' float32-modules message,
-    the `upcast_vae` FutureWarning (SDXL's fp16 VAE upcast) and NumPy 2's copy-keyword notice from the
-    schedulers' set_timesteps, plus `ignore_warnings` (message regex,
+    the `upcast_vae` FutureWarning (SDXL's fp16 VAE upcast) and NumPy 2's notices from the schedulers'
+    set_timesteps (copy keyword, `__array_wrap__`), plus `ignore_warnings` (message regex,
     category). Scoped to the call: the same messages outside a pipeline call still show.
     """
     loggers = [*_pipeline_loggers(pipe), FP32_MODULES_LOGGER, TOKEN_LENGTH_LOGGER]
-    warning_filters = [(UPCAST_VAE_WARNING, FutureWarning), (NUMPY_COPY_WARNING, DeprecationWarning), *ignore_warnings]
+    warning_filters = [(UPCAST_VAE_WARNING, FutureWarning), (NUMPY_TENSOR_NOTICES, DeprecationWarning), *ignore_warnings]
 
     @contextlib.contextmanager
     def context() -> Iterator[None]:

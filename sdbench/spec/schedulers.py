@@ -99,7 +99,7 @@ def check_available(spec: SchedulerSpec) -> None:
 #: Diffusers' code, nothing the user can change, thousands of times per suite (24,000 in one quality suite on
 #: a GPU host). One pattern for both (a warnings filter's message is a regex matched at the start), silenced
 #: where schedulers are built and inside pipeline calls (sdbench.pipelines.quiet).
-NUMPY_COPY_WARNING = r"(__array__ implementation doesn't accept a copy keyword|__array_wrap__ must accept context)"
+NUMPY_TENSOR_NOTICES = r"(__array__ implementation doesn't accept a copy keyword|__array_wrap__ must accept context)"
 
 
 def make_scheduler(key: str, model_config: Mapping[str, Any], overrides: Mapping[str, Any] | None = None) -> Any:
@@ -115,7 +115,7 @@ def make_scheduler(key: str, model_config: Mapping[str, Any], overrides: Mapping
         config.update(overrides)
     # from_config drops keys the class does not take, so one model config serves every class.
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=NUMPY_COPY_WARNING, category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=NUMPY_TENSOR_NOTICES, category=DeprecationWarning)
         return cls.from_config(config)
 
 

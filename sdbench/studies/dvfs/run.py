@@ -41,11 +41,11 @@ if TYPE_CHECKING:
 __all__ = ["run_sweep"]
 
 
-def _progress_bar(enabled: bool) -> tuple[Callable[[int, int, PlanPoint], None], Callable[[bool], tuple[int, int] | None]]:
+def _progress_bar(enabled: bool) -> tuple[Callable[[int, int, PlanPoint], None], Callable[[bool], None]]:
     """An execute() progress callback that drives a tqdm bar with ETA, and its closer.
 
     ``close(complete)`` fills the bar only for a sweep that completed; an interrupted, aborted or failed one
-    keeps the count it reached (never "100 %" for points not measured) and says so; returns (count, total)."""
+    keeps the count it reached (never "100 %" for points not measured) and says so."""
     state: dict[str, Any] = {"bar": None}
 
     def update(n: int, total: int, point: PlanPoint) -> None:
@@ -60,16 +60,15 @@ def _progress_bar(enabled: bool) -> tuple[Callable[[int, int, PlanPoint], None],
         clock = point.case.get("sm_clock_mhz")
         bar.set_postfix_str(f"{point.role} {'sm ' + str(clock) + ' MHz' if clock else 'default clock'}")
 
-    def close(complete: bool) -> tuple[int, int] | None:
+    def close(complete: bool) -> None:
         bar = state["bar"]
         if bar is None:
-            return None
+            return
         if complete:
             bar.update(bar.total - bar.n)
         else:
             bar.set_postfix_str(f"stopped: {bar.n} of {bar.total} points")
         bar.close()
-        return bar.n, bar.total
 
     return update, close
 
