@@ -4,7 +4,11 @@
    second process shows what the on-disk caches do not hold.
 2. Kernels of one warm pipeline call (torch.profiler, CUDA graph replays included): time by kind
    (attention, GEMM, convolution, Triton-generated, other), GPU busy time against the call's wall time.
-3. SDPA: the attention shapes one UNet step uses (recorded from an eager UNet forward), each timed with
+3. Host (`--host`): one warm call traced with CPU activity too: what the host was doing while the GPU sat
+   idle (the innermost CPU op at each moment of every gap of 20 us or more, summed by name), every call
+   that waits for the GPU (stream/device/event synchronise, blocking copies, `.item()`), and the CPU ops
+   by total time. The CPU trace slows the host side itself, so its gaps are an upper bound.
+4. SDPA: the attention shapes one UNet step uses (recorded from an eager UNet forward), each timed with
    every backend torch has here, summed per UNet step; and which backend torch picks by default.
 
 Usage: python scripts/unet_profile.py --model sdxl --profile max [--attention sdpa] [--knobs ...] --out DIR
@@ -79,6 +83,76 @@ def kernel_table(call: Callable[[], Any]) -> dict[str, Any]:
     return {"call_wall_ms": wall * 1e3, "gpu_busy_ms": busy_ms, "kernel_ms_by_kind": dict(by_kind),
             "kernel_ms_total": sum(by_kind.values()), "top_kernels_ms": [[n[:140], round(t, 3)] for n, t in top],
             "gaps": gaps}
+
+
+SYNC_MARKERS = ("synchronize", "cudamemcpy\x00", "aten::item", "aten::_local_scalar_dense", "cudastreamwaitevent")
+
+
+def is_sync(name: str) -> bool:
+    """A CPU event that waits for the GPU (a plain cudaMemcpy blocks; cudaMemcpyAsync does not by itself)."""
+    n = name.lower() + "\x00"
+    return any(m in n for m in SYNC_MARKERS)
+
+
+def idle_gaps(kernels: list[tuple[float, float, str]], min_us: float) -> list[tuple[float, float]]:
+    """GPU-idle intervals (start, end) of at least `min_us` between the (start-sorted) kernels."""
+    out = []
+    end = kernels[0][1] if kernels else 0.0
+    for s, e, _ in kernels[1:]:
+        if s - end >= min_us:
+            out.append((end, s))
+        end = max(end, e)
+    return out
+
+
+def host_during_gaps(gaps: list[tuple[float, float]], cpu: list[tuple[float, float, str]],
+                     sample_us: float = 5.0) -> dict[str, float]:
+    """Microseconds of GPU idle time by what the host was doing: at sample points every `sample_us`
+    through each gap, the innermost (shortest) CPU event open at that moment, or '(no CPU op open)'."""
+    points = [a + k * sample_us for a, b in gaps for k in range(max(1, int((b - a) / sample_us)))]
+    events = sorted(cpu)
+    out: dict[str, float] = collections.defaultdict(float)
+    active: list[tuple[float, float, str]] = []
+    i = 0
+    for t in points:  # increasing: gaps are sorted and disjoint
+        while i < len(events) and events[i][0] <= t:
+            active.append(events[i])
+            i += 1
+        active = [ev for ev in active if ev[1] >= t]
+        inner = min(active, key=lambda ev: ev[1] - ev[0])[2] if active else "(no CPU op open)"
+        out[inner] += sample_us
+    return dict(out)
+
+
+def host_table(call: Callable[[], Any], min_gap_us: float = 20.0) -> dict[str, Any]:
+    from torch.profiler import ProfilerActivity, profile
+
+    timed(call)
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        wall = timed(call)
+    kernels, cpu = [], []
+    for evt in prof.events():
+        span = (evt.time_range.start, evt.time_range.end, evt.name)
+        if evt.device_type == torch.autograd.DeviceType.CUDA:
+            if evt.device_time > 0:
+                kernels.append(span)
+        else:
+            cpu.append(span)
+    kernels.sort()
+    gaps = idle_gaps(kernels, min_gap_us)
+    during = host_during_gaps(gaps, cpu)
+    syncs: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0])
+    for s, e, name in cpu:
+        if is_sync(name):
+            syncs[name][0] += 1
+            syncs[name][1] += (e - s) / 1e3
+    totals = sorted(((a.key, a.count, a.cpu_time_total / 1e3) for a in prof.key_averages()), key=lambda r: -r[2])
+    return {"call_wall_ms_under_cpu_trace": wall * 1e3, "min_gap_us": min_gap_us, "gaps": len(gaps),
+            "gap_ms": sum(b - a for a, b in gaps) / 1e3,
+            "host_during_gaps_ms": [[n[:120], round(us / 1e3, 3)] for n, us in
+                                    sorted(during.items(), key=lambda kv: -kv[1])[:25]],
+            "syncs_count_ms": {n[:120]: [c, round(ms, 3)] for n, (c, ms) in syncs.items()},
+            "cpu_ops_count_ms": [[n[:120], c, round(ms, 3)] for n, c, ms in totals[:40]]}
 
 
 def gap_table(kernels: list[tuple[float, float, str]]) -> dict[str, Any]:
@@ -188,6 +262,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warm-calls", type=int, default=3)
     ap.add_argument("--no-sdpa", action="store_true")
+    ap.add_argument("--host", action="store_true", help="also trace one call with CPU activity (what the host did "
+                    "while the GPU was idle, and every wait for the GPU)")
     ap.add_argument("--out", default="unet_profile")
     ap.add_argument("--precompile-cache", action="store_true",
                     help="experimental: Dynamo's caching precompile (saves traced frames next to the compile cache); "
@@ -229,6 +305,17 @@ def main() -> None:
     print("gaps between kernels (count, ms): " + json.dumps(k["gaps"]["histogram_count_ms"]), flush=True)
     for g, at, a, b in k["gaps"]["largest"][:12]:
         print(f"  gap {g:9.1f} us at {at:8.2f} ms  after {a}  before {b}", flush=True)
+    if args.host:
+        result["host"] = h = host_table(call)
+        print(f"host trace: call {h['call_wall_ms_under_cpu_trace']:.1f} ms; {h['gaps']} GPU gaps >= "
+              f"{h['min_gap_us']:.0f} us, {h['gap_ms']:.2f} ms; waits for the GPU: {json.dumps(h['syncs_count_ms'])}",
+              flush=True)
+        print("  GPU idle by what the host was doing (ms):", flush=True)
+        for name, ms in h["host_during_gaps_ms"][:15]:
+            print(f"  {ms:9.3f}  {name}", flush=True)
+        print("  CPU ops by total time (name, count, ms):", flush=True)
+        for name, count, ms in h["cpu_ops_count_ms"][:25]:
+            print(f"  {ms:9.3f} {count:6d}  {name}", flush=True)
     if not args.no_sdpa:
         dtype = built.pipe.unet.dtype
         result["sdpa"] = time_sdpa(sdpa_shapes(built.pipe.unet, case, dtype), dtype)

@@ -71,7 +71,7 @@ ENERGY_SOURCES: tuple[str, ...] = ("auto", "counter", "timeline", "rapl", "none"
 TIMESTEP_SPACINGS: tuple[str, ...] = ("leading", "trailing", "linspace")
 PROFILE_NAMES_HELP = "eager, channels-last, compile, reduce-overhead, max, fp8, fp8-torchao"
 KNOB_NAMES_HELP = ("channels_last, fuse_qkv, compile_unet, compile_vae, compile_text, fullgraph, vae_upcast, "
-                   "vae_slicing, vae_tiling, inductor_tuning, cudnn_benchmark, fp8_unet, fp8_rowwise, fp8_torchao")
+                   "vae_slicing, vae_tiling, inductor_tuning, cudnn_benchmark, freezing, fp8_unet, fp8_rowwise, fp8_torchao")
 MIN_SIDE_PX, MAX_SIDE_PX = 64, 4096
 MAX_STEPS, MAX_BATCH = 1000, 512
 DEVICES_HELP = "auto, cpu, cuda, cuda:N, simulated[:v100|a100|h100|h200]"

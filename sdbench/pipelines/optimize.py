@@ -171,17 +171,21 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
             inductor_config.coordinate_descent_tuning = True
             inductor_config.coordinate_descent_check_all_directions = True
             inductor_config.epilogue_fusion = False
-    if k.compile_unet in _CUDA_GRAPH_MODES:
-        _compile_forward(pipe.unet, k.compile_unet, k.fullgraph, copy_outputs=False)
+        if k.freezing:
+            notes.append("inductor freezing: the compiled modules' weights are constants of their graphs "
+                         "(folded copies kept beside the parameters; a new pipeline recompiles)")
+    if k.compile_unet in _CUDA_GRAPH_MODES or (k.compile_unet and k.freezing):
+        _compile_forward(pipe.unet, k.compile_unet, k.fullgraph, copy_outputs=False, freezing=k.freezing)
     elif k.compile_unet:
         # Module.compile keeps the module's type and attributes, which diffusers reads.
         pipe.unet.compile(mode=k.compile_unet, fullgraph=k.fullgraph)
     if k.compile_vae:
-        pipe.vae.decode = torch.compile(pipe.vae.decode, mode=k.compile_vae, fullgraph=k.fullgraph)
+        pipe.vae.decode = _compiled(pipe.vae.decode, k.compile_vae, k.fullgraph, k.freezing)
     if k.compile_text:
         for name in ("text_encoder", "text_encoder_2"):
             if getattr(pipe, name, None) is not None:
-                _compile_forward(getattr(pipe, name), k.compile_text, k.fullgraph, copy_outputs=True)
+                _compile_forward(getattr(pipe, name), k.compile_text, k.fullgraph, copy_outputs=True,
+                                 freezing=k.freezing)
     if attention in _SDPA_BACKENDS:
         # The pin is for the UNet's attention. CLIP passes a causal mask, which flash cannot take, and
         # the VAE's one attention layer has a single 512-wide head, beyond flash and cuDNN: both keep
@@ -218,7 +222,29 @@ def _forget_graphs_of_other_attention(attention: str, notes: list[str]) -> None:
     _compiled_with_attention = attention
 
 
-def _compile_forward(module: Any, mode: str, fullgraph: bool, copy_outputs: bool) -> None:
+def _compiled(fn: Callable[..., Any], mode: str, fullgraph: bool, freezing: bool) -> Callable[..., Any]:
+    """torch.compile of `fn`; with `freezing`, each call runs under inductor's freezing.
+
+    Freezing makes the weights constants of the compiled graph (no parameter inputs to pass or check at
+    each call, and weight-side work folded at compile time). It is set around the call, where Dynamo
+    traces and inductor compiles, not process-wide: Dynamo reads the global setting while tracing to guard
+    on the parameters' addresses, so another module instance recompiles instead of reusing a graph with
+    the first one's weights folded in; a global switch would also reach every later compile. It applies
+    only without autograd (sdbench's calls run under inference mode).
+    """
+    compiled = torch.compile(fn, mode=mode, fullgraph=fullgraph)
+    if not freezing:
+        return compiled
+    import torch._inductor.config as inductor_config
+
+    def frozen(*args: Any, **kwargs: Any) -> Any:
+        with inductor_config.patch(freezing=True):
+            return compiled(*args, **kwargs)
+
+    return frozen
+
+
+def _compile_forward(module: Any, mode: str, fullgraph: bool, copy_outputs: bool, freezing: bool = False) -> None:
     """Compile `module.forward` (the module keeps its type and attributes, which diffusers reads); under
     CUDA graphs every call starts a graph step of its own, and hands back copies if `copy_outputs`.
 
@@ -229,7 +255,7 @@ def _compile_forward(module: Any, mode: str, fullgraph: bool, copy_outputs: bool
     text encoders: SDXL keeps the first encoder's hidden states while the second (and the negative
     prompt) run, so they hand back copies (a few hundred kilobytes per prompt).
     """
-    compiled = torch.compile(module.forward, mode=mode, fullgraph=fullgraph)
+    compiled = _compiled(module.forward, mode, fullgraph, freezing)
     graphs = mode in _CUDA_GRAPH_MODES
 
     def forward(*args: Any, **kwargs: Any) -> Any:

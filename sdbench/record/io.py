@@ -77,6 +77,7 @@ __all__ = [
     "upgrade_row",
     "upgrade_v1_to_v2",
     "upgrade_v2_to_v3",
+    "upgrade_v3_to_v4",
     "write_csv",
     "write_json",
     "write_lines",
@@ -209,8 +210,22 @@ def upgrade_v2_to_v3(row: Mapping[str, Any]) -> Row:
     return out
 
 
+def upgrade_v3_to_v4(row: Mapping[str, Any]) -> Row:
+    """Schema 3 -> 4: the knob ``freezing`` (inductor freezing of compiled modules) was added. A row that records
+    its knobs (``knob_cudnn_benchmark``) gets ``knob_freezing: false``, as every compile before it ran, placed
+    where the knob sits (after ``knob_cudnn_benchmark``); nothing else changes."""
+    out: Row = {}
+    for key, value in row.items():
+        out[key] = value
+        if key == "knob_cudnn_benchmark" and "knob_freezing" not in row:
+            out["knob_freezing"] = False
+    out["schema_version"] = 4
+    return out
+
+
 #: ``UPGRADES[v]`` turns a version-``v`` row into a version-``v + 1`` row.
-UPGRADES: dict[int, Callable[[Mapping[str, Any]], Row]] = {1: upgrade_v1_to_v2, 2: upgrade_v2_to_v3}
+UPGRADES: dict[int, Callable[[Mapping[str, Any]], Row]] = {1: upgrade_v1_to_v2, 2: upgrade_v2_to_v3,
+                                                            3: upgrade_v3_to_v4}
 
 
 def _version(value: Any, where: str) -> int:

@@ -30,7 +30,7 @@ from types import MappingProxyType
 from typing import Any
 
 #: The version of the rows this sdbench writes (and the newest it reads).
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 #: The oldest version :mod:`sdbench.record.io` can upgrade.
 OLDEST_SCHEMA_VERSION = 1
 #: ``record_type`` of a measured case (and clock point); other types (e.g. ``memory_stress_oom``) are kept

@@ -29,6 +29,7 @@ class Knobs:
     vae_tiling: bool = False
     inductor_tuning: bool = False  # coordinate-descent tuning, 1x1 convs as matmuls (diffusers' SDXL recipe)
     cudnn_benchmark: bool = False
+    freezing: bool = False  # inductor freezing: compiled modules' weights become constants of their graphs
     fp8_unet: bool = False  # e4m3 matmuls in the UNet's transformer blocks (compute capability 8.9+)
     fp8_rowwise: bool = False  # with fp8_unet: one scale per token and per output channel, not per tensor
     fp8_torchao: bool = False  # with fp8_unet: torchao's float8 inference path instead of sdbench's own (sdbench[fp8])

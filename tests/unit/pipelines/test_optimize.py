@@ -148,6 +148,53 @@ def test_a_unet_under_cuda_graphs_starts_a_graph_step_at_every_call(isolated_com
     assert n >= 2 and calls == ["step", "unet"] * n  # each UNet call in a graph step of its own
 
 
+def test_freezing_is_on_while_compiled_calls_run_and_another_instance_recompiles(
+        isolated_compile: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `freezing`, inductor's freezing is set around each compiled call (where Dynamo traces), not
+    process-wide, and Dynamo then guards on the weights' addresses: a second module of the same shapes is
+    traced again and gives its own answer, never the first one's folded weights. (A counting Dynamo
+    backend stands in for inductor: compiling on the CPU is slow.)"""
+    import torch._inductor.config as inductor_config
+
+    from sdbench.pipelines import optimize
+
+    real_compile = torch.compile
+    traced: list[bool] = []
+
+    def counting_backend(gm: Any, example_inputs: Any) -> Any:
+        traced.append(inductor_config.freezing)
+        return gm.forward
+
+    monkeypatch.setattr(optimize.torch, "compile", lambda fn, **kw: real_compile(fn, backend=counting_backend))
+    torch._dynamo.reset()
+    try:
+        first, second = torch.nn.Linear(4, 4), torch.nn.Linear(4, 4)
+        for module in (first, second):
+            optimize._compile_forward(module, "default", fullgraph=False, copy_outputs=False, freezing=True)
+        x = torch.randn(2, 4)
+        with torch.inference_mode():
+            got = [first(x), first(x), second(x)]
+            want = [torch.nn.functional.linear(x, m.weight, m.bias) for m in (first, first, second)]
+        assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
+        assert traced == [True, True]  # traced under freezing, once per module instance
+        assert inductor_config.freezing is False  # and left off for the rest of the process
+    finally:
+        torch._dynamo.reset()
+
+
+def test_the_freezing_knob_reaches_every_compiled_module(isolated_compile: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from sdbench.pipelines import optimize
+
+    frozen: list[bool] = []
+    monkeypatch.setattr(optimize, "_compiled", lambda fn, mode, fullgraph, freezing: frozen.append(freezing) or fn)
+    pipe = fresh()
+    applied = apply_knobs(pipe, "compile_unet=default,compile_vae=default,compile_text=default,freezing=on")
+    assert frozen == [True, True, True]  # UNet (through its forward, so it can be wrapped), VAE decode, text encoder
+    assert pipe.unet.forward.compiled_mode == "default" and applied.knobs["freezing"] is True
+    assert any("inductor freezing" in n for n in applied.notes)
+
+
 def test_compile_text_compiles_every_text_encoder(isolated_compile: Path) -> None:
     pipe = fresh("tiny-sdxl")
     apply_knobs(pipe, "compile_text=default")

@@ -3,7 +3,7 @@
 - a record built now has exactly the fields of the golden row of the current version of the same case (a field
   renamed, dropped or added fails here until the golden row, and an upgrade step, say so);
 - every older golden row (version 1: written by sdbench before ``sdbench/record/``; version 2: before the knob
-  ``fp8_torchao``) upgrades to exactly the fields of its current row, keeping every value;
+  ``fp8_torchao``; version 3: before the knob ``freezing``) upgrades to exactly the fields of its current row, keeping every value;
 - every field of a real record belongs to one part of the typed schema, and the typed view round-trips.
 
 The fresh rows are measured as the golden ones were: tiny-sd at 64 px on the simulated GPU (virtual clock) and
@@ -101,8 +101,18 @@ def test_a_golden_v2_row_upgrades_to_the_current_fields_keeping_every_value(name
     assert new["schema_version"] == SCHEMA_VERSION and list(new)[:2] == list(HEADER_KEYS)
     assert set(new) == set(pinned), (sorted(set(pinned) - set(new)), sorted(set(new) - set(pinned)))
     assert {k: v for k, v in new.items() if k != "schema_version"} == {
-        **{k: v for k, v in old.items() if k != "schema_version"}, "knob_fp8_torchao": False}
+        **{k: v for k, v in old.items() if k != "schema_version"}, "knob_fp8_torchao": False, "knob_freezing": False}
     assert list(new).index("knob_fp8_torchao") == list(new).index("knob_fp8_rowwise") + 1  # beside its kin
+    assert new["knob_freezing"] is False  # added in version 4
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_a_golden_v3_row_upgrades_to_the_current_fields_keeping_every_value(name: str) -> None:
+    old, pinned = golden(3, name), golden(SCHEMA_VERSION, name)
+    new = upgrade_row(old, f"v3-{name}")
+    assert new["schema_version"] == SCHEMA_VERSION and list(new) == list(pinned)  # same fields, same order
+    assert {k: v for k, v in new.items() if k != "schema_version"} == {
+        **{k: v for k, v in old.items() if k != "schema_version"}, "knob_freezing": False}
 
 
 def test_the_drifted_keys_are_fixed() -> None:
@@ -112,7 +122,7 @@ def test_the_drifted_keys_are_fixed() -> None:
     assert not any(k.startswith(("memory_memory", "telemetry_telemetry")) for k in golden(2, "case-simulated"))
 
 
-@pytest.mark.parametrize("version", [1, 2, 3])
+@pytest.mark.parametrize("version", [1, 2, 3, 4])
 @pytest.mark.parametrize("name", CASES)
 def test_every_field_of_a_record_belongs_to_a_part_and_the_typed_view_round_trips(version: int, name: str) -> None:
     row = upgrade_row(golden(version, name))
