@@ -27,6 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from sdbench.pipelines.build import set_scheduler
 from sdbench.runner import RunnerConfig
 from sdbench.session import Bench
 
@@ -155,6 +156,29 @@ def host_table(call: Callable[[], Any], min_gap_us: float = 20.0) -> dict[str, A
             "cpu_ops_count_ms": [[n[:120], c, round(ms, 3)] for n, c, ms in totals[:40]]}
 
 
+def sync_sites(call: Callable[[], Any], depth: int = 4) -> list[list[Any]]:
+    """Where host reads of tensor values come from: one more call traced with Python frames; each scalar read
+    (`_local_scalar_dense`: `.item()`, `bool()`, `float()`; on a GPU tensor a wait for the GPU), `nonzero` and
+    `equal`, with its innermost `depth` Python frames, by count and total time (the wait is in the time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], with_stack=True) as prof:
+        timed(call)
+    sites: dict[str, list[float]] = collections.defaultdict(lambda: [0, 0.0])
+    for evt in prof.events():
+        if evt.name not in ("aten::_local_scalar_dense", "aten::nonzero", "aten::equal"):
+            continue
+        frames, parent = [], evt.cpu_parent
+        while parent is not None and len(frames) < depth:  # the Python tracer's frames are the op's parents
+            if ".py(" in parent.name and "torch/profiler" not in parent.name:
+                frames.append(parent.name)
+            parent = parent.cpu_parent
+        key = f"{evt.name} @ " + (" <- ".join(frames) if frames else "(no Python frame)")
+        sites[key][0] += 1
+        sites[key][1] += evt.cpu_time_total / 1e3
+    return [[k[:400], c, round(ms, 3)] for k, (c, ms) in sorted(sites.items(), key=lambda kv: -kv[1][1])[:20]]
+
+
 def gap_table(kernels: list[tuple[float, float, str]]) -> dict[str, Any]:
     """Idle GPU time between consecutive kernels (us): a histogram and the largest gaps, with neighbours."""
     edges = (2, 5, 10, 50, 200, 1000, 10000)
@@ -259,6 +283,7 @@ def main() -> None:
     ap.add_argument("--profile", default="max")
     ap.add_argument("--attention", default="sdpa")
     ap.add_argument("--knobs", default="")
+    ap.add_argument("--scheduler", default="euler")
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--warm-calls", type=int, default=3)
     ap.add_argument("--no-sdpa", action="store_true")
@@ -274,11 +299,15 @@ def main() -> None:
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
     bench = Bench("cuda:0", runner_config=RunnerConfig(warmup_min_s=0, min_rounds=1, max_rounds=1))
-    case = bench.case(args.model, steps=args.steps, scheduler="euler", weights="synthetic", profile=args.profile,
+    case = bench.case(args.model, steps=args.steps, scheduler=args.scheduler, weights="synthetic", profile=args.profile,
                       attention=args.attention, knobs=args.knobs)
     t0 = time.perf_counter()
     built, applied = bench.pipeline(case)
+    # The case's scheduler, as the Runner sets it before measuring (a pipeline is built with the model's own:
+    # PNDM for SD 1.x, whose steps read GPU timesteps on the host and so wait for the GPU three times a step).
+    set_scheduler(built.pipe, case.scheduler)
     result: dict[str, Any] = {"model": args.model, "profile": args.profile, "attention": args.attention,
+                              "scheduler": type(built.pipe.scheduler).__name__,
                               "knobs": args.knobs, "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__,
                               "cudnn": torch.backends.cudnn.version(), "build_s": time.perf_counter() - t0,
                               "notes": applied.notes}
@@ -293,7 +322,7 @@ def main() -> None:
         except Exception as exc:  # noqa: BLE001 - experimental path, report and go on
             result["precompile_saved_s"] = f"failed: {type(exc).__name__}: {str(exc)[:300]}"
         print(f"precompile cache save: {result['precompile_saved_s']}", flush=True)
-    print(json.dumps({k: result[k] for k in ("model", "profile", "build_s", "warm_calls_s")}), flush=True)
+    print(json.dumps({k: result[k] for k in ("model", "profile", "scheduler", "build_s", "warm_calls_s")}), flush=True)
     print(result["dynamo_compile_times"], flush=True)
     result["kernels"] = kernel_table(call)
     k = result["kernels"]
@@ -313,6 +342,10 @@ def main() -> None:
         print("  GPU idle by what the host was doing (ms):", flush=True)
         for name, ms in h["host_during_gaps_ms"][:15]:
             print(f"  {ms:9.3f}  {name}", flush=True)
+        h["sync_sites"] = sync_sites(call)
+        print("  waits for the GPU by call site (op @ innermost frames, count, ms):", flush=True)
+        for site, count, ms in h["sync_sites"]:
+            print(f"  {ms:9.3f} {count:6d}  {site}", flush=True)
         print("  CPU ops by total time (name, count, ms):", flush=True)
         for name, count, ms in h["cpu_ops_count_ms"][:25]:
             print(f"  {ms:9.3f} {count:6d}  {name}", flush=True)

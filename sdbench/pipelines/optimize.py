@@ -163,7 +163,7 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
         torch.backends.cudnn.benchmark = True
     if k.compile_unet or k.compile_vae or k.compile_text:
         notes.append(f"compile cache: {_enable_compile_cache(attention)}")
-        _forget_graphs_of_other_attention(attention, notes)
+        _forget_graphs_compiled_otherwise({"attention": attention, "freezing": k.freezing}, notes)
         if k.inductor_tuning:
             import torch._inductor.config as inductor_config
 
@@ -208,18 +208,24 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
     return Applied(profile, attention, processor, offload, asdict(k), call_context, notes)
 
 
-_compiled_with_attention: str | None = None  # the SDPA setting of this process's compiled graphs
+_compiled_with: dict[str, Any] | None = None  # the settings of this process's compiled graphs
 
 
-def _forget_graphs_of_other_attention(attention: str, notes: list[str]) -> None:
-    """Dynamo reuses a compiled graph for another module instance of the same shapes (parameters are
-    inputs, not guards), and the SDPA backend was fixed when that graph was traced: a pipeline pinned
-    to another backend would silently run the old one. Drop this process's graphs when it changes."""
-    global _compiled_with_attention
-    if _compiled_with_attention is not None and _compiled_with_attention != attention:
+def _forget_graphs_compiled_otherwise(settings: dict[str, Any], notes: list[str]) -> None:
+    """Drop this process's compiled graphs when a setting they were traced under changes.
+
+    Dynamo reuses a compiled graph for another module instance of the same shapes (parameters are
+    inputs, not guards), and what was fixed when that graph was traced goes with it: the SDPA backend
+    (a pipeline pinned to another backend would silently run the old one), and whether the weights were
+    frozen (a frozen pipeline would run the unfrozen graph of the pipeline before, and be measured as
+    frozen). Dynamo's guards check neither."""
+    global _compiled_with
+    if _compiled_with is not None and _compiled_with != settings:
         torch._dynamo.reset()
-        notes.append(f"compiled graphs of attention={_compiled_with_attention} dropped (recompiled for {attention})")
-    _compiled_with_attention = attention
+        was = ", ".join(f"{k}={v}" for k, v in _compiled_with.items())
+        now = ", ".join(f"{k}={v}" for k, v in settings.items())
+        notes.append(f"compiled graphs of {was} dropped (recompiled for {now})")
+    _compiled_with = dict(settings)
 
 
 def _compiled(fn: Callable[..., Any], mode: str, fullgraph: bool, freezing: bool) -> Callable[..., Any]:

@@ -520,9 +520,27 @@ def test_changing_the_pinned_sdpa_backend_drops_compiled_graphs(isolated_compile
     apply_knobs(fresh(), "compile_vae=default", attention="math")
     assert len(resets) == n  # same backend: graphs kept
     applied = apply_knobs(fresh(), "compile_vae=default", attention="sdpa")
-    assert len(resets) == n + 1 and any("attention=math dropped" in note for note in applied.notes)
+    assert len(resets) == n + 1 and any("attention=math, freezing=False dropped" in note for note in applied.notes)
     apply_knobs(fresh())  # nothing compiled: nothing dropped
     assert len(resets) == n + 1
+
+
+def test_turning_freezing_on_or_off_drops_compiled_graphs(isolated_compile: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Seen on an H200: a `max+freezing=on` pipeline built after a `max` one in the same process warmed up in
+    3 s (no compile) and gave bit-identical images: Dynamo had reused the unfrozen graphs, whose guards do not
+    check freezing. The switch now drops them, both ways."""
+    resets: list[int] = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: resets.append(1))
+    apply_knobs(fresh(), "compile_vae=default")
+    n = len(resets)
+    applied = apply_knobs(fresh(), "compile_vae=default,freezing=on")
+    assert len(resets) == n + 1
+    assert any("freezing=False dropped (recompiled for attention=sdpa, freezing=True)" in note for note in applied.notes)
+    apply_knobs(fresh(), "compile_vae=default,freezing=on")
+    assert len(resets) == n + 1  # same settings: graphs kept
+    apply_knobs(fresh(), "compile_vae=default")
+    assert len(resets) == n + 2
 
 
 def _cuda_card(cc: tuple[int, int], name: str = "a CUDA GPU") -> Any:
