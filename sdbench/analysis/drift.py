@@ -162,12 +162,18 @@ _METRIC_NAMES = {"energy_per_image_j": "energy", "time_per_image_s": "time"}
 
 
 def _drift_phrase(c: Mapping[str, Any]) -> str:
-    """``energy +7.1 % [+3.2, +11.2] (p = 0.0003)`` for one drift comparison."""
+    """``energy +7.1 % [+3.2, +11.2] (99.75 % CI; p = 0.0003, threshold 0.0025)`` for one drift comparison.
+
+    The interval is at the family-wise level the test uses (Bonferroni over every comparison), so it excludes
+    0 exactly when p is under the threshold; both are printed, or a p of 0.0076 beside "stable" reads as a
+    contradiction."""
     text = f"{c['metric']} {100 * c['rel_change']:+.1f} %"
     if c.get("ratio_ci"):
         lo, hi = c["ratio_ci"]
         text += " " + interval_text(100 * (lo - 1.0), 100 * (hi - 1.0), True, bool(c["drift"]))
-    if c.get("p_value") is not None:
+    if c.get("p_value") is not None and c.get("level") is not None:
+        text += f" ({100 * c['level']:.4g} % CI; p = {c['p_value']:.2g}, threshold {1.0 - c['level']:.2g})"
+    elif c.get("p_value") is not None:
         text += f" (p = {c['p_value']:.2g})"
     elif not c.get("tested", True):
         text += " (untested: no per-round samples)"

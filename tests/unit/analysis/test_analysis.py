@@ -558,6 +558,20 @@ def test_drift_interval_and_verdict_come_from_one_test() -> None:
         assert energy["drift"] == (excludes_one and abs(energy["rel_change"]) > 0.01)
 
 
+def test_the_drift_verdict_names_its_interval_level_and_threshold() -> None:
+    """Seen on an H200 (seed example 11, 11 default-clock measurements): "stable within the noise (largest
+    change: time -8.8 % [-17.8, +1.9] (p = 0.0076))" read as a contradiction, since 0.0076 < 0.05. With 20
+    comparisons the threshold is 0.0025 and the interval is the 99.75 % one: the verdict says both."""
+    rng = np.random.default_rng(3)
+    first = list(1.3 * np.exp(0.03 * rng.standard_normal(5)))
+    rems = [{"time_per_image_s": first}] + [{"time_per_image_s": list(1.3 * np.exp(0.03 * rng.standard_normal(5)))}
+                                            for _ in range(10)]
+    rems[-1] = {"time_per_image_s": [0.92 * t for t in first[::-1]]}  # -8 %: p small, but not under 0.005
+    check = default_drift_check(rems)
+    assert check.significant is False and check.verdict.startswith("stable within the noise")
+    assert "(99.5 % CI; p = " in check.verdict and ", threshold 0.005)" in check.verdict
+    assert check.p_value is not None and 0.005 < check.p_value < 0.05
+
 # --- intervals that respect the quantity ---------------------------------------------------------------------
 def test_an_estimate_outside_its_interval_is_refused() -> None:
     with pytest.raises(ValueError, match="outside its interval"):
