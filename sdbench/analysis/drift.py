@@ -172,7 +172,7 @@ def _drift_phrase(c: Mapping[str, Any]) -> str:
         lo, hi = c["ratio_ci"]
         text += " " + interval_text(100 * (lo - 1.0), 100 * (hi - 1.0), True, bool(c["drift"]))
     if c.get("p_value") is not None and c.get("level") is not None:
-        text += f" ({100 * c['level']:.4g} % CI; p = {c['p_value']:.2g}, threshold {1.0 - c['level']:.2g})"
+        text += f" ({100 * c['level']:.4g} % CI; p = {c['p_value']:.2g}, threshold {1.0 - c['level']:.3g})"
     elif c.get("p_value") is not None:
         text += f" (p = {c['p_value']:.2g})"
     elif not c.get("tested", True):
