@@ -389,6 +389,11 @@ def check_supported(dtype: str, attention: str, offload: str, capability: Device
                           f"(e4m3 tensor cores: Ada, Hopper); {cap.name} has {_cc(cc)}")
     if k.fp8_torchao:
         _check_torchao_fp8(k, dtype, cap, profile, knobs)
+    if k.freezing and not (k.compile_unet or k.compile_vae or k.compile_text):
+        # A record must not claim frozen weights that nothing compiled could hold.
+        raise ConfigError("freezing", "on", "off, or a compiled profile (compile, reduce-overhead, max, fp8) or "
+                          "compile_* knob with it", reason="freezing folds the weights of compiled modules, and "
+                          f"profile {profile!r} compiles none")
     why = _dtype_problem(dtype, cap)
     if why and dtype == "bf16":  # fp16 on the CPU is the Case's own rule, with its own message
         raise ConfigError("dtype", dtype, _allowed(_DTYPE_NAMES, _dtype_problem, cap), reason=why)

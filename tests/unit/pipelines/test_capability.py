@@ -147,6 +147,19 @@ H100_CUDA = DeviceCapability(device="cuda:0", name="NVIDIA H100 80GB HBM3", comp
                              memory_total_bytes=80 * 2**30, simulated=False, kernels="cuda", source="NVML")
 
 
+def test_freezing_needs_something_compiled() -> None:
+    """A record must not say knob_freezing=true when no module was compiled to hold frozen weights."""
+    check_supported("fp32", "sdpa", "none", CPU, "compile", "freezing=on")
+    check_supported("fp16", "sdpa", "none", H100_CUDA, "max", "freezing=on")
+    check_supported("fp32", "sdpa", "none", CPU, "eager", "compile_vae=default,freezing=on")
+    with pytest.raises(ConfigError, match=r"invalid freezing: 'on' \(freezing folds the weights of compiled modules, "
+                                          r"and profile 'eager' compiles none\); allowed: off, or a compiled profile"):
+        check_supported("fp32", "sdpa", "none", CPU, "eager", "freezing=on")
+    with pytest.raises(ConfigError, match=r"profile 'max' compiles none"):
+        check_supported("fp16", "sdpa", "none", H100_CUDA, "max",
+                        "freezing=on,compile_unet=none,compile_vae=none,compile_text=none")
+
+
 def test_torchao_fp8_needs_cuda_kernels_fp8_unet_and_bf16_for_rowwise() -> None:
     check_supported("fp16", "sdpa", "none", H100_CUDA, "fp8-torchao")  # a real Hopper runs it
     check_supported("bf16", "sdpa", "none", H100_CUDA, "fp8-torchao", "fp8_rowwise=on")
