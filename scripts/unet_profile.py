@@ -5,9 +5,9 @@
 2. Kernels of one warm pipeline call (torch.profiler, CUDA graph replays included): time by kind
    (attention, GEMM, convolution, Triton-generated, other), GPU busy time against the call's wall time.
 3. Host (`--host`): one warm call traced with CPU activity too: what the host was doing while the GPU sat
-   idle (the innermost CPU op at each moment of every gap of 20 us or more, summed by name), every call
-   that waits for the GPU (stream/device/event synchronise, blocking copies, `.item()`), and the CPU ops
-   by total time. The CPU trace slows the host side itself, so its gaps are an upper bound.
+   idle (the innermost CPU op at each moment of every gap of 20 us or more, summed by name), every runtime
+   call in which the host waits for the GPU (synchronise, blocking copy), host reads of tensor values
+   (`.item()`, `bool()`) by Python call site, and the CPU ops by total time. The CPU trace slows the host side itself, so its gaps are an upper bound.
 4. SDPA: the attention shapes one UNet step uses (recorded from an eager UNet forward), each timed with
    every backend torch has here, summed per UNet step; and which backend torch picks by default.
 
@@ -20,7 +20,7 @@ import argparse
 import collections
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -86,24 +86,28 @@ def kernel_table(call: Callable[[], Any]) -> dict[str, Any]:
             "gaps": gaps}
 
 
-SYNC_MARKERS = ("synchronize", "cudamemcpy\x00", "aten::item", "aten::_local_scalar_dense", "cudastreamwaitevent")
-
-
 def is_sync(name: str) -> bool:
-    """A CPU event that waits for the GPU (a plain cudaMemcpy blocks; cudaMemcpyAsync does not by itself)."""
-    n = name.lower() + "\x00"
-    return any(m in n for m in SYNC_MARKERS)
+    """A CUDA runtime call in which the host waits for the GPU: a stream, device or event synchronise, or a
+    plain (blocking) cudaMemcpy. A host read of a tensor value waits in one of these when the tensor is on
+    the GPU; :func:`sync_sites` says where such reads come from."""
+    return "Synchronize" in name or name == "cudaMemcpy"
+
+
+def idle_spans(kernels: list[tuple[float, float, str]]) -> Iterator[tuple[float, float, str, str]]:
+    """GPU-idle intervals between the (start-sorted) kernels: (start, end, kernel before, kernel after)."""
+    if not kernels:
+        return
+    end, prev = kernels[0][1], kernels[0][2]
+    for s, e, name in kernels[1:]:
+        if s > end:
+            yield end, s, prev, name
+        if e > end:
+            end, prev = e, name
 
 
 def idle_gaps(kernels: list[tuple[float, float, str]], min_us: float) -> list[tuple[float, float]]:
     """GPU-idle intervals (start, end) of at least `min_us` between the (start-sorted) kernels."""
-    out = []
-    end = kernels[0][1] if kernels else 0.0
-    for s, e, _ in kernels[1:]:
-        if s - end >= min_us:
-            out.append((end, s))
-        end = max(end, e)
-    return out
+    return [(a, b) for a, b, _, _ in idle_spans(kernels) if b - a >= min_us]
 
 
 def host_during_gaps(gaps: list[tuple[float, float]], cpu: list[tuple[float, float, str]],
@@ -185,17 +189,12 @@ def gap_table(kernels: list[tuple[float, float, str]]) -> dict[str, Any]:
     hist = {f"<{e}us": [0, 0.0] for e in edges}
     hist[f">={edges[-1]}us"] = [0, 0.0]
     found = []
-    end = kernels[0][1] if kernels else 0.0
-    prev = kernels[0][2] if kernels else ""
-    for s, e, name in kernels[1:]:
-        gap = s - end
-        if gap > 0:
-            key = next((f"<{x}us" for x in edges if gap < x), f">={edges[-1]}us")
-            hist[key][0] += 1
-            hist[key][1] += gap / 1e3
-            found.append((gap, (s - kernels[0][0]) / 1e3, prev[:60], name[:60]))
-        if e > end:
-            end, prev = e, name
+    for a, b, prev, name in idle_spans(kernels):
+        gap = b - a
+        key = next((f"<{x}us" for x in edges if gap < x), f">={edges[-1]}us")
+        hist[key][0] += 1
+        hist[key][1] += gap / 1e3
+        found.append((gap, (b - kernels[0][0]) / 1e3, prev[:60], name[:60]))
     found.sort(reverse=True)
     return {"histogram_count_ms": {k: [c, round(ms, 3)] for k, (c, ms) in hist.items()},
             "largest": [[round(g, 1), round(at, 2), a, b] for g, at, a, b in found[:20]]}
@@ -337,13 +336,14 @@ def main() -> None:
     if args.host:
         result["host"] = h = host_table(call)
         print(f"host trace: call {h['call_wall_ms_under_cpu_trace']:.1f} ms; {h['gaps']} GPU gaps >= "
-              f"{h['min_gap_us']:.0f} us, {h['gap_ms']:.2f} ms; waits for the GPU: {json.dumps(h['syncs_count_ms'])}",
+              f"{h['min_gap_us']:.0f} us, {h['gap_ms']:.2f} ms; host waits for the GPU (count, ms): {json.dumps(h['syncs_count_ms'])}",
               flush=True)
         print("  GPU idle by what the host was doing (ms):", flush=True)
         for name, ms in h["host_during_gaps_ms"][:15]:
             print(f"  {ms:9.3f}  {name}", flush=True)
         h["sync_sites"] = sync_sites(call)
-        print("  waits for the GPU by call site (op @ innermost frames, count, ms):", flush=True)
+        print("  host reads of tensor values by call site (op @ innermost frames, count, ms; a GPU tensor's waits):",
+              flush=True)
         for site, count, ms in h["sync_sites"]:
             print(f"  {ms:9.3f} {count:6d}  {site}", flush=True)
         print("  CPU ops by total time (name, count, ms):", flush=True)
