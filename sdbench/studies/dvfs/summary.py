@@ -22,7 +22,6 @@ def default_clock_checks(records: Sequence[dict[str, Any]]) -> dict[str, Any]:
     re-measurement that agreed with the first, and ``drift_flagged_point_ids`` the sweep points
     (role ``point``) measured after it.
     """
-
     from sdbench.analysis.drift import default_drift_check, remeasurement_rounds
 
     ok = [r for r in records if r.get("point_status") == "ok"]
