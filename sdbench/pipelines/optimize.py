@@ -178,7 +178,8 @@ def apply(pipe: Any, *, profile: str, attention: str, offload: str, device: str,
         _compile_forward(pipe.unet, k.compile_unet, k.fullgraph, copy_outputs=False, freezing=k.freezing)
     elif k.compile_unet:
         # Module.compile keeps the module's type and attributes, which diffusers reads.
-        pipe.unet.compile(mode=k.compile_unet, fullgraph=k.fullgraph)
+        _static_shapes()
+        pipe.unet.compile(mode=k.compile_unet, fullgraph=k.fullgraph, dynamic=False)
     if k.compile_vae:
         pipe.vae.decode = _compiled(pipe.vae.decode, k.compile_vae, k.fullgraph, k.freezing)
     if k.compile_text:
@@ -228,6 +229,28 @@ def _forget_graphs_compiled_otherwise(settings: dict[str, Any], notes: list[str]
     _compiled_with = dict(settings)
 
 
+# Shapes one process may compile each function for (Dynamo's default is 8): a batch sweep or a largest-batch
+# search compiles a graph per batch size, and several pipelines of one class share their forward's entries.
+RECOMPILE_LIMIT = 64
+
+
+def _static_shapes() -> None:
+    """Compile one graph per shape, and fail loudly past the recompile limit.
+
+    ``dynamic=False`` at each compile: by default Dynamo recompiles a function with a symbolic batch
+    dimension the second time the batch changes, so in one process a batch sweep would measure batch 1
+    with a graph specialised to it and every later batch with a dynamic-shape graph (other kernels, other
+    autotuning), and a batch's number would depend on what ran before it. Each batch now gets the graph a
+    fresh process at that batch would compile. Past the recompile limit Dynamo silently runs the function
+    eagerly; a case measured that way would be labelled compiled, so the limit is raised and hitting it
+    is made an error (the case fails with Dynamo's message instead)."""
+    dynamo_config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
+    setattr(dynamo_config, name, max(getattr(dynamo_config, name), RECOMPILE_LIMIT))
+    if hasattr(dynamo_config, "fail_on_recompile_limit_hit"):
+        dynamo_config.fail_on_recompile_limit_hit = True
+
+
 def _compiled(fn: Callable[..., Any], mode: str, fullgraph: bool, freezing: bool) -> Callable[..., Any]:
     """torch.compile of `fn`; with `freezing`, each call runs under inductor's freezing.
 
@@ -238,7 +261,8 @@ def _compiled(fn: Callable[..., Any], mode: str, fullgraph: bool, freezing: bool
     the first one's weights folded in; a global switch would also reach every later compile. It applies
     only without autograd (sdbench's calls run under inference mode).
     """
-    compiled = torch.compile(fn, mode=mode, fullgraph=fullgraph)
+    _static_shapes()
+    compiled = torch.compile(fn, mode=mode, fullgraph=fullgraph, dynamic=False)
     if not freezing:
         return compiled
     import torch._inductor.config as inductor_config

@@ -668,3 +668,38 @@ def test_fp8_torchao_without_torchao_is_one_clear_error(monkeypatch: pytest.Monk
     monkeypatch.setitem(sys.modules, "torchao", None)  # import torchao raises ImportError
     with pytest.raises(ConfigError, match=r"invalid fp8_torchao: 'on' \(torchao is not importable here.*pip install 'sdbench\[fp8\]'"):
         apply_knobs(fresh(), "fp8_unet=on,fp8_torchao=on")
+
+
+def test_each_batch_size_gets_a_graph_of_its_own_shape(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch sweep in one process measures every batch with the graph a fresh process would compile: static
+    shapes, never Dynamo's automatic dynamic-shape recompile after the batch changes (a counting backend
+    records the example inputs each trace got)."""
+    from sdbench.pipelines import optimize
+
+    real_compile = torch.compile
+    shapes: list[tuple[Any, ...]] = []
+
+    def counting_backend(gm: Any, example_inputs: Any) -> Any:
+        # The input of shape (batch, 4); the weight (3, 4) and bias (3,) are lifted to inputs too.
+        shapes.extend(tuple(t.shape) for t in example_inputs
+                      if isinstance(t, torch.Tensor) and t.dim() == 2 and t.shape[0] != 3)
+        return gm.forward
+
+    def compile_with_counter(fn: Any, **kw: Any) -> Any:
+        assert kw.get("dynamic") is False
+        return real_compile(fn, backend=counting_backend, dynamic=kw["dynamic"])
+
+    monkeypatch.setattr(optimize.torch, "compile", compile_with_counter)
+    torch._dynamo.reset()
+    try:
+        module = torch.nn.Linear(4, 3)
+        optimize._compile_forward(module, "default", fullgraph=False, copy_outputs=False)
+        with torch.inference_mode():
+            for batch in (1, 2, 4, 2):
+                x = torch.randn(batch, 4)
+                assert torch.equal(module(x), torch.nn.functional.linear(x, module.weight, module.bias))
+        assert shapes == [(1, 4), (2, 4), (4, 4)]  # one static trace per batch; batch 2 again reuses its own
+        assert all(isinstance(d, int) for s in shapes for d in s)
+        assert torch._dynamo.config.recompile_limit >= optimize.RECOMPILE_LIMIT
+    finally:
+        torch._dynamo.reset()
