@@ -17,7 +17,8 @@ wall clock. The simulated GPU has a virtual clock: each call's marks are events 
 modelled work (``SimulatedGpu.on_event``), so time and energy follow its physical model and seeded noise,
 never the host's load. There the first warm-up call runs the real pipeline (its images are real) and every
 other call replays that call's recorded events on the device, which is what a measurement reads: a
-simulated case costs one real call.
+simulated case costs one real call, and the same case at another batch size none (the events of a call do
+not depend on its batch, and the device's model of the work does: a simulated batch sweep costs one call).
 
 The modules, one responsibility each (each imports only modules above it in this list):
 

@@ -8,6 +8,7 @@ window (synchronised at both edges, aligned to the energy counter when it can be
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -57,6 +58,9 @@ class Runner:
         self.config = config or RunnerConfig()
         self.gpu = gpu
         self._counter_period_s: float | None | str = "unknown"
+        # Virtual clock: the marks of each (pipeline, case but its batch size) real call, replayed for the
+        # case at another batch size (the sequence of marks does not depend on the batch).
+        self._recorded_marks: dict[tuple[int, Case], list[str]] = {}
 
     @property
     def clock(self) -> Clock:
@@ -127,6 +131,9 @@ class Runner:
                 idle_reason = None if idle.available else idle.reason
 
         events = CallEvents(gpu if virtual else None)
+        marks_key = (id(pipe), dataclasses.replace(case, batch_size=1))
+        if virtual and marks_key in self._recorded_marks:
+            events.recorded = list(self._recorded_marks[marks_key])
         call = self.make_call(case, built, applied, events)
         with self._phase_hooks(pipe, events), torch.inference_mode():
             # Warm-up: compilation and autotuning happen here; their time and energy are reported on
@@ -156,6 +163,8 @@ class Runner:
                 if n_warm == 0:
                     first_call_s = warm_calls_s[0]
                     t_first_end = clock.now_s()
+                    if virtual and events.recorded is not None:
+                        self._recorded_marks[marks_key] = list(events.recorded)
                     if virtual and events.recorded is not None and events.recorded.count("step"):
                         # The real call's step marks count its UNet evaluations exactly (PNDM's extra
                         # warm-up step, img2img's strength-shortened schedule); the truth is for that call.

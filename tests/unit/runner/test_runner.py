@@ -452,3 +452,29 @@ def test_calibration_examples() -> None:
 
     assert calibration_call_s([131.0, 5.2, 1.04]) == 1.04  # compile, CUDA-graph recording, steady
     assert calibration_call_s([80.0, 0.017, 0.017, 0.095, 0.017]) == 0.017  # a gc pause among steady calls
+
+
+@pytest.mark.parametrize("model", ["tiny-sd", "tiny-sdxl"])
+def test_a_simulated_case_at_another_batch_replays_the_marks_of_the_first(model: str) -> None:
+    """On a virtual clock the pipeline runs once per case but its batch size: a batch sweep costs one real
+    call. The replayed marks are the ones a real call at that batch makes (a fresh Runner runs it), and the
+    known answer is the one for that batch."""
+    cfg = RunnerConfig.for_cpu(min_rounds=2, max_rounds=2, idle_s=0, min_window_periods=2)
+    swept, fresh = Bench("simulated", runner_config=cfg), Bench("simulated", runner_config=cfg)
+    try:
+        cases = [swept.case(model, scheduler="euler", steps=STEPS, resolution=64, batch_size=b) for b in (1, 2)]
+        built, applied = swept.pipeline(cases[0])
+        calls = count_calls(built.pipe)
+        measured = [swept.runner.run(c, built, applied) for c in cases]
+        assert calls() == 1
+        built_2, applied_2 = fresh.pipeline(cases[1])
+        direct = fresh.runner.run(cases[1], built_2, applied_2)
+        assert list(fresh.runner._recorded_marks.values()) == list(swept.runner._recorded_marks.values())
+        assert len(swept.runner._recorded_marks) == 1
+        assert (measured[1].simulation or {})["simulated_true_time_per_image_s"] == pytest.approx(
+            (direct.simulation or {})["simulated_true_time_per_image_s"])
+        assert (measured[1].simulation or {})["simulated_true_time_per_image_s"] != pytest.approx(
+            (measured[0].simulation or {})["simulated_true_time_per_image_s"])
+    finally:
+        swept.close()
+        fresh.close()
