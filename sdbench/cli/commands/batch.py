@@ -97,13 +97,22 @@ def run(args: argparse.Namespace) -> int:
             print(f"results: {path}")
             return 0
         assert sizes is not None
-        sweep = batch_sweep(bench, case, sizes, memory_budget_bytes=budget, progress=say)
+        sweep_path = out_dir / "batch-sweep.json"
+
+        def keep(points: list[Any], remaining: list[int]) -> None:
+            # After each batch: what is measured so far, so a sweep cut short keeps it (no optima until the end).
+            export_metrics([p.record for p in points if p.record is not None], sweep_path,
+                           {**meta, "complete": False, "points": [p.to_dict() for p in points],
+                            "not_run_yet": remaining})
+
+        say(f"batch sweep of {case.model} at {', '.join(map(str, sizes))}; results kept in {sweep_path} as they come")
+        sweep = batch_sweep(bench, case, sizes, memory_budget_bytes=budget, progress=say, on_point=keep)
         print(sweep_table(sweep))
         print(sweep.throughput.statement())
         print(sweep.energy.statement())
         if sweep.energy_simulated:
             print("note: energy from the simulated GPU (a physical model), not a measurement")
-        path = export_metrics(sweep.records, out_dir / "batch-sweep.json", {**meta, "summary": sweep.to_dict()})
+        path = export_metrics(sweep.records, sweep_path, {**meta, "complete": True, "summary": sweep.to_dict()})
         png = plot_batch_sweep(sweep, out_dir / "batch-sweep.png")
         print(f"results: {path}\nplot: {png}")
     finally:

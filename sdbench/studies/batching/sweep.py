@@ -13,12 +13,15 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+import time
+
 import numpy as np
 
 from sdbench.analysis.estimates import bootstrap_replicates, percentile_interval
 from sdbench.analysis.optimum import pick_optimum
 from sdbench.case import MAX_BATCH, Case
 from sdbench.errors import ConfigError
+from sdbench.output.tables import CaseClock, duration
 from sdbench.record.schema import metric_stats
 from sdbench.studies.batching.memory import attempt
 from sdbench.studies.batching.probe import PipelineProbe
@@ -248,14 +251,18 @@ def parse_batch_sizes(value: str | Iterable[int]) -> list[int]:
 def batch_sweep(bench: Bench, case: Case, batch_sizes: str | Iterable[int], *,
                 measure: Callable[[Case], dict[str, Any]] | None = None, memory_budget_bytes: int | None = None,
                 progress: Callable[[str], None] | None = None, n_resamples: int = 2000, seed: int = 0,
-                confidence: float = 0.95) -> BatchSweep:
+                confidence: float = 0.95,
+                on_point: Callable[[list[SweepPoint], list[int]], None] | None = None,
+                now: Callable[[], float] = time.monotonic) -> BatchSweep:
     """Measure `case` at each batch size through the Runner and pick the throughput and energy optima.
 
     Batch sizes run from small to large. An out-of-memory error is recorded for its batch (memory is
     recovered) and every larger batch is recorded as skipped, since it would need more memory still;
     the smaller ones keep their results. With `memory_budget_bytes`, each batch is first probed once
     (`PipelineProbe`) and a peak over the budget counts as a (simulated) OOM for that batch.
-    `measure` defaults to `bench.measure`.
+    `measure` defaults to `bench.measure`. After each batch, `on_point(points so far, batch sizes not yet
+    run)` (the CLI writes them out, so a sweep cut short keeps what it measured) and a progress line with
+    that batch's wall time and the time left at the pace so far.
     """
     sizes = parse_batch_sizes(batch_sizes)
     say = progress or (lambda _msg: None)
@@ -264,10 +271,14 @@ def batch_sweep(bench: Bench, case: Case, batch_sizes: str | Iterable[int], *,
     device = case.compute_device
     points: list[SweepPoint] = []
     failed_at: int | None = None
-    for b in sizes:
+    clock = CaseClock(len(sizes), now=now)
+    for i, b in enumerate(sizes):
         if failed_at is not None:
             points.append(SweepPoint(b, "skipped", message=f"not run: batch {failed_at} already ran out of memory"))
             continue
+        eta = clock.eta_text()
+        clock.start()
+        say(f"batch {b} ({i + 1} of {len(sizes)}{'; ' + eta + ' at the pace so far' if eta else ''})")
         case_b = case.with_(batch_size=b)
         probe_peak: int | None = None
         if probe is not None:
@@ -277,13 +288,19 @@ def batch_sweep(bench: Bench, case: Case, batch_sizes: str | Iterable[int], *,
                 failed_at = b
                 points.append(SweepPoint(b, "oom", message=pa.message, oom_simulated=pa.oom_simulated,
                                          probe_peak_bytes=pa.peak_bytes))
+                clock.finish()
+                if on_point is not None:
+                    on_point(list(points), sizes[i + 1:])
                 continue
             probe_peak = pa.value.peak_bytes if pa.value is not None else None
-        say(f"batch {b}: measure")
         a = attempt(lambda c=case_b: run(c), device, catch_errors=True)
         if a.outcome == "oom":
             failed_at = b
         status: PointStatus = "ok" if a.ok else a.outcome  # type: ignore[assignment]
         points.append(SweepPoint(b, status, a.value, a.message, a.oom_simulated, probe_peak))
+        took = clock.finish()
+        say(f"batch {b}: {status} in {duration(took)}")
+        if on_point is not None:
+            on_point(list(points), sizes[i + 1:])
     return summarize_sweep(points, n_resamples=n_resamples, seed=seed, confidence=confidence,
                            base_case_id=case.case_id.replace(f"-b{case.batch_size}-", "-b*-", 1))

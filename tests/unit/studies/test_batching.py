@@ -381,11 +381,44 @@ def test_cli_sweep_on_the_cpu_prints_the_table_and_writes_json_and_png(tmp_path:
     assert "throughput-optimal batch " in out
     assert "energy-optimal batch: none (energy unavailable" in out
     doc = json.loads((tmp_path / "batch-sweep.json").read_text())
-    assert [r["batch_size"] for r in doc["records"]] == [1, 2]
+    assert [r["batch_size"] for r in doc["records"]] == [1, 2] and doc["complete"] is True
     assert doc["command"] == "batch" and doc["summary"]["energy_optimum"]["batch_size"] is None
     assert doc["summary"]["throughput_optimum"]["batch_size"] in (1, 2)
     assert doc["summary"]["throughput_optimum"]["statement"] in out
     _assert_png(tmp_path / "batch-sweep.png")
+
+
+def test_a_sweep_cut_short_keeps_what_it_measured(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Interrupted during batch 2 (Ctrl-C), the sweep's file holds batch 1's record, marked incomplete, with
+    the batches not run; the progress says each batch's place and time."""
+    real_measure = Bench.measure
+
+    def measure(self: Bench, case: Case, progress: Any = None) -> dict[str, Any]:
+        if case.batch_size == 2:
+            raise KeyboardInterrupt
+        return real_measure(self, case, progress)
+
+    monkeypatch.setattr(Bench, "measure", measure)
+    argv = [a for a in FAST if a != "--quiet"]
+    code, out, err = invoke(["batch", *argv, "--device", "cpu", "--batch-sizes", "1,2,4", "--output-dir", str(tmp_path)])
+    assert code != 0 and "interrupted" in err
+    doc = json.loads((tmp_path / "batch-sweep.json").read_text())
+    assert doc["complete"] is False and "summary" not in doc
+    assert [r["batch_size"] for r in doc["records"]] == [1] and doc["not_run_yet"] == [2, 4]
+    assert [(p["batch_size"], p["status"]) for p in doc["points"]] == [(1, "ok")]
+    assert "batch 1 (1 of 3)" in err and "batch 1: ok in " in err
+    assert "batch 2 (2 of 3; ETA " in err and "at the pace so far)" in err
+
+
+def test_the_sweep_reports_each_batch_as_it_ends(bench: Bench, case: Case) -> None:
+    seen: list[tuple[list[int], list[int]]] = []
+    ticks = iter(range(0, 1000, 10))
+    lines: list[str] = []
+    batch_sweep(bench, case, [1, 2], n_resamples=200, progress=lines.append, now=lambda: float(next(ticks)),
+                on_point=lambda points, rest: seen.append(([p.batch_size for p in points], rest)))
+    assert seen == [([1], [2]), ([1, 2], [])]
+    assert "batch 1 (1 of 2)" in lines and "batch 2 (2 of 2; ETA 10 s at the pace so far)" in lines
+    assert "batch 1: ok in 10 s" in lines
 
 
 def test_cli_sweep_on_the_simulated_gpu_has_an_energy_optimum(tmp_path: Path) -> None:
