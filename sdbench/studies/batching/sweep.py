@@ -4,25 +4,29 @@ that choice is.
 
 `batch_sweep` runs the batch sizes from small to large; an out-of-memory error is recorded for its batch
 (memory recovered) and every larger batch is skipped. `summarize_sweep` makes each point's medians and
-bootstrap intervals and picks both optima (`sdbench.analysis.optimum.pick_optimum`).
+their confidence intervals (`sdbench.stats.summarize`, the interval of the coverage study in
+docs/statistics.md: 95 % of them hold the true median from 3 rounds on) and picks both optima
+(`sdbench.analysis.optimum.pick_optimum`: how often the bootstrap picks each batch). A percentile
+bootstrap of a 3-round median is no 95 % interval (its resampled medians lie between the smallest and
+largest round, which hold the true median only 75 % of the time); it is used for the choice only.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-import time
-
 import numpy as np
 
-from sdbench.analysis.estimates import bootstrap_replicates, percentile_interval
+from sdbench.analysis.estimates import bootstrap_replicates
 from sdbench.analysis.optimum import pick_optimum
 from sdbench.case import MAX_BATCH, Case
 from sdbench.errors import ConfigError
 from sdbench.output.tables import CaseClock, duration
 from sdbench.record.schema import metric_stats
+from sdbench.stats import summarize
 from sdbench.studies.batching.memory import attempt
 from sdbench.studies.batching.probe import PipelineProbe
 
@@ -36,8 +40,8 @@ PointStatus = Literal["ok", "oom", "skipped", "error"]
 class SweepPoint:
     """One batch size of a sweep: its record, or why there is none (oom, skipped, error).
 
-    The images/s and J/image fields are medians over the record's per-round samples, with percentile
-    bootstrap intervals; they are filled by `summarize_sweep`.
+    The images/s and J/image fields are medians over the record's per-round samples, with the confidence
+    intervals of `sdbench.stats.summarize` (None from a single round); they are filled by `summarize_sweep`.
     """
 
     batch_size: int
@@ -85,7 +89,9 @@ class Optimum:
     """The batch size that optimises one objective, with how sure the bootstrap is of that choice.
 
     `choice_fraction` is the fraction of bootstrap resamples (of every batch size's per-round
-    samples) in which this batch wins; `ci95_low`/`ci95_high` bound its metric. `batch_size` is None
+    samples) in which this batch wins; `ci95_low`/`ci95_high` bound its metric (the batch's own interval,
+    as in the table). `overlapping` lists the other batches whose interval overlaps the winner's: the
+    data do not tell them apart, so the statement says the winner is not a clear one. `batch_size` is None
     when the objective cannot be evaluated, and `reason` says why. The choice is made by
     `sdbench.analysis.optimum.pick_optimum` (the picker the DVFS analysis uses for clocks).
     """
@@ -101,24 +107,30 @@ class Optimum:
     n_resamples: int = 0
     confidence: float = 0.95
     reason: str | None = None
+    overlapping: tuple[int, ...] = ()
 
     def statement(self) -> str:
         """A sentence a user can quote."""
         what = "throughput-optimal" if self.objective.startswith("max") else "energy-optimal"
         if self.batch_size is None:
             return f"{what} batch: none ({self.reason})"
-        text = (f"{what} batch {self.batch_size}: {fmt_value(self.value)} {self.unit} "
-                f"({100 * self.confidence:.0f}% CI {fmt_value(self.ci95_low)} to {fmt_value(self.ci95_high)}); "
+        interval = ("no interval from a single round" if self.ci95_low is None or self.ci95_high is None else
+                    f"{100 * self.confidence:.0f}% CI {fmt_value(self.ci95_low)} to {fmt_value(self.ci95_high)}")
+        text = (f"{what} batch {self.batch_size}: {fmt_value(self.value)} {self.unit} ({interval}); "
                 f"chosen in {100 * (self.choice_fraction or 0.0):.1f}% of {self.n_resamples} bootstrap resamples")
         rivals = sorted(((b, f) for b, f in self.choice_fractions.items() if b != self.batch_size),
                         key=lambda bf: -bf[1])
-        if rivals and (self.choice_fraction or 0.0) < 0.95:
-            text += "; not a clear winner: " + ", ".join(f"batch {b} in {100 * f:.1f}%" for b, f in rivals[:3])
+        close = [f"batch {b} in {100 * f:.1f}%" for b, f in rivals[:3]] if (self.choice_fraction or 0.0) < 0.95 else []
+        if self.overlapping:
+            close.append(f"its interval overlaps batch {', '.join(map(str, self.overlapping))}'s")
+        if close:
+            text += "; not a clear winner: " + "; ".join(close)
         return text
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["choice_fractions"] = {str(k): v for k, v in self.choice_fractions.items()}
+        d["overlapping"] = list(self.overlapping)
         d["statement"] = self.statement()
         return d
 
@@ -155,23 +167,38 @@ def fmt_value(value: float | None) -> str:
 
 
 def _pick(objective: str, unit: str, batches: list[int], estimates: np.ndarray, resampled: np.ndarray,
-          confidence: float) -> Optimum:
-    """The winner by the point estimates, and how often each batch wins across the resamples."""
+          intervals: list[tuple[float, float] | None], confidence: float) -> Optimum:
+    """The winner by the point estimates, its own interval, the batches whose interval overlaps it, and how
+    often each batch wins across the resamples."""
     # The picker takes the first of equals: a tie goes to the smaller batch (less memory, less latency).
     pick = pick_optimum(batches, estimates, resampled, lower_is_better=not objective.startswith("max"),
                         confidence=confidence)
-    low, high = pick.interval if pick.interval is not None else (None, None)
+    if pick.index is None:
+        return Optimum(objective, unit, None, reason="no batch size ran", confidence=confidence)
+    own = intervals[pick.index]
+    low, high = own if own is not None else (None, None)
+    overlapping = tuple(b for b, iv in zip(batches, intervals, strict=True)
+                        if b != pick.label and (own is None or iv is None or (iv[0] <= own[1] and own[0] <= iv[1])))
     return Optimum(objective, unit, pick.label, pick.value, low, high, pick.choice_fraction, pick.choice_fractions,
-                   pick.n_resamples, confidence)
+                   pick.n_resamples, confidence, overlapping=overlapping)
+
+
+def _median_interval(samples: np.ndarray, confidence: float) -> tuple[float, float] | None:
+    """The coverage-checked interval of the samples' median (`sdbench.stats.summarize`); None from one round."""
+    stats = summarize(samples, confidence=confidence)
+    if stats.ci95_low is None or stats.ci95_high is None:
+        return None
+    return float(stats.ci95_low), float(stats.ci95_high)
 
 
 def summarize_sweep(points: Sequence[SweepPoint], *, n_resamples: int = 2000, seed: int = 0,
                     confidence: float = 0.95, base_case_id: str | None = None) -> BatchSweep:
-    """Fill each point's images/s and J/image (medians, bootstrap CIs) and pick both optima.
+    """Fill each point's images/s and J/image (medians and their intervals) and pick both optima.
 
-    The bootstrap resamples every batch size's per-round samples independently, recomputes each
-    batch's median, and takes the argmax of images/s (argmin of J/image) per resample; the winner's
-    `choice_fraction` is how often it wins. Points that did not run (oom, skipped, error) take no
+    Each interval is `sdbench.stats.summarize`'s of the batch's per-round samples (images/s: the
+    reciprocal of the time per image's, median and bounds alike). The bootstrap resamples every batch
+    size's per-round samples independently, recomputes each batch's median, and takes the argmax of
+    images/s (argmin of J/image) per resample; the winner's `choice_fraction` is how often it wins. Points that did not run (oom, skipped, error) take no
     part. Energy must be available for every point that ran, else the energy optimum is None with
     the reason.
     """
@@ -182,17 +209,19 @@ def summarize_sweep(points: Sequence[SweepPoint], *, n_resamples: int = 2000, se
     rng = np.random.default_rng(seed)
     ran = [p for p in points if p.status == "ok" and p.record is not None and p.time_per_image_s_samples]
     batches = [p.batch_size for p in ran]
-    tp_est, tp_boot = [], []
+    tp_est, tp_boot, tp_iv = [], [], []
     for p in ran:
         t = np.asarray(p.time_per_image_s_samples, dtype=float)
         boot = 1.0 / bootstrap_replicates(t, n_resamples, rng, np.median)
         p.images_per_s = float(1.0 / np.median(t))
-        p.images_per_s_ci95 = percentile_interval(boot, confidence)
+        t_iv = _median_interval(t, confidence)
+        p.images_per_s_ci95 = None if t_iv is None else (1.0 / t_iv[1], 1.0 / t_iv[0])
         tp_est.append(p.images_per_s)
         tp_boot.append(boot)
+        tp_iv.append(p.images_per_s_ci95)
     if ran:
         throughput = _pick("max images_per_s", "images/s", batches, np.asarray(tp_est),
-                           np.column_stack(tp_boot), confidence)
+                           np.column_stack(tp_boot), tp_iv, confidence)
     else:
         throughput = Optimum("max images_per_s", "images/s", None, reason="no batch size ran", confidence=confidence)
 
@@ -203,7 +232,7 @@ def summarize_sweep(points: Sequence[SweepPoint], *, n_resamples: int = 2000, se
     elif missing:
         why = (missing[0].record or {}).get("energy_unavailable_reason") or "no energy reading in the record"
         energy_reason = f"energy unavailable for batch {', '.join(str(p.batch_size) for p in missing)}: {why}"
-    e_est, e_boot = [], []
+    e_est, e_boot, e_iv = [], [], []
     for p in ran:
         samples = p.energy_per_image_j_samples
         if samples is None:
@@ -211,12 +240,13 @@ def summarize_sweep(points: Sequence[SweepPoint], *, n_resamples: int = 2000, se
         e = np.asarray(samples, dtype=float)
         boot = bootstrap_replicates(e, n_resamples, rng, np.median)
         p.energy_per_image_j = float(np.median(e))
-        p.energy_per_image_j_ci95 = percentile_interval(boot, confidence)
+        p.energy_per_image_j_ci95 = _median_interval(e, confidence)
         e_est.append(p.energy_per_image_j)
         e_boot.append(boot)
+        e_iv.append(p.energy_per_image_j_ci95)
     if energy_reason is None:
         energy = _pick("min energy_per_image_j", "J/image", batches, np.asarray(e_est), np.column_stack(e_boot),
-                       confidence)
+                       e_iv, confidence)
     else:
         energy = Optimum("min energy_per_image_j", "J/image", None, reason=energy_reason, confidence=confidence)
     simulated = any(bool((p.record or {}).get("energy_simulated")) for p in ran)

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -26,6 +27,7 @@ from sdbench.errors import ConfigError, is_out_of_memory
 from sdbench.runner import RunnerConfig
 from sdbench.session import Bench
 from sdbench.spec.prompts import LONG_PROMPT
+from sdbench.stats import summarize
 from sdbench.studies.batching import memory
 from sdbench.studies.batching.max_batch import CPU_DEFAULT_LIMIT, find_max_batch
 from sdbench.studies.batching.memory import GIB, SimulatedOutOfMemoryError
@@ -277,7 +279,11 @@ def test_optima_are_picked_with_a_bootstrap_confidence_statement() -> None:
         assert opt.choice_fraction == 1.0 and opt.n_resamples == 1000
         assert opt.ci95_low <= opt.value <= opt.ci95_high
         assert sum(opt.choice_fractions.values()) == pytest.approx(1.0)
-    assert en.ci95_low >= 29.8 and en.ci95_high <= 30.4  # a median of the batch's own samples
+    # The batch's own interval (the coverage-checked one of sdbench.stats.summarize), as its table row shows.
+    own = summarize([30.0, 30.4, 29.8, 30.1])
+    assert (en.ci95_low, en.ci95_high) == pytest.approx((own.ci95_low, own.ci95_high))
+    times_4 = summarize([0.40, 0.41, 0.40, 0.39])
+    assert (tp.ci95_low, tp.ci95_high) == pytest.approx((1 / times_4.ci95_high, 1 / times_4.ci95_low))
     assert tp.statement().startswith("throughput-optimal batch 4: 2.5 images/s (95% CI ")
     assert "chosen in 100.0% of 1000 bootstrap resamples" in en.statement()
     point_2 = next(p for p in sweep.points if p.batch_size == 2)
@@ -294,6 +300,50 @@ def test_a_close_call_is_reported_as_not_a_clear_winner() -> None:
     for opt in (sweep.throughput, sweep.energy):
         assert 0.2 < (opt.choice_fraction or 0) < 0.9
         assert "not a clear winner" in opt.statement()
+
+
+@pytest.mark.parametrize("rounds", [3, 5])
+def test_each_batchs_interval_holds_the_true_median_95_percent_of_the_time(rounds: int) -> None:
+    """The coverage study for the sweep's table: lognormal rounds (CV 2 %) of a known median. A GPU sweep
+    converges in 3 rounds; a percentile bootstrap of their median covers only 75 % (seen before it was
+    replaced), the summarize interval 93-97 % as docs/statistics.md states."""
+    rng = np.random.default_rng(rounds)
+    trials, held_t, held_e = 2000, 0, 0
+    for _ in range(trials):
+        times = list(0.5 * np.exp(rng.normal(0.0, 0.02, rounds)))
+        energies = list(300.0 * np.exp(rng.normal(0.0, 0.02, rounds)))
+        point = summarize_sweep([SweepPoint.from_record(record(2, times, energies))], n_resamples=1).points[0]
+        low, high = point.images_per_s_ci95  # type: ignore[misc]
+        held_t += low <= 2.0 <= high
+        e_low, e_high = point.energy_per_image_j_ci95  # type: ignore[misc]
+        held_e += e_low <= 300.0 <= e_high
+    assert 0.93 <= held_t / trials <= 0.97 and 0.93 <= held_e / trials <= 0.97
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.floats(0.05, 5.0), min_size=1, max_size=6), min_size=1, max_size=4))
+def test_intervals_hold_their_estimates_and_a_clear_winner_stands_apart(rounds: list[list[float]]) -> None:
+    """Every interval is positive and holds its median; a statement that does not say "not a clear winner"
+    belongs to a winner whose interval overlaps no other batch's."""
+    points = [SweepPoint.from_record(record(2 ** i, t, [100.0 * x for x in t])) for i, t in enumerate(rounds)]
+    sweep = summarize_sweep(points, n_resamples=200)
+    for p in sweep.points:
+        for value, iv in ((p.images_per_s, p.images_per_s_ci95), (p.energy_per_image_j, p.energy_per_image_j_ci95)):
+            assert value is not None and value > 0
+            if iv is not None:
+                assert 0 < iv[0] <= value <= iv[1]
+    for opt, field_name in ((sweep.throughput, "images_per_s_ci95"), (sweep.energy, "energy_per_image_j_ci95")):
+        winner = next(p for p in sweep.points if p.batch_size == opt.batch_size)
+        own = getattr(winner, field_name)
+        assert (opt.ci95_low, opt.ci95_high) == (own if own is not None else (None, None))
+        if own is None:
+            assert "no interval from a single round" in opt.statement()
+        if "not a clear winner" not in opt.statement():
+            assert own is not None or len(sweep.points) == 1
+            for p in sweep.points:
+                other = getattr(p, field_name)
+                if p is not winner:
+                    assert other is not None and (other[1] < own[0] or other[0] > own[1])
 
 
 def test_without_energy_the_energy_optimum_is_none_with_the_reason_and_throughput_still_works() -> None:
