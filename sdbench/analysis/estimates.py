@@ -1,4 +1,4 @@
-"""Estimates with bootstrap intervals, and the relative numbers (savings, changes) made from them.
+"""Estimates with intervals, the relative numbers (savings, changes) made from them, and the bootstrap.
 
 Conventions (the seed reported savings against the worst clock; sdbench never does):
 
@@ -7,14 +7,17 @@ Conventions (the seed reported savings against the worst clock; sdbench never do
 * EDP is ``E * t`` (J s per image), ED2P is ``E * t**2`` (J s^2 per image), with ``E`` and ``t`` the
   point's estimates (mean over rounds by default) of energy and time per image.
 
-Bootstrap: :func:`bootstrap_replicates` resamples a point's rounds with replacement (the rows of a
-round table stay paired, so time and energy of one window move together). Intervals are percentile
-intervals of the resampled statistic (:func:`percentile_interval`).
+Intervals of the DVFS analysis's quantities, all products of means over paired rounds (a time, an
+energy, an EDP, and their ratios to the default clock), are delta-method t intervals on the log scale
+(:func:`mean_product_estimate`, :func:`mean_product_ratio_estimate`): positive, containing the estimate,
+a change above -100 % and a saving below +100 %; :class:`Estimate` refuses an interval that does not hold
+its estimate. Their coverage is checked in tests/unit/analysis/test_dvfs_coverage.py.
 
-Relative numbers are ratios. A saving or change interval is the percentile interval of the bootstrap
-*ratio* (positive over positive), mapped through ``100 (1 - r)`` or ``100 (r - 1)``
-(:func:`ratio_estimate`): a time or energy change therefore always lies above -100 % and a saving
-below +100 %, and every interval contains its point estimate (:class:`Estimate` refuses one that does not).
+Bootstrap: :func:`bootstrap_replicates` resamples a point's rounds with replacement (the rows of a
+round table stay paired, so time and energy of one window move together); the replicates serve the
+choice of an optimum (how often each candidate wins), and :func:`percentile_interval` the clock
+interval of that choice. A percentile interval of a few rounds' statistic is no 95 % interval of it
+(70-77 % from 3 rounds), so no metric's interval is made that way.
 """
 
 from __future__ import annotations
@@ -27,9 +30,6 @@ from typing import Any
 import numpy as np
 
 from sdbench.errors import ConfigError
-
-BOOTSTRAP_METHOD = "percentile bootstrap over rounds (rounds resampled per point)"
-RATIO_METHOD = "percentile bootstrap of the ratio to the default clock (rounds resampled per point)"
 
 # Relative tolerance for "the estimate lies inside its interval" (float rounding of quantiles).
 _INSIDE_RTOL = 1e-9
@@ -127,50 +127,66 @@ def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, f
     return float(lo), float(hi)
 
 
-def interval_estimate(value: float, interval: tuple[float, float] | None,
-                      method: str = BOOTSTRAP_METHOD) -> Estimate:
-    """``value`` with ``interval`` widened to contain it (no interval when ``None`` or ``value`` is not finite).
+# --- intervals of products of means over paired rounds (the DVFS analysis's) -------------------------------
+MEAN_METHOD = "delta-method t of the log mean over rounds"
+MEAN_RATIO_METHOD = "delta-method Welch t of the log ratio of means to the default clock"
+MEDIAN_RATIO_METHOD = "ratio of medians to the default clock (sdbench.stats.change_interval)"
 
-    A percentile interval of a skewed statistic can, rarely, miss the point estimate (it is the
-    statistic of the sample, not the resamples' median): widen to contain it, never print one outside.
-    """
-    if interval is None or not math.isfinite(float(value)):
+Powers = tuple[tuple[int, int], ...]  # (column, exponent): energy (E,1); EDP (E,1),(T,1); ED2P (E,1),(T,2)
+
+
+def mean_product(rows: np.ndarray, powers: Powers) -> tuple[float, np.ndarray]:
+    """``prod_j mean(rows[:, c_j]) ** k_j`` and each round's term of its log linearisation,
+    ``u_r = sum_j k_j (x_rj - mean_j) / mean_j`` (so ``var(log value) ~ var(u) / n``: the delta method)."""
+    value = 1.0
+    u = np.zeros(rows.shape[0])
+    for col, k in powers:
+        mean = float(np.mean(rows[:, col]))
+        value *= mean ** k
+        u = u + k * (rows[:, col] - mean) / mean if mean != 0.0 else u + np.nan
+    return value, u
+
+
+def _log_se(u: np.ndarray) -> float:
+    return float(np.std(u, ddof=1) / math.sqrt(u.size))
+
+
+def mean_product_estimate(rows: np.ndarray, powers: Powers, confidence: float) -> Estimate:
+    """The product of means with Student's t interval on its log scale (delta method, ``n - 1`` degrees of
+    freedom): positive, containing the estimate, and holding the true value 94-96 % of the time for
+    lognormal rounds from 3 rounds on, where a percentile bootstrap of the mean holds it 70-75 % of the
+    time (tests/unit/analysis/test_dvfs_coverage.py). No interval from one round or a non-positive mean."""
+    value, u = mean_product(rows, powers)
+    if rows.shape[0] < 2 or not (value > 0 and math.isfinite(value)) or not np.all(np.isfinite(u)):
         return Estimate(float(value))
-    lo, hi = interval
-    return Estimate(float(value), min(lo, float(value)), max(hi, float(value)), method)
+    import scipy.stats
+
+    se = _log_se(u)
+    t = float(scipy.stats.t.ppf(0.5 + confidence / 2.0, rows.shape[0] - 1))
+    return Estimate(float(value), float(value * math.exp(-t * se)), float(value * math.exp(t * se)), MEAN_METHOD)
 
 
-def bootstrap_estimate(value: float, boot: np.ndarray | None, confidence: float,
-                       method: str = BOOTSTRAP_METHOD) -> Estimate:
-    """``value`` with the percentile interval of its replicates ``boot`` (none without finite replicates)."""
-    if boot is None or not np.all(np.isfinite(boot)) or not math.isfinite(float(value)):
-        return Estimate(float(value))
-    return interval_estimate(value, percentile_interval(boot, confidence), method)
-
-
-def ratio_estimate(num_value: float, num_reps: np.ndarray, den_value: float, den_reps: np.ndarray,
-                   confidence: float, fn: Any, any_spread: bool) -> Estimate:
-    """A saving or change from the ratio ``num / den``, its interval from the bootstrap ratio.
-
-    ``fn`` maps a ratio to percent (:func:`saving_from_ratio` or :func:`change_from_ratio`, both
-    monotone). The interval is the percentile interval of the replicate ratios, mapped through
-    ``fn``; it is given only when every replicate of both is positive and finite, so the ratio
-    interval lies in ``(0, inf)``: a change stays above -100 %, a saving below +100 %. A non-positive
-    estimate (a net energy at or below idle) gives the value with no interval.
-
-    Duplicates in spirit the ratio interval that sdbench.stats is getting (a log-ratio interval);
-    here the ratio is of two bootstrapped statistics, so it stays a bootstrap interval.
-    """
-    ratio = num_value / den_value if den_value else math.nan
+def mean_product_ratio_estimate(rows: np.ndarray, base_rows: np.ndarray, powers: Powers, confidence: float,
+                                fn: Callable[[Any], Any]) -> Estimate:
+    """``fn`` (a saving or a change, both monotone in the ratio) of ``mean_product(rows) / mean_product(base)``,
+    with Welch's t interval of the log ratio (the two sides' delta-method variances, Welch-Satterthwaite
+    degrees of freedom). No interval unless both sides have 2 rounds or more and positive means: a side
+    of one round carries no spread to combine."""
+    a, ua = mean_product(rows, powers)
+    b, ub = mean_product(base_rows, powers)
+    ratio = a / b if b else math.nan
     value = float(fn(ratio))
-    if not any_spread or not (num_value > 0 and den_value > 0):
-        return Estimate(value)
-    num_reps, den_reps = np.asarray(num_reps, dtype=float), np.asarray(den_reps, dtype=float)
-    ok = np.all(np.isfinite(num_reps)) and np.all(np.isfinite(den_reps)) and np.all(num_reps > 0) \
-        and np.all(den_reps > 0)
+    ok = (rows.shape[0] >= 2 and base_rows.shape[0] >= 2 and a > 0 and b > 0 and math.isfinite(ratio)
+          and np.all(np.isfinite(ua)) and np.all(np.isfinite(ub)))
     if not ok:
         return Estimate(value)
-    lo_r, hi_r = percentile_interval(num_reps / den_reps, confidence)
-    lo_r, hi_r = min(lo_r, ratio), max(hi_r, ratio)  # contain the estimate (see interval_estimate)
-    bounds = sorted((float(fn(lo_r)), float(fn(hi_r))))
-    return Estimate(value, min(bounds[0], value), max(bounds[1], value), RATIO_METHOD)
+    import scipy.stats
+
+    va, vb = _log_se(ua) ** 2, _log_se(ub) ** 2
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        return Estimate(value, value, value, MEAN_RATIO_METHOD)
+    df = (va + vb) ** 2 / (va ** 2 / (ua.size - 1) + vb ** 2 / (ub.size - 1))
+    t = float(scipy.stats.t.ppf(0.5 + confidence / 2.0, df))
+    bounds = sorted((float(fn(ratio * math.exp(-t * se))), float(fn(ratio * math.exp(t * se)))))
+    return Estimate(value, min(bounds[0], value), max(bounds[1], value), MEAN_RATIO_METHOD)

@@ -8,7 +8,7 @@ baseline and no clock to choose.
 Output (per workload; file names get a ``wN-`` prefix when there are several):
 
 * ``vs-clock.png``: time, energy (gross and net) and power per image against the swept setting, with
-  95 % bootstrap intervals, the default clock as a band and the optima marked;
+  95 % intervals, the default clock as a band and the optima marked;
 * ``edp.png``: EDP and ED2P curves with their optima;
 * ``power-timeline.png``: the record's power timeline when it carries one, otherwise the mean power
   of each phase and denoising step (from ``phase_*`` and ``step_*`` fields) on a time axis, phases shaded;
@@ -199,7 +199,7 @@ def plot_vs_clock(a: SweepAnalysis, path: str | Path) -> Path:
     else:
         for ax in (ax_e, ax_p):
             ax.text(0.5, 0.5, "energy unavailable", transform=ax.transAxes, ha="center", va="center", color="grey")
-    fig.suptitle(_title(a, "time, energy and power vs clock") + "\nmean per image, 95% bootstrap CI; "
+    fig.suptitle(_title(a, "time, energy and power vs clock") + f"\n{a.statistic} per image, {100 * a.confidence:g} % CI; "
                  "dashed: default clocks", fontsize=8)
     return _save(fig, path)
 
@@ -639,14 +639,17 @@ def render_html(result: ReportResult, sources: Sequence[Path]) -> str:
     body.append(f"<p class='note'>Sources: {e(', '.join(str(s) for s in sources))}</p>")
     body.append("<p class='note'>Savings are always against the default clock (never the worst clock): "
                 "energy saved % = 100 (1 &minus; E / E<sub>default</sub>); time change % = "
-                "100 (t / t<sub>default</sub> &minus; 1), positive = slower. Intervals are "
-                "percentile bootstrap intervals over measured rounds.</p>")
+                "100 (t / t<sub>default</sub> &minus; 1), positive = slower. Intervals: of a mean over rounds, "
+                "Student's t on the log scale (Welch's for a saving or change against the default clock); of a "
+                "median, those of docs/statistics.md. The bootstrap only picks: how often each clock wins, "
+                "and the clock interval.</p>")
     for a in result.analyses:
         body.append(f"<h2>{e(a.workload_label)}{' [SIMULATED]' if a.simulated else ''}</h2>")
         body.append("<h3>What was measured on real hardware and what was simulated</h3><ul>")
         body += [f"<li>{e(line)}</li>" for line in provenance_lines(a.provenance)]
         body.append("</ul>")
-        body.append(f"<h3>Optima ({100 * a.confidence:g} % bootstrap CI, {a.n_resamples} resamples)</h3>")
+        body.append(f"<h3>Optima ({100 * a.confidence:g} % intervals; choice shares from {a.n_resamples} "
+                    "bootstrap resamples)</h3>")
         body.append(html_table(optima_table(a)))
         body.append("<ul>" + "".join(f"<li>{e(o.statement())}</li>" for o in a.optima.values()) + "</ul>")
         body.append(f"<h3>Points ({e(a.statistic)} per image)</h3>")

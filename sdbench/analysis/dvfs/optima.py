@@ -1,6 +1,7 @@
 """Choosing each objective's optimum among the verified clock points: the objective's value per point and per
 bootstrap replicate, the ``energy_capped`` slowdown cap, the pick by :func:`sdbench.analysis.optimum.pick_optimum`
-(and with it the clock interval and choice shares), and the optimum's savings against the default clock.
+(and with it the clock interval and choice shares), and the optimum's savings against the default clock (their
+intervals those of the points table, not of the bootstrap: :mod:`sdbench.analysis.dvfs.points`).
 Package-internal: the entry points are in :mod:`sdbench.analysis.dvfs.analyze`."""
 
 from __future__ import annotations
@@ -9,20 +10,33 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from sdbench.analysis.dvfs.points import _E, _EN, _T, _PointData, _replicates
-from sdbench.analysis.estimates import change_from_ratio, interval_estimate, ratio_estimate, saving_from_ratio
+from sdbench.analysis.dvfs.points import (
+    _E,
+    _EN,
+    _T,
+    _estimate,
+    _PointData,
+    _product_replicates,
+    _ratio,
+    _replicates,
+    _value,
+)
+from sdbench.analysis.estimates import Powers, change_from_ratio, saving_from_ratio
 from sdbench.analysis.optimum import OBJECTIVE_UNITS, Optimum, pick_optimum
 
 
-def _objective_values(p: _PointData, objective: str, basis_col: int, n_resamples: int) -> tuple[float, np.ndarray]:
-    reps = _replicates(p, n_resamples)
+def _objective_powers(objective: str, basis_col: int) -> Powers:
+    """The objective as a product of a point's columns: energy, net energy, EDP (E t) or ED2P (E t^2)."""
     if objective in ("energy", "energy_capped"):
-        col = _E if objective == "energy" else basis_col
-        return float(p.est[col]), reps[:, col]
+        return ((_E if objective == "energy" else basis_col, 1),)
     if objective == "net_energy":
-        return float(p.est[_EN]), reps[:, _EN]
-    power = 1 if objective == "edp" else 2
-    return float(p.est[basis_col] * p.est[_T] ** power), reps[:, basis_col] * reps[:, _T] ** power
+        return ((_EN, 1),)
+    return ((basis_col, 1), (_T, 1 if objective == "edp" else 2))
+
+
+def _objective_values(p: _PointData, objective: str, basis_col: int, n_resamples: int) -> tuple[float, np.ndarray]:
+    powers = _objective_powers(objective, basis_col)
+    return _value(p, powers), _product_replicates(p, powers, n_resamples)
 
 
 def _optimum(objective: str, candidates: Sequence[_PointData], d: _PointData | None, *, x_field: str, basis_col: int,
@@ -87,8 +101,8 @@ def _optimum(objective: str, candidates: Sequence[_PointData], d: _PointData | N
                     float(np.quantile(chosen_x, 1.0 - alpha, method="higher")))
         clock_ci_points = len({float(x) for x in xs[np.isfinite(xs)] if clock_ci[0] <= x <= clock_ci[1]})
     best = candidates[winner]
-    # A single-round point's replicates repeat its estimate: it has no interval.
-    value = interval_estimate(values_arr[winner], pick.interval if best.boot is not None else None)
+    # The winner's own interval, as its row of the points table has it (a single-round point has none).
+    value = _estimate(best, _objective_powers(objective, basis_col), confidence)
     opt = Optimum(objective=objective, energy_basis=basis, label=best.label, settings=best.settings, x_field=x_field,
                   x_value=best.settings[x_field], value=value, unit=unit, clock_ci=clock_ci,
                   clock_ci_points=clock_ci_points, choice_fraction=pick.choice_fraction,
@@ -99,17 +113,12 @@ def _optimum(objective: str, candidates: Sequence[_PointData], d: _PointData | N
                   rounds_per_repeat=[min(int(r.shape[0]) for p in candidates for r in p.per_record_rows),
                                      max(int(r.shape[0]) for p in candidates for r in p.per_record_rows)])
     if d is not None:
-        spread = best.boot is not None or d.boot is not None
-        rb, rd = _replicates(best, n_resamples), _replicates(d, n_resamples)
         ecol = _EN if basis == "net" else _E
         if best.available(ecol) and d.available(ecol):
-            opt.saving_pct = ratio_estimate(best.est[ecol], rb[:, ecol], d.est[ecol], rd[:, ecol], confidence,
-                                            saving_from_ratio, spread)
-        opt.time_change_pct = ratio_estimate(best.est[_T], rb[:, _T], d.est[_T], rd[:, _T], confidence,
-                                             change_from_ratio, spread)
-        d_value, d_reps = _objective_values(d, objective, basis_col, n_resamples)
-        opt.objective_change_pct = ratio_estimate(values_arr[winner], reps_arr[:, winner], d_value, d_reps,
-                                                   confidence, change_from_ratio, spread)
+            opt.saving_pct = _ratio(best, d, ((ecol, 1),), confidence, saving_from_ratio)
+        opt.time_change_pct = _ratio(best, d, ((_T, 1),), confidence, change_from_ratio)
+        opt.objective_change_pct = _ratio(best, d, _objective_powers(objective, basis_col), confidence,
+                                          change_from_ratio)
         if objective == "energy_capped":
             high = opt.time_change_pct.ci_high if opt.time_change_pct.has_ci else opt.time_change_pct.value
             opt.cap_met_with_confidence = bool(high is not None and high <= cap_pct)

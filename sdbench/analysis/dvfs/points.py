@@ -1,7 +1,12 @@
 """Per-point estimates: a record's round table, a point's pooled rounds and their bootstrap replicates (rounds
-resampled with replacement, paired across metrics), its :class:`~sdbench.analysis.dvfs.result.PointStats` with
-savings against the default clock, and the default-clock baseline with its drift check. Package-internal: the
-entry points are in :mod:`sdbench.analysis.dvfs.analyze`."""
+resampled with replacement, paired across metrics; they serve the pick of an optimum), its
+:class:`~sdbench.analysis.dvfs.result.PointStats` with savings against the default clock, and the default-clock
+baseline with its drift check. Package-internal: the entry points are in :mod:`sdbench.analysis.dvfs.analyze`.
+
+Intervals are not bootstrap intervals (a percentile bootstrap of 3 rounds holds the truth 70-77 % of the
+time): with the mean, the delta-method t interval of the log of a product of means and Welch's for a ratio
+to the default clock (:func:`sdbench.analysis.estimates.mean_product_estimate`); with the median,
+sdbench.stats's ``summarize`` and ``change_interval`` of the rounds' products (docs/statistics.md)."""
 
 from __future__ import annotations
 
@@ -15,13 +20,16 @@ from sdbench.analysis.drift import default_drift_check, log_t_interval
 from sdbench.analysis.dvfs.records import _num, order_key
 from sdbench.analysis.dvfs.result import DefaultBaseline, PointStats
 from sdbench.analysis.estimates import (
-    bootstrap_estimate,
-    bootstrap_replicates,
+    MEDIAN_RATIO_METHOD,
+    Estimate,
+    Powers,
     change_from_ratio,
-    ratio_estimate,
+    mean_product_estimate,
+    mean_product_ratio_estimate,
     saving_from_ratio,
 )
 from sdbench.record.schema import metric_stats
+from sdbench.stats import change_interval, summarize
 
 # Columns of a point's round table.
 _T, _E, _EN, _P = 0, 1, 2, 3
@@ -70,6 +78,8 @@ class _PointData:
     exclusion_reason: str | None
     est: np.ndarray = field(default_factory=lambda: np.full(4, np.nan))  # point estimates per column
     boot: np.ndarray | None = None  # (B, 4) resampled statistics
+    statistic: str = "mean"
+    idx: np.ndarray | None = None  # (B, rounds): the rounds each resample drew
 
     def available(self, col: int) -> bool:
         return bool(self.rows.size) and not np.any(np.isnan(self.rows[:, col]))
@@ -81,21 +91,74 @@ def _statistic(statistic: str) -> Any:
 
 def _bootstrap_point(p: _PointData, statistic: str, n_resamples: int, rng: np.random.Generator) -> None:
     stat = _statistic(statistic)
+    p.statistic = statistic
     p.est = stat(p.rows, axis=0)
     n = p.rows.shape[0]
     if n < 2:
         p.boot = None
+        p.idx = None
         return
-    # (B, n, 4) -> statistic over rounds; NaN columns stay NaN (unavailable metrics).
-    p.boot = bootstrap_replicates(p.rows, n_resamples, rng, stat)
+    # (B, n, 4) -> statistic over rounds; NaN columns stay NaN (unavailable metrics). The draws are those of
+    # bootstrap_replicates; they are kept so that products (EDP) are resampled with the same rounds.
+    p.idx = rng.integers(0, n, size=(n_resamples, n))
+    p.boot = stat(p.rows[p.idx], axis=1)
 
 
-def _derived(p: _PointData, kind: str, energy_col: int) -> tuple[float, np.ndarray | None]:
-    """EDP (``kind="edp"``) or ED2P of a point from its estimates and replicates."""
-    power = 1 if kind == "edp" else 2
-    value = float(p.est[energy_col] * p.est[_T] ** power)
-    boot = None if p.boot is None else p.boot[:, energy_col] * p.boot[:, _T] ** power
-    return value, boot
+def _per_round(rows: np.ndarray, powers: Powers) -> np.ndarray:
+    """Each round's product ``prod_j x_j ** k_j`` (the last axis holds the columns)."""
+    out = np.ones(rows.shape[:-1])
+    for col, k in powers:
+        out = out * rows[..., col] ** k
+    return out
+
+
+def _value(p: _PointData, powers: Powers) -> float:
+    """The point's estimate of the product: of the means (``statistic="mean"``: total energy over images,
+    then the product), or the median of each round's product."""
+    if p.statistic == "mean":
+        return float(np.prod([np.mean(p.rows[:, col]) ** k for col, k in powers]))
+    return float(np.median(_per_round(p.rows, powers)))
+
+
+def _product_replicates(p: _PointData, powers: Powers, n_resamples: int) -> np.ndarray:
+    """(B,) bootstrap replicates of :func:`_value` (for the pick); a single-round point repeats its value."""
+    if p.idx is None:
+        return np.full(n_resamples, _value(p, powers))
+    drawn = p.rows[p.idx]  # (B, n, 4)
+    if p.statistic == "mean":
+        return np.prod([np.mean(drawn[..., col], axis=1) ** k for col, k in powers], axis=0)
+    return np.median(_per_round(drawn, powers), axis=1)
+
+
+def _estimate(p: _PointData, powers: Powers, confidence: float) -> Estimate:
+    """The point's estimate of the product with its interval: the delta-method t interval of a product of
+    means, or sdbench.stats.summarize's interval of the median of the rounds' products (docs/statistics.md)."""
+    if p.statistic == "mean":
+        return mean_product_estimate(p.rows, powers, confidence)
+    value = _value(p, powers)
+    x = _per_round(p.rows, powers)
+    if x.size < 2 or not np.all(np.isfinite(x)):
+        return Estimate(value)
+    st = summarize(x, confidence=confidence)
+    if st.ci95_low is None or st.ci95_high is None:
+        return Estimate(value)
+    return Estimate(value, min(float(st.ci95_low), value), max(float(st.ci95_high), value), st.method)
+
+
+def _ratio(p: _PointData, d: _PointData, powers: Powers, confidence: float, fn: Any) -> Estimate:
+    """``fn`` (saving or change) of the point's product over the default's, with its interval."""
+    if p.statistic == "mean":
+        return mean_product_ratio_estimate(p.rows, d.rows, powers, confidence, fn)
+    a, b = _value(p, powers), _value(d, powers)
+    value = float(fn(a / b)) if b else float("nan")
+    xp, xd = _per_round(p.rows, powers), _per_round(d.rows, powers)
+    if xp.size < 2 or xd.size < 2 or not (np.all(np.isfinite(xp)) and np.all(np.isfinite(xd))):
+        return Estimate(value)
+    ch = change_interval(xp, xd, confidence=confidence)
+    if ch.low_rel is None or ch.high_rel is None or not (a > 0 and b > 0):
+        return Estimate(value)
+    bounds = sorted((float(fn(1.0 + ch.low_rel)), float(fn(1.0 + ch.high_rel))))
+    return Estimate(value, min(bounds[0], value), max(bounds[1], value), MEDIAN_RATIO_METHOD)
 
 
 def _replicates(p: _PointData, n_resamples: int) -> np.ndarray:
@@ -107,8 +170,7 @@ def _replicates(p: _PointData, n_resamples: int) -> np.ndarray:
 
 def _point_stats(p: _PointData, d: _PointData | None, confidence: float, energy_basis: str, simulated: bool,
                  n_resamples: int) -> PointStats:
-    est = {name: (bootstrap_estimate(p.est[col], None if p.boot is None else p.boot[:, col], confidence)
-                  if p.available(col) else None)
+    est = {name: _estimate(p, ((col, 1),), confidence) if p.available(col) else None
            for name, col in _METRIC_COLUMNS.items()}
     measured = [_num(r.get("telemetry_sm_clock_mhz_mean")) for r in p.records]
     measured_vals = [m for m in measured if m is not None]
@@ -123,29 +185,19 @@ def _point_stats(p: _PointData, d: _PointData | None, confidence: float, energy_
     )
     for col, edp_name, ed2p_name in ((_E, "edp_js", "ed2p_js2"), (_EN, "net_edp_js", "net_ed2p_js2")):
         if p.available(col):
-            for kind, name in (("edp", edp_name), ("ed2p", ed2p_name)):
-                value, boot = _derived(p, kind, col)
-                setattr(ps, name, bootstrap_estimate(value, boot, confidence))
+            setattr(ps, edp_name, _estimate(p, ((col, 1), (_T, 1)), confidence))
+            setattr(ps, ed2p_name, _estimate(p, ((col, 1), (_T, 2)), confidence))
     if d is None or p is d:
         return ps
-    spread = p.boot is not None or d.boot is not None
-    rp, rd = _replicates(p, n_resamples), _replicates(d, n_resamples)
-    ps.time_change_pct = ratio_estimate(p.est[_T], rp[:, _T], d.est[_T], rd[:, _T], confidence, change_from_ratio,
-                                        spread)
+    ps.time_change_pct = _ratio(p, d, ((_T, 1),), confidence, change_from_ratio)
     basis_col = _E if energy_basis == "gross" else _EN
     if p.available(_E) and d.available(_E):
-        ps.energy_saving_pct = ratio_estimate(p.est[_E], rp[:, _E], d.est[_E], rd[:, _E], confidence,
-                                              saving_from_ratio, spread)
+        ps.energy_saving_pct = _ratio(p, d, ((_E, 1),), confidence, saving_from_ratio)
     if p.available(_EN) and d.available(_EN):
-        ps.net_energy_saving_pct = ratio_estimate(p.est[_EN], rp[:, _EN], d.est[_EN], rd[:, _EN], confidence,
-                                                   saving_from_ratio, spread)
+        ps.net_energy_saving_pct = _ratio(p, d, ((_EN, 1),), confidence, saving_from_ratio)
     if p.available(basis_col) and d.available(basis_col):
         for power, name in ((1, "edp_change_pct"), (2, "ed2p_change_pct")):
-            pv = p.est[basis_col] * p.est[_T] ** power
-            dv = d.est[basis_col] * d.est[_T] ** power
-            setattr(ps, name, ratio_estimate(pv, rp[:, basis_col] * rp[:, _T] ** power, dv,
-                                              rd[:, basis_col] * rd[:, _T] ** power, confidence,
-                                              change_from_ratio, spread))
+            setattr(ps, name, _ratio(p, d, ((basis_col, 1), (_T, power)), confidence, change_from_ratio))
     return ps
 
 

@@ -253,8 +253,8 @@ class SweepAnalysis:
         out.append("")
         out.extend(f"- {line}" for line in provenance_lines(self.provenance))
         out.append("")
-        out.append(f"{h}# Points ({self.statistic} per image, {100 * self.confidence:g} % bootstrap CI, "
-                   f"{self.n_resamples} resamples)")
+        out.append(f"{h}# Points ({self.statistic} per image, {100 * self.confidence:g} % CI; optima chosen "
+                   f"over {self.n_resamples} bootstrap resamples)")
         out.append("")
         out.append(markdown_table(points_table(self)))
         out.append("")
