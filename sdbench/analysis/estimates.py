@@ -154,8 +154,8 @@ def _log_se(u: np.ndarray) -> float:
 def mean_product_estimate(rows: np.ndarray, powers: Powers, confidence: float) -> Estimate:
     """The product of means with Student's t interval on its log scale (delta method, ``n - 1`` degrees of
     freedom): positive, containing the estimate, and holding the true value 94-96 % of the time for
-    lognormal rounds from 3 rounds on, where a percentile bootstrap of the mean holds it 70-75 % of the
-    time (tests/unit/analysis/test_dvfs_coverage.py). No interval from one round or a non-positive mean."""
+    lognormal rounds at 3, 5 and 10 rounds, where a percentile bootstrap of the mean holds it 70-75 % of
+    the time at 3 (tests/unit/analysis/test_dvfs_coverage.py). No interval from one round or a non-positive mean."""
     value, u = mean_product(rows, powers)
     if rows.shape[0] < 2 or not (value > 0 and math.isfinite(value)) or not np.all(np.isfinite(u)):
         return Estimate(float(value))
