@@ -5,7 +5,9 @@ and whether the data can support a claim about it.
 study for batch sizes): given each candidate's point estimate and its bootstrap replicates (resampled
 independently per candidate), the winner is the best point estimate, and the choice is recomputed in
 every resample (argmin or argmax over the candidates). It reports how often each candidate wins, the
-fraction of resamples that chose the winner, and the percentile interval of the winner's replicates.
+fraction of resamples that chose the winner. It gives no interval of the winner's value: a percentile
+interval of a few rounds' replicates is no 95 % interval (docs/statistics.md); each study states the
+winner's own interval.
 
 For clock optima (:class:`Optimum`) the report gives how often each point wins, the interval of the
 chosen clock, and the interval of the saving *at the chosen point* (what a user who locks that clock
@@ -30,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import numpy as np
 
-from sdbench.analysis.estimates import Estimate, percentile_interval
+from sdbench.analysis.estimates import Estimate
 from sdbench.analysis.text import SETTING_NAMES, SETTING_UNITS, saving_text, time_change_text
 from sdbench.errors import ConfigError
 from sdbench.record.io import json_safe
@@ -66,8 +68,7 @@ class Pick(Generic[L]):
     """What :func:`pick_optimum` chose.
 
     ``index`` and ``label`` name the winner by the point estimates (``None``: no candidate is
-    feasible), ``value`` is its estimate and ``interval`` the percentile interval of its replicates
-    (``None`` when some replicate is not finite). ``choices`` holds, per resample, the index of the
+    feasible) and ``value`` is its estimate. ``choices`` holds, per resample, the index of the
     candidate that won it, ``-1`` where none did (no feasible candidate, or a best value that is not
     finite); ``choice_fractions`` maps every candidate that won a resample, in candidate order, to the
     share of resamples it won, ``none_fraction`` is the share won by none, and ``choice_fraction``
@@ -77,7 +78,6 @@ class Pick(Generic[L]):
     index: int | None
     label: L | None
     value: float | None
-    interval: tuple[float, float] | None
     choice_fraction: float
     choice_fractions: dict[L, float]
     none_fraction: float
@@ -86,7 +86,7 @@ class Pick(Generic[L]):
 
 
 def pick_optimum(labels: Sequence[L], estimates: Sequence[float] | np.ndarray, replicates: np.ndarray, *,
-                 lower_is_better: bool = True, confidence: float = 0.95,
+                 lower_is_better: bool = True,
                  feasible: Sequence[bool] | np.ndarray | None = None,
                  feasible_replicates: np.ndarray | None = None) -> Pick[L]:
     """Choose the candidate that optimises an objective, and say how sure the bootstrap is of it.
@@ -97,7 +97,6 @@ def pick_optimum(labels: Sequence[L], estimates: Sequence[float] | np.ndarray, r
         replicates: each candidate's bootstrap replicates, shape ``(B, n)`` (resample ``b`` of every
             candidate in row ``b``); ``B`` is the number of resamples.
         lower_is_better: minimise (energy, J/image) or, when False, maximise (images/s).
-        confidence: level of :attr:`Pick.interval`.
         feasible: which candidates may win by their estimates (default: all), shape ``(n,)``.
         feasible_replicates: which may win each resample (default: all), shape ``(B, n)``.
 
@@ -129,11 +128,9 @@ def pick_optimum(labels: Sequence[L], estimates: Sequence[float] | np.ndarray, r
             fractions[labels[i]] = c / n_resamples
     none_fraction = float(none_mask.sum()) / n_resamples
     if not ok.any():
-        return Pick(None, None, None, None, 0.0, fractions, none_fraction, choices, n_resamples)
+        return Pick(None, None, None, 0.0, fractions, none_fraction, choices, n_resamples)
     winner = int(best(np.where(ok, est, worst)))
-    winner_reps = reps[:, winner]
-    interval = percentile_interval(winner_reps, confidence) if np.all(np.isfinite(winner_reps)) else None
-    return Pick(winner, labels[winner], float(est[winner]), interval, fractions.get(labels[winner], 0.0), fractions,
+    return Pick(winner, labels[winner], float(est[winner]), fractions.get(labels[winner], 0.0), fractions,
                 none_fraction, choices, n_resamples)
 
 

@@ -82,7 +82,7 @@ def _optimum(objective: str, candidates: Sequence[_PointData], d: _PointData | N
         feasible_reps = 100.0 * (t_reps / d_t - 1.0) <= cap_pct
 
     pick = pick_optimum([p.label for p in candidates], values_arr, reps_arr, lower_is_better=True,
-                        confidence=confidence, feasible=feasible, feasible_replicates=feasible_reps)
+                        feasible=feasible, feasible_replicates=feasible_reps)
     if pick.index is None:
         empty.reason = f"no verified point is within {cap_pct:g} % of the default clock's time"
         return empty

@@ -171,8 +171,7 @@ def _pick(objective: str, unit: str, batches: list[int], estimates: np.ndarray, 
     """The winner by the point estimates, its own interval, the batches whose interval overlaps it, and how
     often each batch wins across the resamples."""
     # The picker takes the first of equals: a tie goes to the smaller batch (less memory, less latency).
-    pick = pick_optimum(batches, estimates, resampled, lower_is_better=not objective.startswith("max"),
-                        confidence=confidence)
+    pick = pick_optimum(batches, estimates, resampled, lower_is_better=not objective.startswith("max"))
     if pick.index is None:
         return Optimum(objective, unit, None, reason="no batch size ran", confidence=confidence)
     own = intervals[pick.index]
