@@ -229,9 +229,10 @@ def _forget_graphs_compiled_otherwise(settings: dict[str, Any], notes: list[str]
     _compiled_with = dict(settings)
 
 
-# Shapes one process may compile each function for (Dynamo's default is 8): a batch sweep or a largest-batch
-# search compiles a graph per batch size, and several pipelines of one class share their forward's entries.
-RECOMPILE_LIMIT = 64
+# Shapes one process may compile each function for (Dynamo's default is 8, and 256 over all functions): a
+# batch sweep or a largest-batch search compiles a graph per batch size, and the pipelines of a suite's
+# matrix (models, resolutions, batches) share their classes' forward entries.
+RECOMPILE_LIMIT = 256
 
 
 def _static_shapes() -> None:
@@ -247,6 +248,9 @@ def _static_shapes() -> None:
     dynamo_config = torch._dynamo.config
     name = "recompile_limit" if hasattr(dynamo_config, "recompile_limit") else "cache_size_limit"  # torch < 2.6
     setattr(dynamo_config, name, max(getattr(dynamo_config, name), RECOMPILE_LIMIT))
+    if hasattr(dynamo_config, "accumulated_recompile_limit"):
+        dynamo_config.accumulated_recompile_limit = max(dynamo_config.accumulated_recompile_limit,
+                                                        4 * RECOMPILE_LIMIT)
     if hasattr(dynamo_config, "fail_on_recompile_limit_hit"):
         dynamo_config.fail_on_recompile_limit_hit = True
 

@@ -703,3 +703,31 @@ def test_each_batch_size_gets_a_graph_of_its_own_shape(monkeypatch: pytest.Monke
         assert torch._dynamo.config.recompile_limit >= optimize.RECOMPILE_LIMIT
     finally:
         torch._dynamo.reset()
+
+
+def test_past_the_recompile_limit_a_compiled_call_fails_instead_of_running_eagerly(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Dynamo's default past its limit is to run the function eagerly and say nothing: a case measured
+    that way would be labelled compiled. sdbench makes it an error."""
+    from sdbench.pipelines import optimize
+
+    real_compile = torch.compile
+    monkeypatch.setattr(optimize.torch, "compile",
+                        lambda fn, **kw: real_compile(fn, backend=lambda gm, _inputs: gm.forward, dynamic=False))
+    monkeypatch.setattr(optimize, "RECOMPILE_LIMIT", 2)
+    dynamo_config = torch._dynamo.config
+    for name in ("recompile_limit", "fail_on_recompile_limit_hit"):
+        monkeypatch.setattr(dynamo_config, name, getattr(dynamo_config, name))
+    dynamo_config.recompile_limit = 1
+    torch._dynamo.reset()
+    try:
+        module = torch.nn.Linear(4, 3)
+        optimize._compile_forward(module, "default", fullgraph=False, copy_outputs=False)
+        assert dynamo_config.recompile_limit == 2 and dynamo_config.fail_on_recompile_limit_hit is True
+        with torch.inference_mode():
+            module(torch.randn(1, 4))
+            module(torch.randn(2, 4))
+            with pytest.raises(Exception, match="(?i)recompile"):
+                module(torch.randn(3, 4))
+    finally:
+        torch._dynamo.reset()
