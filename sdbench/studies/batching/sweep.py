@@ -197,9 +197,9 @@ def summarize_sweep(points: Sequence[SweepPoint], *, n_resamples: int = 2000, se
     Each interval is `sdbench.stats.summarize`'s of the batch's per-round samples (images/s: the
     reciprocal of the time per image's, median and bounds alike). The bootstrap resamples every batch
     size's per-round samples independently, recomputes each batch's median, and takes the argmax of
-    images/s (argmin of J/image) per resample; the winner's `choice_fraction` is how often it wins. Points that did not run (oom, skipped, error) take no
-    part. Energy must be available for every point that ran, else the energy optimum is None with
-    the reason.
+    images/s (argmin of J/image) per resample; the winner's `choice_fraction` is how often it wins.
+    Points that did not run (oom, skipped, error) take no part. Energy must be available for every
+    point that ran, else the energy optimum is None with the reason.
     """
     if not 0 < confidence < 1:
         raise ConfigError("confidence", confidence, "a fraction in (0, 1)")
