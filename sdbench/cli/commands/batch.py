@@ -43,6 +43,10 @@ def register(sub: Any) -> None:
                         "grow with steps)")
     g.add_argument("--memory-budget-gib", type=number("memory_budget_gib", 0.0), default=None,
                    help="simulate a device with this much memory: a peak above it counts as out of memory")
+    g.add_argument("--resume", action="store_true",
+                   help="continue the --batch-sizes sweep in --output-dir: keep the batches its batch-sweep.json "
+                        "holds, measure the rest, then pick the optima over all (also summarises a sweep cut "
+                        "short when nothing is left to measure)")
     o = p.add_argument_group("output")
     o.add_argument("--output-dir", default=None,
                    help="where the JSON and PNG go (default sdbench-output/<time>-batch-<model>)")
@@ -70,6 +74,8 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("limit", args.limit, "only together with --max-batch")
     if args.probe_steps is not None and not args.max_batch:
         raise ConfigError("probe_steps", args.probe_steps, "only together with --max-batch")
+    if args.resume and (args.max_batch or args.output_dir is None):
+        raise ConfigError("resume", True, "together with --batch-sizes and the --output-dir of the sweep to continue")
     sizes = parse_batch_sizes(args.batch_sizes) if args.batch_sizes is not None else None
     budget: int | None = None
     if args.memory_budget_gib is not None:
@@ -98,6 +104,20 @@ def run(args: argparse.Namespace) -> int:
             return 0
         assert sizes is not None
         sweep_path = out_dir / "batch-sweep.json"
+        earlier = None
+        if args.resume:
+            import json
+
+            from sdbench.studies.batching.sweep import resume_points
+
+            if not sweep_path.is_file():
+                raise ConfigError("resume", str(sweep_path), "the --output-dir of an earlier `sdbench batch "
+                                  "--batch-sizes` run (its batch-sweep.json)", reason="no such file")
+            earlier = resume_points(json.loads(sweep_path.read_text()), case, sizes, bench.environment)
+            say(f"resuming: batch {', '.join(map(str, sorted(earlier))) or 'none'} kept from {sweep_path}")
+        elif sweep_path.exists():
+            raise ConfigError("output_dir", str(out_dir), reason="it already holds a batch sweep's results; pass "
+                              "--resume to continue it, or name another --output-dir")
 
         def keep(points: list[Any], remaining: list[int]) -> None:
             # After each batch: what is measured so far, so a sweep cut short keeps it (no optima until the end).
@@ -106,7 +126,8 @@ def run(args: argparse.Namespace) -> int:
                             "not_run_yet": remaining})
 
         say(f"batch sweep of {case.model} at {', '.join(map(str, sizes))}; results kept in {sweep_path} as they come")
-        sweep = batch_sweep(bench, case, sizes, memory_budget_bytes=budget, progress=say, on_point=keep)
+        sweep = batch_sweep(bench, case, sizes, memory_budget_bytes=budget, progress=say, on_point=keep,
+                            earlier=earlier)
         print(sweep_table(sweep))
         print(sweep.throughput.statement())
         print(sweep.energy.statement())

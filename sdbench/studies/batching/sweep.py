@@ -282,7 +282,8 @@ def batch_sweep(bench: Bench, case: Case, batch_sizes: str | Iterable[int], *,
                 progress: Callable[[str], None] | None = None, n_resamples: int = 2000, seed: int = 0,
                 confidence: float = 0.95,
                 on_point: Callable[[list[SweepPoint], list[int]], None] | None = None,
-                now: Callable[[], float] = time.monotonic) -> BatchSweep:
+                now: Callable[[], float] = time.monotonic,
+                earlier: Mapping[int, SweepPoint] | None = None) -> BatchSweep:
     """Measure `case` at each batch size through the Runner and pick the throughput and energy optima.
 
     Batch sizes run from small to large. An out-of-memory error is recorded for its batch (memory is
@@ -291,7 +292,9 @@ def batch_sweep(bench: Bench, case: Case, batch_sizes: str | Iterable[int], *,
     (`PipelineProbe`) and a peak over the budget counts as a (simulated) OOM for that batch.
     `measure` defaults to `bench.measure`. After each batch, `on_point(points so far, batch sizes not yet
     run)` (the CLI writes them out, so a sweep cut short keeps what it measured) and a progress line with
-    that batch's wall time and the time left at the pace so far.
+    that batch's wall time and the time left at the pace so far. `earlier` holds the points of a run cut
+    short (`resume_points`): those batches are kept as they were, not measured again (an out-of-memory
+    one still skips every larger batch).
     """
     sizes = parse_batch_sizes(batch_sizes)
     say = progress or (lambda _msg: None)
@@ -300,10 +303,16 @@ def batch_sweep(bench: Bench, case: Case, batch_sizes: str | Iterable[int], *,
     device = case.compute_device
     points: list[SweepPoint] = []
     failed_at: int | None = None
-    clock = CaseClock(len(sizes), now=now)
+    kept = dict(earlier or {})
+    clock = CaseClock(len([b for b in sizes if b not in kept]), now=now)
     for i, b in enumerate(sizes):
         if failed_at is not None:
             points.append(SweepPoint(b, "skipped", message=f"not run: batch {failed_at} already ran out of memory"))
+            continue
+        if b in kept:
+            points.append(kept[b])
+            failed_at = b if kept[b].status == "oom" else None
+            say(f"batch {b}: {kept[b].status}, kept from the earlier run")
             continue
         eta = clock.eta_text()
         clock.start()
@@ -319,7 +328,7 @@ def batch_sweep(bench: Bench, case: Case, batch_sizes: str | Iterable[int], *,
                                          probe_peak_bytes=pa.peak_bytes))
                 clock.finish()
                 if on_point is not None:
-                    on_point(list(points), sizes[i + 1:])
+                    on_point(list(points), [x for x in sizes[i + 1:] if x not in kept])
                 continue
             probe_peak = pa.value.peak_bytes if pa.value is not None else None
         a = attempt(lambda c=case_b: run(c), device, catch_errors=True)
@@ -330,6 +339,42 @@ def batch_sweep(bench: Bench, case: Case, batch_sizes: str | Iterable[int], *,
         took = clock.finish()
         say(f"batch {b}: {status} in {duration(took)}")
         if on_point is not None:
-            on_point(list(points), sizes[i + 1:])
+            on_point(list(points), [x for x in sizes[i + 1:] if x not in kept])
     return summarize_sweep(points, n_resamples=n_resamples, seed=seed, confidence=confidence,
                            base_case_id=case.case_id.replace(f"-b{case.batch_size}-", "-b*-", 1))
+
+
+def resume_points(doc: Mapping[str, Any], case: Case, sizes: Sequence[int],
+                  environment: Mapping[str, Any]) -> dict[int, SweepPoint]:
+    """The points of an earlier `sdbench batch` run's ``batch-sweep.json`` that a resumed sweep keeps.
+
+    Kept: measured batches (their records) and out-of-memory ones, of the same case but its batch size,
+    on the same GPU; a batch that failed otherwise is measured again. A file of another case, another
+    GPU, or batches outside `sizes` is refused (ConfigError naming what differs), so a resumed sweep never
+    mixes measurements that a fresh one would not hold together."""
+    base = case.case_id.replace(f"-b{case.batch_size}-", "-b*-", 1)
+    records = {int(r["batch_size"]): r for r in doc.get("records", []) if r.get("batch_size") is not None}
+    for b, rec in records.items():
+        theirs = str(rec.get("case_id", "")).replace(f"-b{b}-", "-b*-", 1)
+        if theirs != base:
+            raise ConfigError("resume", theirs, f"a sweep of {base}",
+                              reason="the earlier run measured another case; resume with its flags or another "
+                                     "--output-dir")
+    for key in ("gpu_uuid", "compute_device"):
+        was, now = (doc.get("environment") or {}).get(key), environment.get(key)
+        if was != now:
+            raise ConfigError("resume", f"{key} {was}", f"{key} {now}",
+                              reason="the earlier run measured on another device")
+    kept: dict[int, SweepPoint] = {}
+    # An incomplete file lists its points at the top, a finished one in its summary.
+    for d in doc.get("points") or (doc.get("summary") or {}).get("points") or []:
+        b, status = int(d["batch_size"]), d.get("status")
+        if b not in sizes:
+            raise ConfigError("resume", f"batch {b}", f"--batch-sizes including {b}",
+                              reason="the earlier run measured a batch size this sweep does not hold")
+        if status == "ok" and b in records:
+            kept[b] = SweepPoint.from_record(records[b])
+        elif status == "oom":
+            kept[b] = SweepPoint(b, "oom", message=d.get("message"), oom_simulated=bool(d.get("oom_simulated")),
+                                 probe_peak_bytes=d.get("probe_peak_bytes"))
+    return kept

@@ -460,6 +460,46 @@ def test_a_sweep_cut_short_keeps_what_it_measured(tmp_path: Path, monkeypatch: p
     assert "batch 2 (2 of 3; ETA " in err and "at the pace so far)" in err
 
 
+def test_a_sweep_cut_short_is_resumed_where_it_stopped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--resume keeps the batches the file holds, measures the rest and picks the optima over all; without
+    it the folder is not overwritten; a resume of another case is refused; a finished sweep is summarised
+    again without measuring."""
+    real_measure = Bench.measure
+    measured: list[int] = []
+    cut_at: list[int] = [2]
+
+    def measure(self: Bench, case: Case, progress: Any = None) -> dict[str, Any]:
+        if case.batch_size in cut_at:
+            raise KeyboardInterrupt
+        measured.append(case.batch_size)
+        return real_measure(self, case, progress)
+
+    monkeypatch.setattr(Bench, "measure", measure)
+    argv = ["batch", *FAST, "--device", "cpu", "--batch-sizes", "1,2,4", "--output-dir", str(tmp_path)]
+    assert invoke(argv).code != 0
+    first = json.loads((tmp_path / "batch-sweep.json").read_text())
+    assert first["complete"] is False and measured == [1]
+
+    code, _, err = invoke(argv)
+    assert code == 2 and "invalid output_dir" in err and "--resume" in err
+    code, _, err = invoke([*argv[:-2], "--steps", "3", "--output-dir", str(tmp_path), "--resume"])
+    assert code == 2 and "invalid resume" in err and "another case" in err
+
+    cut_at.clear()
+    code, out, err = invoke([*argv, "--resume"])
+    assert code == 0, err
+    assert measured == [1, 2, 4]  # batch 1 not measured again
+    doc = json.loads((tmp_path / "batch-sweep.json").read_text())
+    assert doc["complete"] is True and [r["batch_size"] for r in doc["records"]] == [1, 2, 4]
+    assert doc["records"][0] == first["records"][0]
+    assert doc["summary"]["throughput_optimum"]["statement"] in out
+
+    code, out, err = invoke([*argv, "--resume"])
+    assert code == 0, err
+    assert measured == [1, 2, 4]  # nothing left to measure: the optima again, from the same records
+    assert json.loads((tmp_path / "batch-sweep.json").read_text())["records"] == doc["records"]
+
+
 def test_the_sweep_reports_each_batch_as_it_ends(bench: Bench, case: Case) -> None:
     seen: list[tuple[list[int], list[int]]] = []
     ticks = iter(range(0, 1000, 10))
