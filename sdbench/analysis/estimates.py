@@ -115,9 +115,13 @@ def bootstrap_replicates(samples: np.ndarray, n_resamples: int, rng: np.random.G
     One-dimensional samples give ``(n_resamples,)`` replicates; a round table (rows = rounds) gives
     one row of column statistics per resample, its rows resampled together. Columns of NaN stay NaN.
     """
-    n = samples.shape[0]
-    idx = rng.integers(0, n, size=(n_resamples, n))
-    return statistic(samples[idx], axis=1)
+    return statistic(samples[bootstrap_indices(samples.shape[0], n_resamples, rng)], axis=1)
+
+
+def bootstrap_indices(n: int, n_resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n_resamples, n)`` row indices drawn with replacement: the resamples of :func:`bootstrap_replicates`,
+    for callers that compute several statistics from the same draws."""
+    return rng.integers(0, n, size=(n_resamples, n))
 
 
 def percentile_interval(values: np.ndarray, confidence: float) -> tuple[float, float]:

@@ -18,7 +18,6 @@ from sdbench.analysis.dvfs.points import (
     _PointData,
     _product_replicates,
     _ratio,
-    _replicates,
     _value,
 )
 from sdbench.analysis.estimates import Powers, change_from_ratio, saving_from_ratio
@@ -75,10 +74,11 @@ def _optimum(objective: str, candidates: Sequence[_PointData], d: _PointData | N
     feasible = feasible_reps = None
     if objective == "energy_capped":
         assert d is not None
-        t_point = np.asarray([p.est[_T] for p in candidates])
-        feasible = 100.0 * (t_point / d.est[_T] - 1.0) <= cap_pct
-        t_reps = np.column_stack([_replicates(p, n_resamples)[:, _T] for p in candidates])
-        d_t = _replicates(d, n_resamples)[:, _T][:, None]
+        time = ((_T, 1),)
+        t_point = np.asarray([_value(p, time) for p in candidates])
+        feasible = 100.0 * (t_point / _value(d, time) - 1.0) <= cap_pct
+        t_reps = np.column_stack([_product_replicates(p, time, n_resamples) for p in candidates])
+        d_t = _product_replicates(d, time, n_resamples)[:, None]
         feasible_reps = 100.0 * (t_reps / d_t - 1.0) <= cap_pct
 
     pick = pick_optimum([p.label for p in candidates], values_arr, reps_arr, lower_is_better=True,

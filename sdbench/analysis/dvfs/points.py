@@ -11,7 +11,7 @@ sdbench.stats's ``summarize`` and ``change_interval`` of the rounds' products (d
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from sdbench.analysis.estimates import (
     MEDIAN_RATIO_METHOD,
     Estimate,
     Powers,
+    bootstrap_indices,
     change_from_ratio,
     mean_product_estimate,
     mean_product_ratio_estimate,
@@ -76,32 +77,19 @@ class _PointData:
     statuses: list[str]
     excluded: bool
     exclusion_reason: str | None
-    est: np.ndarray = field(default_factory=lambda: np.full(4, np.nan))  # point estimates per column
-    boot: np.ndarray | None = None  # (B, 4) resampled statistics
     statistic: str = "mean"
-    idx: np.ndarray | None = None  # (B, rounds): the rounds each resample drew
+    idx: np.ndarray | None = None  # (B, rounds): the rounds each bootstrap resample drew; None from one round
 
     def available(self, col: int) -> bool:
         return bool(self.rows.size) and not np.any(np.isnan(self.rows[:, col]))
 
 
-def _statistic(statistic: str) -> Any:
-    return np.mean if statistic == "mean" else np.median
-
-
 def _bootstrap_point(p: _PointData, statistic: str, n_resamples: int, rng: np.random.Generator) -> None:
-    stat = _statistic(statistic)
+    """Draw the point's bootstrap resamples of its rounds (kept as indices, so every product, EDP included,
+    is resampled with the same rounds); a single-round point has none."""
     p.statistic = statistic
-    p.est = stat(p.rows, axis=0)
     n = p.rows.shape[0]
-    if n < 2:
-        p.boot = None
-        p.idx = None
-        return
-    # (B, n, 4) -> statistic over rounds; NaN columns stay NaN (unavailable metrics). The draws are those of
-    # bootstrap_replicates; they are kept so that products (EDP) are resampled with the same rounds.
-    p.idx = rng.integers(0, n, size=(n_resamples, n))
-    p.boot = stat(p.rows[p.idx], axis=1)
+    p.idx = bootstrap_indices(n, n_resamples, rng) if n >= 2 else None
 
 
 def _per_round(rows: np.ndarray, powers: Powers) -> np.ndarray:
@@ -159,13 +147,6 @@ def _ratio(p: _PointData, d: _PointData, powers: Powers, confidence: float, fn: 
         return Estimate(value)
     bounds = sorted((float(fn(1.0 + ch.low_rel)), float(fn(1.0 + ch.high_rel))))
     return Estimate(value, min(bounds[0], value), max(bounds[1], value), MEDIAN_RATIO_METHOD)
-
-
-def _replicates(p: _PointData, n_resamples: int) -> np.ndarray:
-    """(B, 4) replicates; a single-round point repeats its estimate (it carries no spread)."""
-    if p.boot is not None:
-        return p.boot
-    return np.tile(p.est, (n_resamples, 1))
 
 
 def _point_stats(p: _PointData, d: _PointData | None, confidence: float, energy_basis: str, simulated: bool,

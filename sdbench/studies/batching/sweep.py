@@ -341,7 +341,12 @@ def batch_sweep(bench: Bench, case: Case, batch_sizes: str | Iterable[int], *,
         if on_point is not None:
             on_point(list(points), [x for x in sizes[i + 1:] if x not in kept])
     return summarize_sweep(points, n_resamples=n_resamples, seed=seed, confidence=confidence,
-                           base_case_id=case.case_id.replace(f"-b{case.batch_size}-", "-b*-", 1))
+                           base_case_id=_any_batch(case.case_id, case.batch_size))
+
+
+def _any_batch(case_id: str, batch_size: int) -> str:
+    """The case id with its batch size replaced by ``*``: the id every point of one sweep shares."""
+    return case_id.replace(f"-b{batch_size}-", "-b*-", 1)
 
 
 def resume_points(doc: Mapping[str, Any], case: Case, sizes: Sequence[int],
@@ -352,10 +357,10 @@ def resume_points(doc: Mapping[str, Any], case: Case, sizes: Sequence[int],
     on the same GPU; a batch that failed otherwise is measured again. A file of another case, another
     GPU, or batches outside `sizes` is refused (ConfigError naming what differs), so a resumed sweep never
     mixes measurements that a fresh one would not hold together."""
-    base = case.case_id.replace(f"-b{case.batch_size}-", "-b*-", 1)
+    base = _any_batch(case.case_id, case.batch_size)
     records = {int(r["batch_size"]): r for r in doc.get("records", []) if r.get("batch_size") is not None}
     for b, rec in records.items():
-        theirs = str(rec.get("case_id", "")).replace(f"-b{b}-", "-b*-", 1)
+        theirs = _any_batch(str(rec.get("case_id", "")), b)
         if theirs != base:
             raise ConfigError("resume", theirs, f"a sweep of {base}",
                               reason="the earlier run measured another case; resume with its flags or another "
